@@ -1,0 +1,23 @@
+// common.h: checked allocation and I/O helpers that name the file and line on failure.
+#ifndef DDPM_COMMON_H
+#define DDPM_COMMON_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// Print "ddpm: <message>" to stderr and exit(1). printf-style.
+void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+void *malloc_check(size_t size, const char *file, int line);
+void *calloc_check(size_t n, size_t size, const char *file, int line);
+// 64-byte aligned, zero-filled allocation (free with free()).
+void *aligned_calloc_check(size_t size, const char *file, int line);
+#define mallocCheck(n) malloc_check((n), __FILE__, __LINE__)
+#define callocCheck(n, s) calloc_check((n), (s), __FILE__, __LINE__)
+#define alignedCalloc(n) aligned_calloc_check((n), __FILE__, __LINE__)
+
+// Wall-clock seconds (monotonic).
+double now_seconds(void);
+
+#endif

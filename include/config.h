@@ -1,0 +1,44 @@
+// config.h: the model (U-Net + noise schedule) configuration, read from a plain-text
+// `key = value` file (one per line, `#` starts a comment, lists are comma separated).
+#ifndef DDPM_CONFIG_H
+#define DDPM_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define CFG_MAX_LEVELS 8
+
+typedef enum { SCHEDULE_LINEAR = 0, SCHEDULE_COSINE = 1, SCHEDULE_CONSTANT = 2 } ScheduleKind;
+
+typedef struct {
+    // U-Net (names as in explainingai-code/DDPM-Pytorch's model config)
+    int im_channels, im_size;
+    int n_down;                          // number of entries in down_channels
+    int down_channels[CFG_MAX_LEVELS];
+    int n_mid;                           // number of entries in mid_channels
+    int mid_channels[CFG_MAX_LEVELS];
+    int down_sample[CFG_MAX_LEVELS];     // n_down - 1 flags
+    int down_attn[CFG_MAX_LEVELS];       // n_down - 1 flags (optional key, default all 1)
+    int time_emb_dim;
+    int num_down_layers, num_mid_layers, num_up_layers;
+    int num_heads;
+    // noise schedule (optional keys)
+    ScheduleKind schedule;               // schedule = linear | cosine | constant
+    int num_timesteps;                   // num_timesteps (T), default 1000
+    float beta_start, beta_end;          // linear: default 1e-4, 0.02
+    float beta;                          // constant: default 0.02
+    float cosine_s;                      // cosine: default 0.008
+} ModelConfig;
+
+// Parse config text. `name` is used in error messages ("name:LINE: ...").
+// Returns 0 on success; on failure writes a one-line message into err and returns -1.
+int config_parse(ModelConfig *c, const char *text, const char *name, char *err, size_t errlen);
+// Read and parse a file; on any error prints a one-line message and exits(1).
+void config_load(ModelConfig *c, const char *path);
+// Checks the structural constraints (group/heads divisibility, sizes). 0 ok, -1 + err.
+int config_validate(const ModelConfig *c, char *err, size_t errlen);
+// Canonical text form (parsable by config_parse); returns the length written.
+int config_to_text(const ModelConfig *c, char *buf, size_t buflen);
+const char *schedule_name(ScheduleKind k);
+
+#endif

@@ -1,0 +1,568 @@
+// layers.c: forward/backward of every U-Net layer on plain NCHW float arrays.
+// Backward passes accumulate (+=). Parallel loops split the batch statically; gradients
+// of parameters are summed per thread into `ws` and then reduced in thread order, so the
+// result depends only on the inputs and the thread count.
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gemm.h"
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+// static split of [0, n) among the threads of the current team
+static void thread_range(int n, int *lo, int *hi) {
+    int t = thread_id(), nt = thread_count();
+    *lo = (int)((long)n * t / nt);
+    *hi = (int)((long)n * (t + 1) / nt);
+}
+
+// dst[i] += sum_t partial_t[i] in thread order, where partial_t = ws + t * stride + off
+static void reduce_partials(float *dst, const float *ws, size_t stride, size_t off, long n, int nt) {
+    if (!dst) return;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float s = 0.0f;
+        for (int t = 0; t < nt; t++) s += ws[(size_t)t * stride + off + i];
+        dst[i] += s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// im2col / col2im for one image: col[(ci K + kh) K + kw][oh Wo + ow] = in[ci][oh s - p + kh][ow s - p + kw]
+
+static void im2col(float *col, const float *in, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo) {
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+                float *row = col + ((size_t)(ci * K + kh) * K + kw) * Ho * Wo;
+                for (int oh = 0; oh < Ho; oh++) {
+                    int ih = oh * stride - pad + kh;
+                    float *r = row + oh * Wo;
+                    if (ih < 0 || ih >= H) { memset(r, 0, Wo * sizeof(float)); continue; }
+                    const float *src = in + ((size_t)ci * H + ih) * W;
+                    if (stride == 1) {
+                        int off = kw - pad; // iw = ow + off
+                        int lo = off < 0 ? -off : 0, hi = W - off < Wo ? W - off : Wo;
+                        if (hi < lo) hi = lo;
+                        for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+                        memcpy(r + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                        for (int ow = hi; ow < Wo; ow++) r[ow] = 0.0f;
+                    } else {
+                        for (int ow = 0; ow < Wo; ow++) {
+                            int iw = ow * stride - pad + kw;
+                            r[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+// in[ci][ih][iw] += col[...] (the adjoint of im2col)
+static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo) {
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+                const float *row = col + ((size_t)(ci * K + kh) * K + kw) * Ho * Wo;
+                for (int oh = 0; oh < Ho; oh++) {
+                    int ih = oh * stride - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    float *dst = in + ((size_t)ci * H + ih) * W;
+                    const float *r = row + oh * Wo;
+                    for (int ow = 0; ow < Wo; ow++) {
+                        int iw = ow * stride - pad + kw;
+                        if (iw >= 0 && iw < W) dst[iw] += r[ow];
+                    }
+                }
+            }
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d: per image, out[Co, P] = w[Co, Ci K K] col[Ci K K, P] (+ bias), P = Ho Wo
+
+static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
+
+size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
+    return 2 * ckk * P + (size_t)Co * ckk + Co; // col, dcol, dw partial, dbias partial
+}
+
+void conv2d_forward(float *out, const float *in, const float *w, const float *bias,
+                    int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                    int accumulate, float *ws) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+#pragma omp parallel
+    {
+        float *col = ws + (size_t)thread_id() * wsz;
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *x = in + (size_t)b * Ci * H * W;
+            float *y = out + (size_t)b * Co * P;
+            for (int co = 0; co < Co; co++) {
+                float bv = bias ? bias[co] : 0.0f;
+                float *yc = y + (size_t)co * P;
+                if (accumulate) for (int p = 0; p < P; p++) yc[p] += bv;
+                else for (int p = 0; p < P; p++) yc[p] = bv;
+            }
+            const float *cb = x;
+            if (!is_pointwise(K, stride, pad)) {
+                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+                cb = col;
+            }
+            gemm(0, 0, Co, P, CKK, w, CKK, cb, P, y, P, 1);
+        }
+    }
+}
+
+void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                     const float *w, int B, int Ci, int H, int W, int Co, int K, int stride,
+                     int pad, float *ws) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    size_t off_dw = 2 * (size_t)CKK * P, off_db = off_dw + (size_t)Co * CKK;
+    int nt = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nt = thread_count();
+        float *mine = ws + (size_t)thread_id() * wsz;
+        float *col = mine, *dcol = mine + (size_t)CKK * P, *dwp = mine + off_dw, *dbp = mine + off_db;
+        memset(dwp, 0, ((size_t)Co * CKK + Co) * sizeof(float));
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *x = in + (size_t)b * Ci * H * W;
+            const float *dy = dout + (size_t)b * Co * P;
+            // dbias[co] += sum_p dy[co, p]
+            for (int co = 0; co < Co; co++) {
+                float s = 0.0f;
+                for (int p = 0; p < P; p++) s += dy[(size_t)co * P + p];
+                dbp[co] += s;
+            }
+            // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
+            const float *cb = x;
+            if (!is_pointwise(K, stride, pad)) {
+                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+                cb = col;
+            }
+            gemm(0, 1, Co, CKK, P, dy, P, cb, P, dwp, CKK, 1);
+            // din += col2im(w^T dy)
+            if (din) {
+                float *dx = din + (size_t)b * Ci * H * W;
+                if (is_pointwise(K, stride, pad)) {
+                    gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dx, P, 1);
+                } else {
+                    gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dcol, P, 0);
+                    col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo);
+                }
+            }
+        }
+    }
+    reduce_partials(dw, ws, wsz, off_dw, (long)Co * CKK, nt);
+    reduce_partials(dbias, ws, wsz, off_db, Co, nt);
+}
+
+// ---------------------------------------------------------------------------------------
+// transposed conv: per image, col[Co K K, H W] = w[Ci, Co K K]^T in[Ci, H W]; out = col2im(col) + bias.
+// It is the adjoint (data gradient) of a conv from (Co, Ho, Wo) to (Ci, H, W).
+
+size_t conv_transpose2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    (void)stride; (void)pad;
+    size_t ckk = (size_t)Co * K * K, P = (size_t)H * W;
+    return ckk * P + (size_t)Ci * ckk + Co; // col, dw partial, dbias partial
+}
+
+void conv_transpose2d_forward(float *out, const float *in, const float *w, const float *bias,
+                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                              float *ws) {
+    int Ho = (H - 1) * stride - 2 * pad + K, Wo = (W - 1) * stride - 2 * pad + K;
+    int P = H * W, CKK = Co * K * K;
+    size_t wsz = conv_transpose2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+#pragma omp parallel
+    {
+        float *col = ws + (size_t)thread_id() * wsz;
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *x = in + (size_t)b * Ci * P;
+            float *y = out + (size_t)b * Co * Ho * Wo;
+            for (int co = 0; co < Co; co++)
+                for (int p = 0; p < Ho * Wo; p++) y[(size_t)co * Ho * Wo + p] = bias ? bias[co] : 0.0f;
+            gemm(1, 0, CKK, P, Ci, w, CKK, x, P, col, P, 0);
+            col2im(y, col, Co, Ho, Wo, K, stride, pad, H, W);
+        }
+    }
+}
+
+void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float *dout,
+                               const float *in, const float *w, int B, int Ci, int H, int W,
+                               int Co, int K, int stride, int pad, float *ws) {
+    int Ho = (H - 1) * stride - 2 * pad + K, Wo = (W - 1) * stride - 2 * pad + K;
+    int P = H * W, CKK = Co * K * K;
+    size_t wsz = conv_transpose2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    size_t off_dw = (size_t)CKK * P, off_db = off_dw + (size_t)Ci * CKK;
+    int nt = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nt = thread_count();
+        float *mine = ws + (size_t)thread_id() * wsz;
+        float *col = mine, *dwp = mine + off_dw, *dbp = mine + off_db;
+        memset(dwp, 0, ((size_t)Ci * CKK + Co) * sizeof(float));
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *x = in + (size_t)b * Ci * P;
+            const float *dy = dout + (size_t)b * Co * Ho * Wo;
+            for (int co = 0; co < Co; co++) {
+                float s = 0.0f;
+                for (int p = 0; p < Ho * Wo; p++) s += dy[(size_t)co * Ho * Wo + p];
+                dbp[co] += s;
+            }
+            im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W); // dcol[CKK, P]
+            gemm(0, 1, Ci, CKK, P, x, P, col, P, dwp, CKK, 1);  // dw[Ci, CKK] += x dcol^T
+            if (din) gemm(0, 0, Ci, P, CKK, w, CKK, col, P, din + (size_t)b * Ci * P, P, 1); // dx += w dcol
+        }
+    }
+    reduce_partials(dw, ws, wsz, off_dw, (long)Ci * CKK, nt);
+    reduce_partials(dbias, ws, wsz, off_db, Co, nt);
+}
+
+// ---------------------------------------------------------------------------------------
+// GroupNorm: for each (b, g) over its C/G channels x HW positions:
+// xhat = (x - mean) rstd, rstd = 1/sqrt(var + 1e-5) (biased var); y = xhat gamma[c] + beta[c]
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                       const float *beta, int B, int C, int HW, int G) {
+    int Cg = C / G;
+    long n = (long)Cg * HW;
+#pragma omp parallel for schedule(static)
+    for (int bg = 0; bg < B * G; bg++) {
+        const float *x = in + (size_t)bg * n;
+        float *y = out + (size_t)bg * n;
+        double s = 0.0, ss = 0.0;
+        for (long i = 0; i < n; i++) s += x[i];
+        double m = s / n;
+        for (long i = 0; i < n; i++) { double d = x[i] - m; ss += d * d; }
+        float r = (float)(1.0 / sqrt(ss / n + 1e-5));
+        float mf = (float)m;
+        mean[bg] = mf;
+        rstd[bg] = r;
+        int g = bg % G;
+        for (int cc = 0; cc < Cg; cc++) {
+            int c = g * Cg + cc;
+            float a = r * gamma[c], b0 = beta[c] - mf * a; // y = x a + (beta - mean a)
+            const float *xc = x + (size_t)cc * HW;
+            float *yc = y + (size_t)cc * HW;
+            for (int p = 0; p < HW; p++) yc[p] = xc[p] * a + b0;
+        }
+    }
+}
+
+// din = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma[c] (means over the group)
+void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                        const float *in, const float *mean, const float *rstd,
+                        const float *gamma, int B, int C, int HW, int G) {
+    int Cg = C / G;
+    long n = (long)Cg * HW;
+    if (din) {
+#pragma omp parallel for schedule(static)
+        for (int bg = 0; bg < B * G; bg++) {
+            const float *x = in + (size_t)bg * n, *dy = dout + (size_t)bg * n;
+            float *dx = din + (size_t)bg * n;
+            float m = mean[bg], r = rstd[bg];
+            int g = bg % G;
+            double sd = 0.0, sdx = 0.0;
+            for (int cc = 0; cc < Cg; cc++) {
+                float gm = gamma[g * Cg + cc];
+                for (int p = 0; p < HW; p++) {
+                    long i = (long)cc * HW + p;
+                    float dxh = dy[i] * gm;
+                    sd += dxh;
+                    sdx += dxh * (x[i] - m) * r;
+                }
+            }
+            float md = (float)(sd / n), mdx = (float)(sdx / n);
+            for (int cc = 0; cc < Cg; cc++) {
+                float gm = gamma[g * Cg + cc];
+                for (int p = 0; p < HW; p++) {
+                    long i = (long)cc * HW + p;
+                    float xh = (x[i] - m) * r;
+                    dx[i] += r * (dy[i] * gm - md - xh * mdx);
+                }
+            }
+        }
+    }
+    // dgamma[c] += sum_{b,p} dy xhat, dbeta[c] += sum_{b,p} dy (loop over b inside: deterministic)
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float sg = 0.0f, sb = 0.0f;
+        int g = c / Cg;
+        for (int b = 0; b < B; b++) {
+            const float *x = in + ((size_t)b * C + c) * HW, *dy = dout + ((size_t)b * C + c) * HW;
+            float m = mean[b * G + g], r = rstd[b * G + g];
+            for (int p = 0; p < HW; p++) {
+                sg += dy[p] * (x[p] - m) * r;
+                sb += dy[p];
+            }
+        }
+        dgamma[c] += sg;
+        dbeta[c] += sb;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SiLU: y = x s(x), s = 1/(1+e^-x); dy/dx = s (1 + x (1 - s))
+
+void silu_forward(float *out, const float *in, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) out[i] = in[i] / (1.0f + expf(-in[i]));
+}
+
+void silu_backward(float *din, const float *dout, const float *in, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-in[i]));
+        din[i] += dout[i] * s * (1.0f + in[i] * (1.0f - s));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Linear (small: the time embedding path), single-threaded
+
+void linear_forward(float *out, const float *in, const float *w, const float *bias, int B, int I, int O) {
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < O; o++) out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
+    gemm(0, 1, B, O, I, in, I, w, I, out, O, 1);
+}
+
+void linear_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                     const float *w, int B, int I, int O) {
+    gemm(1, 0, O, I, B, dout, O, in, I, dw, I, 1);              // dw[O,I] += dout^T in
+    if (dbias)
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < O; o++) dbias[o] += dout[(size_t)b * O + o];
+    if (din) gemm(0, 0, B, I, O, dout, O, w, I, din, I, 1);      // din[B,I] += dout w
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-head self-attention, per image and head h (D = C/NH, rows of qkv are [q; k; v]):
+//   S = scale Q^T K [N,N], P = softmax_rows(S), O = V P^T [D,N]; out += w_out O + b_out.
+// Queries are processed in blocks of ATT_R rows so only an ATT_R x N block of S exists at a
+// time; the forward keeps lse_i = log sum_j exp(S_ij), and the backward recomputes
+// P_ij = exp(S_ij - lse_i). dS = P (dP - rowsum(dO o O)), dQ = scale K dS^T, dK = scale Q dS.
+
+#define ATT_R 128
+
+size_t attention_ws_floats(int C, int N, int NH) {
+    (void)NH;
+    size_t R = N < ATT_R ? N : ATT_R;
+    // dO[C,N], dqkv[3C,N], S/P block, dP block, partial grads (w_in, b_in, w_out, b_out)
+    return (size_t)C * N + 3 * (size_t)C * N + 2 * R * N + 3 * (size_t)C * C + 3 * C + (size_t)C * C + C;
+}
+
+void attention_forward(float *out, float *qkv, float *o, float *lse, const float *a,
+                       const float *w_in, const float *b_in, const float *w_out,
+                       const float *b_out, int B, int C, int N, int NH, float *ws) {
+    int D = C / NH;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t wsz = attention_ws_floats(C, N, NH);
+#pragma omp parallel
+    {
+        float *S = ws + (size_t)thread_id() * wsz;
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *ab = a + (size_t)b * C * N;
+            float *qb = qkv + (size_t)b * 3 * C * N, *ob = o + (size_t)b * C * N;
+            float *yb = out + (size_t)b * C * N, *lb = lse + (size_t)b * NH * N;
+            // qkv[3C,N] = w_in a + b_in
+            for (int r = 0; r < 3 * C; r++)
+                for (int n = 0; n < N; n++) qb[(size_t)r * N + n] = b_in[r];
+            gemm(0, 0, 3 * C, N, C, w_in, C, ab, N, qb, N, 1);
+            for (int h = 0; h < NH; h++) {
+                const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
+                            *V = qb + (size_t)(2 * C + h * D) * N;
+                for (int i0 = 0; i0 < N; i0 += ATT_R) {
+                    int R = N - i0 < ATT_R ? N - i0 : ATT_R;
+                    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0); // S[R,N] = Q_blk^T K
+                    for (int i = 0; i < R; i++) {
+                        float *s = S + (size_t)i * N;
+                        float mx = -INFINITY;
+                        for (int j = 0; j < N; j++) { s[j] *= scale; if (s[j] > mx) mx = s[j]; }
+                        float sum = 0.0f;
+                        for (int j = 0; j < N; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                        float inv = 1.0f / sum;
+                        for (int j = 0; j < N; j++) s[j] *= inv;
+                        lb[(size_t)h * N + i0 + i] = mx + logf(sum);
+                    }
+                    // O[:, blk] = V P^T
+                    gemm(0, 1, D, R, N, V, N, S, N, ob + (size_t)h * D * N + i0, N, 0);
+                }
+            }
+            // out += w_out O + b_out
+            for (int c = 0; c < C; c++)
+                for (int n = 0; n < N; n++) yb[(size_t)c * N + n] += b_out[c];
+            gemm(0, 0, C, N, C, w_out, C, ob, N, yb, N, 1);
+        }
+    }
+}
+
+void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, float *db_out,
+                        const float *dout, const float *a, const float *qkv, const float *o,
+                        const float *lse, const float *w_in, const float *w_out, int B, int C,
+                        int N, int NH, float *ws) {
+    int D = C / NH;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t wsz = attention_ws_floats(C, N, NH);
+    size_t R0 = N < ATT_R ? N : ATT_R;
+    size_t off_dqkv = (size_t)C * N, off_S = off_dqkv + 3 * (size_t)C * N, off_dP = off_S + R0 * N;
+    size_t off_dwin = off_dP + R0 * N, off_dbin = off_dwin + 3 * (size_t)C * C;
+    size_t off_dwout = off_dbin + 3 * C, off_dbout = off_dwout + (size_t)C * C;
+    int nt = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nt = thread_count();
+        float *mine = ws + (size_t)thread_id() * wsz;
+        float *dO = mine, *dqkv = mine + off_dqkv, *S = mine + off_S, *dP = mine + off_dP;
+        memset(mine + off_dwin, 0, (wsz - off_dwin) * sizeof(float));
+        int lo, hi;
+        thread_range(B, &lo, &hi);
+        for (int b = lo; b < hi; b++) {
+            const float *ab = a + (size_t)b * C * N, *qb = qkv + (size_t)b * 3 * C * N;
+            const float *ob = o + (size_t)b * C * N, *dy = dout + (size_t)b * C * N;
+            const float *lb = lse + (size_t)b * NH * N;
+            // out_proj: dw_out += dy O^T, db_out += rowsum dy, dO = w_out^T dy
+            gemm(0, 1, C, C, N, dy, N, ob, N, mine + off_dwout, C, 1);
+            for (int c = 0; c < C; c++) {
+                float s = 0.0f;
+                for (int n = 0; n < N; n++) s += dy[(size_t)c * N + n];
+                mine[off_dbout + c] += s;
+            }
+            gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
+            memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
+            for (int h = 0; h < NH; h++) {
+                const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
+                            *V = qb + (size_t)(2 * C + h * D) * N;
+                const float *Oh = ob + (size_t)h * D * N, *dOh = dO + (size_t)h * D * N;
+                float *dQ = dqkv + (size_t)h * D * N, *dK = dqkv + (size_t)(C + h * D) * N,
+                      *dV = dqkv + (size_t)(2 * C + h * D) * N;
+                for (int i0 = 0; i0 < N; i0 += ATT_R) {
+                    int R = N - i0 < ATT_R ? N - i0 : ATT_R;
+                    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);    // S = Q_blk^T K
+                    for (int i = 0; i < R; i++) {                      // P = exp(scale S - lse)
+                        float l = lb[(size_t)h * N + i0 + i];
+                        float *s = S + (size_t)i * N;
+                        for (int j = 0; j < N; j++) s[j] = expf(s[j] * scale - l);
+                    }
+                    gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
+                    gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, 1);     // dV += dO_blk P
+                    for (int i = 0; i < R; i++) {                      // dS = P (dP - rowsum(dO o O)) scale
+                        float di = 0.0f;
+                        for (int d = 0; d < D; d++) di += dOh[(size_t)d * N + i0 + i] * Oh[(size_t)d * N + i0 + i];
+                        float *p = S + (size_t)i * N, *dp = dP + (size_t)i * N;
+                        for (int j = 0; j < N; j++) dp[j] = p[j] * (dp[j] - di) * scale;
+                    }
+                    gemm(0, 1, D, R, N, K, N, dP, N, dQ + i0, N, 1);  // dQ_blk += K dS^T
+                    gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, 1);  // dK += Q_blk dS
+                }
+            }
+            // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv
+            gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, mine + off_dwin, C, 1);
+            for (int r = 0; r < 3 * C; r++) {
+                float s = 0.0f;
+                for (int n = 0; n < N; n++) s += dqkv[(size_t)r * N + n];
+                mine[off_dbin + r] += s;
+            }
+            if (da) gemm(1, 0, C, N, 3 * C, w_in, C, dqkv, N, da + (size_t)b * C * N, N, 1);
+        }
+    }
+    reduce_partials(dw_in, ws, wsz, off_dwin, 3L * C * C, nt);
+    reduce_partials(db_in, ws, wsz, off_dbin, 3L * C, nt);
+    reduce_partials(dw_out, ws, wsz, off_dwout, (long)C * C, nt);
+    reduce_partials(db_out, ws, wsz, off_dbout, C, nt);
+}
+
+// ---------------------------------------------------------------------------------------
+// time embedding: f_i = 10000^(i/half), e = [sin(t/f_0..), cos(t/f_0..)] (computed in double)
+
+void timestep_embedding(float *out, const int *t, int B, int D) {
+    int half = D / 2;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < half; i++) {
+            double arg = (double)t[b] / pow(10000.0, (double)i / (double)half);
+            out[(size_t)b * D + i] = (float)sin(arg);
+            out[(size_t)b * D + half + i] = (float)cos(arg);
+        }
+}
+
+// ---------------------------------------------------------------------------------------
+
+void concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca, int Cb, int HW) {
+    for (int n = 0; n < B; n++) {
+        memcpy(out + (size_t)n * (Ca + Cb) * HW, a + (size_t)n * Ca * HW, (size_t)Ca * HW * sizeof(float));
+        memcpy(out + ((size_t)n * (Ca + Cb) + Ca) * HW, b + (size_t)n * Cb * HW, (size_t)Cb * HW * sizeof(float));
+    }
+}
+
+void concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca, int Cb, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < B; n++) {
+        const float *src = dout + (size_t)n * (Ca + Cb) * HW;
+        float *pa = da + (size_t)n * Ca * HW, *pb = db + (size_t)n * Cb * HW;
+        for (long i = 0; i < (long)Ca * HW; i++) pa[i] += src[i];
+        for (long i = 0; i < (long)Cb * HW; i++) pb[i] += src[(long)Ca * HW + i];
+    }
+}
+
+void add_bias_bc_forward(float *out, const float *bias, int B, int C, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        float v = bias[bc];
+        float *o = out + (size_t)bc * HW;
+        for (int p = 0; p < HW; p++) o[p] += v;
+    }
+}
+
+void add_bias_bc_backward(float *dbias, const float *dout, int B, int C, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        float s = 0.0f;
+        const float *d = dout + (size_t)bc * HW;
+        for (int p = 0; p < HW; p++) s += d[p];
+        dbias[bc] += s;
+    }
+}
+
+float mse_forward(const float *pred, const float *target, long n) {
+    double s = 0.0;
+    for (long i = 0; i < n; i++) { double d = (double)pred[i] - target[i]; s += d * d; }
+    return (float)(s / n);
+}
+
+void mse_backward(float *dpred, const float *pred, const float *target, long n) {
+    float k = 2.0f / (float)n;
+    for (long i = 0; i < n; i++) dpred[i] = k * (pred[i] - target[i]);
+}

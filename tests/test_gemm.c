@@ -1,0 +1,45 @@
+// test_gemm.c: the packed GEMM against a double-precision naive product, all transposes,
+// odd shapes that exercise every edge of the MR x NR tiles and KC/MC/NC blocks.
+#include <string.h>
+
+#include "gemm.h"
+#include "rng.h"
+#include "testutil.h"
+
+static void check(int ta, int tb, int M, int N, int K, int acc, Rng *r) {
+    int lda = ta ? M + 3 : K + 1, ldb = tb ? K + 2 : N + 5, ldc = N + 7;
+    long asz = (long)(ta ? K : M) * lda, bsz = (long)(tb ? N : K) * ldb, csz = (long)M * ldc;
+    float *A = malloc(asz * 4), *B = malloc(bsz * 4), *C = malloc(csz * 4), *C0 = malloc(csz * 4);
+    for (long i = 0; i < asz; i++) A[i] = rng_normal(r);
+    for (long i = 0; i < bsz; i++) B[i] = rng_normal(r);
+    for (long i = 0; i < csz; i++) C[i] = C0[i] = rng_normal(r);
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc);
+    double maxerr = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? C0[(long)i * ldc + j] : 0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[(long)k * lda + i] : A[(long)i * lda + k]) *
+                     (tb ? B[(long)j * ldb + k] : B[(long)k * ldb + j]);
+            double e = fabs(s - C[(long)i * ldc + j]);
+            if (e > maxerr) maxerr = e;
+        }
+    // padding columns of C (j >= N) must be untouched
+    int untouched = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) untouched &= C[(long)i * ldc + j] == C0[(long)i * ldc + j];
+    CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm ta=%d tb=%d %dx%dx%d acc=%d: max err %g", ta, tb, M, N, K, acc, maxerr);
+    CHECK(untouched, "gemm ta=%d tb=%d %dx%dx%d wrote outside C", ta, tb, M, N, K);
+    free(A); free(B); free(C); free(C0);
+}
+
+int main(void) {
+    Rng r;
+    rng_seed(&r, 1);
+    int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576}, {3, 784, 16}};
+    for (int s = 0; s < 7; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, &r);
+    TEST_DONE("test_gemm");
+}

@@ -40,6 +40,7 @@ ASAN_BIN   = $(patsubst %,$(ASAN_DIR)/%,$(filter $(ASAN_TESTS),$(patsubst tests/
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 
+.SECONDARY:
 .PHONY: all test test-unit test-asan data deps clean bench
 all: ddpm
 
@@ -63,7 +64,7 @@ $(ASAN_DIR)/test_%: tests/test_%.c tests/testutil.h $(ASAN_OBJ)
 
 test: ddpm $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
-	@echo "== tests/test_cli.sh"; bash tests/test_cli.sh ./ddpm
+	@echo "== tests/test_cli.sh"; BUILD_DIR=$(BUILD) bash tests/test_cli.sh ./ddpm
 	@$(MAKE) --no-print-directory test-asan
 	@echo "ALL TESTS PASSED"
 

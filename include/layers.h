@@ -76,6 +76,7 @@ void add_bias_bc_forward(float *out, const float *bias, int B, int C, int HW);
 void add_bias_bc_backward(float *dbias, const float *dout, int B, int C, int HW);
 
 // ---- mean squared error: loss = mean_i (pred_i - target_i)^2; dpred = 2 (pred - target) / n
+// (the start of the backward pass: mse_backward WRITES dpred, the one backward that does not accumulate)
 float mse_forward(const float *pred, const float *target, long n);
 void mse_backward(float *dpred, const float *pred, const float *target, long n);
 

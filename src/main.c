@@ -1,0 +1,583 @@
+// main.c: the ddpm command line: train, sample, info, bench.
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "data.h"
+#include "image.h"
+#include "layers.h"
+#include "sample.h"
+#include "train.h"
+#include "unet.h"
+
+// ---------------------------------------------------------------------------------------
+// argument parsing helpers: every bad value is a one-line error and exit code 2
+
+static const char *cmd_name = "ddpm";
+
+static void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", cmd_name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see '%s --help')\n", cmd_name);
+    va_end(ap);
+    exit(2);
+}
+
+static const char *need_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) usage_error("option %s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+static long parse_long(const char *opt, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) usage_error("option %s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+    return v;
+}
+
+static double parse_double(const char *opt, const char *s, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) usage_error("option %s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+    return v;
+}
+
+static void set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+static int threads_in_use(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void print_config(FILE *f, const ModelConfig *c) {
+    char text[4096];
+    config_to_text(c, text, sizeof(text));
+    fputs(text, f);
+}
+
+// ---------------------------------------------------------------------------------------
+// ddpm info
+
+static const char *INFO_HELP =
+    "usage: ddpm info (--config FILE | --model CKPT)\n"
+    "Print a model configuration, its parameter count and cost; with --model also the\n"
+    "training state (step, epoch) and hyperparameters stored in the checkpoint.\n"
+    "  --config FILE   a model config (models/*.cfg)\n"
+    "  --model CKPT    a checkpoint written by 'ddpm train'\n";
+
+static void print_model_summary(const ModelConfig *c) {
+    Unet m;
+    unet_build(&m, c);
+    print_config(stdout, c);
+    double macs = unet_forward_macs(&m);
+    printf("tensors: %d\n", m.n_tensors);
+    printf("parameters: %zu\n", m.n_params);
+    printf("forward GFLOP/image: %.4f\n", 2.0 * macs / 1e9);
+    printf("train step GFLOP/image: %.4f\n", 6.0 * macs / 1e9);
+    unet_free(&m);
+}
+
+static int cmd_info(int argc, char **argv) {
+    cmd_name = "ddpm info";
+    const char *config = NULL, *model = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(INFO_HELP, stdout); return 0; }
+        else if (!strcmp(argv[i], "--config")) config = need_value(argc, argv, &i);
+        else if (!strcmp(argv[i], "--model")) model = need_value(argc, argv, &i);
+        else usage_error("unknown option '%s'", argv[i]);
+    }
+    if (!!config == !!model) usage_error("give exactly one of --config FILE or --model CKPT");
+    if (config) {
+        ModelConfig c;
+        config_load(&c, config);
+        print_model_summary(&c);
+        return 0;
+    }
+    Checkpoint ck;
+    char err[512];
+    if (checkpoint_load(model, &ck, err, sizeof(err))) die("%s", err);
+    print_model_summary(&ck.cfg);
+    const TrainState *s = &ck.st;
+    printf("step: %lld\nepoch: %lld\nepoch_pos: %lld\ntrain images: %lld\n", (long long)s->step, (long long)s->epoch,
+           (long long)s->epoch_pos, (long long)s->n_data);
+    printf("batch: %d\nlr: %g\nwarmup: %d\nadam: beta1 %g beta2 %g eps %g\nseed: %llu\nema: %s",
+           s->batch, s->lr, s->warmup, s->beta1, s->beta2, s->eps, (unsigned long long)s->seed, s->ema_decay > 0 ? "" : "off\n");
+    if (s->ema_decay > 0) printf("decay %g\n", s->ema_decay);
+    checkpoint_free(&ck);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// ddpm train
+
+static const char *TRAIN_HELP =
+    "usage: ddpm train --config FILE [options]        start a run\n"
+    "       ddpm train --resume [CKPT] [options]      continue a run exactly\n"
+    "Train the U-Net noise predictor on MNIST-format data (DDPM, MSE on the noise, Adam).\n"
+    "  --config FILE      model config (e.g. models/small.cfg)\n"
+    "  --data DIR         MNIST IDX files (gz or not), or a folder of PNG/JPEG images (default data)\n"
+    "  --out CKPT         checkpoint to write (default models/ddpm.ckpt)\n"
+    "  --steps N          total optimiser steps of the run (absolute, also when resuming)\n"
+    "  --epochs N         total epochs instead (an epoch = floor(images / batch) steps)\n"
+    "  --batch N          images per step (default 64)\n"
+    "  --lr X             Adam learning rate (default 1e-4)\n"
+    "  --warmup N         linear learning-rate warm-up over N steps (default 0)\n"
+    "  --ema X            EMA decay of the weights used for sampling, 0 = off (default 0.999)\n"
+    "  --seed S           seed of init, data order and noise (default 0)\n"
+    "  --save-every N     also save every N steps (default 500; 0 = only at the end)\n"
+    "  --limit N          train on the first N images only\n"
+    "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+    "  --log FILE.csv     append step, epoch, loss, images/s, wall time to a CSV file\n"
+    "  --log-every N      progress line / CSV row every N steps (default 50)\n"
+    "  --resume [CKPT]    continue from CKPT (default: the --out file); config and\n"
+    "                     hyperparameters come from the checkpoint\n"
+    "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
+    "Same seed and thread count give byte-identical checkpoints, resumed or not.\n";
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static int cmd_train(int argc, char **argv) {
+    cmd_name = "ddpm train";
+    const char *config = NULL, *data_dir = "data", *out = "models/ddpm.ckpt", *log_path = NULL, *resume = NULL;
+    long steps = -1, epochs = -1, batch = -1, seed = -1, save_every = 500, limit = 0, threads = 0, warmup = -1, log_every = 50;
+    double lr = -1, ema = -1;
+    int resume_flag = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(TRAIN_HELP, stdout); return 0; }
+        else if (!strcmp(a, "--config")) config = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--steps")) steps = parse_long(a, need_value(argc, argv, &i), 1, 1000000000L);
+        else if (!strcmp(a, "--epochs")) epochs = parse_long(a, need_value(argc, argv, &i), 1, 1000000L);
+        else if (!strcmp(a, "--batch")) batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
+        else if (!strcmp(a, "--lr")) lr = parse_double(a, need_value(argc, argv, &i), 1e-12, 10.0);
+        else if (!strcmp(a, "--warmup")) warmup = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
+        else if (!strcmp(a, "--ema")) ema = parse_double(a, need_value(argc, argv, &i), 0.0, 0.999999);
+        else if (!strcmp(a, "--seed")) seed = parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
+        else if (!strcmp(a, "--save-every")) save_every = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
+        else if (!strcmp(a, "--limit")) limit = parse_long(a, need_value(argc, argv, &i), 1, 100000000L);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--log")) log_path = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--log-every")) log_every = parse_long(a, need_value(argc, argv, &i), 1, 1000000000L);
+        else if (!strcmp(a, "--resume")) {
+            resume_flag = 1;
+            if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) resume = argv[++i];
+        } else usage_error("unknown option '%s'", a);
+    }
+    if (steps > 0 && epochs > 0) usage_error("give --steps or --epochs, not both");
+    if (!resume_flag && !config) usage_error("--config FILE is required (or --resume to continue a run)");
+    set_threads((int)threads);
+    if (resume_flag && !resume) resume = out;
+
+    // checkpoint first (cheap to validate), then data
+    Checkpoint ck;
+    ModelConfig cfg;
+    TrainState st;
+    memset(&st, 0, sizeof(st));
+    char err[600];
+    if (resume_flag) {
+        if (checkpoint_load(resume, &ck, err, sizeof(err))) die("%s", err);
+        cfg = ck.cfg;
+        st = ck.st;
+        if (config) {
+            ModelConfig given;
+            config_load(&given, config);
+            char a[4096], b[4096];
+            config_to_text(&given, a, sizeof(a));
+            config_to_text(&cfg, b, sizeof(b));
+            if (strcmp(a, b)) die("--config %s differs from the model in checkpoint %s", config, resume);
+        }
+        if (batch > 0 && batch != st.batch) die("--batch %ld contradicts the checkpoint's batch %d (%s)", batch, st.batch, resume);
+        if (lr > 0 && (float)lr != st.lr) die("--lr %g contradicts the checkpoint's lr %g (%s)", lr, st.lr, resume);
+        if (seed >= 0 && (uint64_t)seed != st.seed) die("--seed %ld contradicts the checkpoint's seed %llu (%s)", seed, (unsigned long long)st.seed, resume);
+        if (ema >= 0 && (float)ema != st.ema_decay) die("--ema %g contradicts the checkpoint's EMA decay %g (%s)", ema, st.ema_decay, resume);
+        if (warmup >= 0 && warmup != st.warmup) die("--warmup %ld contradicts the checkpoint's warm-up %d (%s)", warmup, st.warmup, resume);
+    } else {
+        config_load(&cfg, config);
+        st.batch = batch > 0 ? (int)batch : 64;
+        st.lr = lr > 0 ? (float)lr : 1e-4f;
+        st.beta1 = 0.9f;
+        st.beta2 = 0.999f;
+        st.eps = 1e-8f;
+        st.ema_decay = ema >= 0 ? (float)ema : 0.999f;
+        st.warmup = warmup >= 0 ? (int)warmup : 0;
+        st.seed = seed >= 0 ? (uint64_t)seed : 0;
+    }
+    if (cfg.im_channels != 1) die("%s: im_channels = %d, but the data loader reads 1-channel (grayscale) images",
+                                  config ? config : resume, cfg.im_channels);
+    Dataset data;
+    if (dataset_load(&data, data_dir, 0, cfg.im_size, err, sizeof(err))) die("%s", err);
+    if (limit > 0 && limit < data.n) data.n = (int)limit;
+    if (data.n < st.batch) die("%s: %d training images, fewer than one batch of %d", data_dir, data.n, st.batch);
+    if (resume_flag && st.n_data != data.n)
+        die("the data has %d images but checkpoint %s was trained on %lld (use the same --data/--limit)", data.n, resume, (long long)st.n_data);
+    st.n_data = data.n;
+    long spe = data.n / st.batch;
+    long total = steps > 0 ? steps : epochs > 0 ? epochs * spe : (resume_flag ? -1 : spe);
+    if (total < 0) usage_error("give the run's total length with --steps N or --epochs N");
+
+    Trainer tr;
+    trainer_init(&tr, &cfg, &st, &data, resume_flag ? &ck : NULL);
+    if (resume_flag) checkpoint_free(&ck);
+    double macs = unet_forward_macs(&tr.model);
+    fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads\n",
+            resume_flag ? "resuming" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
+    if (tr.st.step >= total) {
+        fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
+        trainer_free(&tr);
+        dataset_free(&data);
+        return 0;
+    }
+    fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g, warm-up %d, EMA %g, seed %llu -> %s\n",
+            (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.warmup, tr.st.ema_decay,
+            (unsigned long long)tr.st.seed, out);
+
+    FILE *log = NULL;
+    if (log_path) {
+        log = fopen(log_path, resume_flag ? "a" : "w");
+        if (!log) die("%s: cannot open log file: %s", log_path, strerror(errno));
+        if (ftell(log) == 0) fprintf(log, "step,epoch,loss,images_per_s,wall_s\n");
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int tty = isatty(2);
+    double t0 = now_seconds(), t_window = t0, smooth = -1, loss_sum = 0;
+    long start_step = tr.st.step, window_steps = 0;
+    int status = 0;
+    while (tr.st.step < total) {
+        float loss = trainer_step(&tr);
+        if (!isfinite(loss)) {
+            fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
+                    isnan(loss) ? "NaN" : "infinite", (long long)tr.st.step + 1, out);
+            status = 1;
+            break;
+        }
+        smooth = smooth < 0 ? loss : 0.98 * smooth + 0.02 * loss;
+        loss_sum += loss;
+        window_steps++;
+        long step = tr.st.step;
+        double now = now_seconds();
+        int last = step == total;
+        if (step % log_every == 0 || last || (tty && now - t_window > 0.5)) {
+            double ips = (double)(step - start_step) * st.batch / (now - t0);
+            char eta[32];
+            fmt_time(eta, sizeof(eta), (double)(total - step) * st.batch / ips);
+            if (tty) fprintf(stderr, "\rstep %ld/%ld | epoch %lld | loss %.4f | %.1f img/s | ETA %s   ", step, total,
+                             (long long)tr.st.epoch, smooth, ips, eta);
+            if (step % log_every == 0 || last) {
+                if (!tty) fprintf(stderr, "step %ld/%ld | epoch %lld | loss %.4f | %.1f img/s | ETA %s\n", step, total,
+                                  (long long)tr.st.epoch, smooth, ips, eta);
+                if (log) {
+                    fprintf(log, "%ld,%lld,%.6f,%.2f,%.2f\n", step, (long long)tr.st.epoch, loss_sum / window_steps, ips, now - t0);
+                    fflush(log);
+                }
+                loss_sum = 0;
+                window_steps = 0;
+            }
+            t_window = now;
+        }
+        if ((save_every > 0 && step % save_every == 0) || last || stop_signal) {
+            if (trainer_save(&tr, out, err, sizeof(err))) {
+                fprintf(stderr, "\n");
+                die("%s", err);
+            }
+        }
+        if (stop_signal) {
+            fprintf(stderr, "\nddpm train: interrupted by signal %d at step %ld; checkpoint saved to %s (continue with --resume)\n",
+                    (int)stop_signal, step, out);
+            status = 130;
+            break;
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    if (status == 0)
+        fprintf(stderr, "ddpm train: done, step %lld, %.1f s, checkpoint %s\n", (long long)tr.st.step, now_seconds() - t0, out);
+    if (log) fclose(log);
+    trainer_free(&tr);
+    dataset_free(&data);
+    return status;
+}
+
+// ---------------------------------------------------------------------------------------
+// ddpm sample
+
+static const char *SAMPLE_HELP =
+    "usage: ddpm sample --model CKPT [options]\n"
+    "Generate images with the reverse process and write them as a PNG grid.\n"
+    "  --model CKPT        checkpoint written by 'ddpm train'\n"
+    "  --n N               number of images (default 100)\n"
+    "  --rows R            rows of the grid (default 10)\n"
+    "  --seed S            sampling seed (default 0); image i depends only on (seed, i)\n"
+    "  --sampler ddpm|ddim ancestral DDPM over all T steps (default) or DDIM\n"
+    "  --sigma beta|posterior  DDPM noise: sigma_t^2 = beta_t (default) or the posterior variance\n"
+    "  --steps K           DDIM steps (default 100)\n"
+    "  --eta E             DDIM eta, 0 = deterministic (default 0)\n"
+    "  --no-ema            sample with the raw weights instead of their EMA\n"
+    "  --out FILE.png      grid to write (default samples.png)\n"
+    "  --idx FILE          also write the samples as an MNIST IDX image file (uint8)\n"
+    "  --strip FILE.png    also write the x0 estimate of the first --strip-n samples at 10 points\n"
+    "                      of the reverse process (one row per sample)\n"
+    "  --strip-n N         rows of the strip (default 8)\n"
+    "  --batch N           images per forward pass (default 100)\n"
+    "  --threads N         OpenMP threads\n";
+
+static int cmd_sample(int argc, char **argv) {
+    cmd_name = "ddpm sample";
+    const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
+    SampleOptions opt = {SAMPLER_DDPM, SIGMA_BETA, 100, 0.0f, 0, 100, 100, 8, 10, 1};
+    long rows = 10, threads = 0;
+    int no_ema = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); return 0; }
+        else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--n")) opt.n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
+        else if (!strcmp(a, "--rows")) rows = parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--seed")) opt.seed = (uint64_t)parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
+        else if (!strcmp(a, "--sampler")) {
+            const char *v = need_value(argc, argv, &i);
+            if (!strcmp(v, "ddpm")) opt.sampler = SAMPLER_DDPM;
+            else if (!strcmp(v, "ddim")) opt.sampler = SAMPLER_DDIM;
+            else usage_error("option --sampler: '%s' is not ddpm or ddim", v);
+        } else if (!strcmp(a, "--sigma")) {
+            const char *v = need_value(argc, argv, &i);
+            if (!strcmp(v, "beta")) opt.sigma = SIGMA_BETA;
+            else if (!strcmp(v, "posterior")) opt.sigma = SIGMA_POSTERIOR;
+            else usage_error("option --sigma: '%s' is not beta or posterior", v);
+        } else if (!strcmp(a, "--steps")) opt.ddim_steps = (int)parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--eta")) opt.eta = (float)parse_double(a, need_value(argc, argv, &i), 0.0, 10.0);
+        else if (!strcmp(a, "--no-ema")) no_ema = 1;
+        else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--strip-n")) opt.strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(a, "--batch")) opt.batch = (int)parse_long(a, need_value(argc, argv, &i), 1, 65536);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else usage_error("unknown option '%s'", a);
+    }
+    if (!model) usage_error("--model CKPT is required");
+    set_threads((int)threads);
+    Checkpoint ck;
+    char err[600];
+    if (checkpoint_load(model, &ck, err, sizeof(err))) die("%s", err);
+    Unet m;
+    unet_build(&m, &ck.cfg);
+    if (m.n_params != ck.n_params) die("%s: %zu parameters, its config builds %zu", model, ck.n_params, m.n_params);
+    int use_ema = ck.ema && !no_ema;
+    memcpy(m.params, use_ema ? ck.ema : ck.params, m.n_params * sizeof(float));
+    Schedule s;
+    schedule_init(&s, &ck.cfg);
+    int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
+    if (opt.strip_n > opt.n) opt.strip_n = opt.n;
+    float *x = alignedCalloc((size_t)opt.n * D * sizeof(float));
+    float *strip = strip_path ? alignedCalloc((size_t)opt.strip_n * opt.strip_k * D * sizeof(float)) : NULL;
+    fprintf(stderr, "ddpm sample: %d images, %s%s, %s weights, step %lld checkpoint, %d threads\n", opt.n,
+            opt.sampler == SAMPLER_DDIM ? "DDIM" : "DDPM",
+            opt.sampler == SAMPLER_DDIM ? "" : (opt.sigma == SIGMA_BETA ? " (sigma^2 = beta)" : " (posterior sigma)"),
+            use_ema ? "EMA" : "raw", (long long)ck.st.step, threads_in_use());
+    double t0 = now_seconds();
+    sample_images(&m, &s, &opt, x, strip);
+    long cols = (opt.n + rows - 1) / rows;
+    if (write_png_grid(out, x, opt.n, C, S, S, (int)cols, 2, err, sizeof(err))) die("%s", err);
+    if (idx) {
+        if (C != 1) die("--idx writes 1-channel images; this model has %d channels", C);
+        uint8_t *px = mallocCheck((size_t)opt.n * D);
+        for (long i = 0; i < (long)opt.n * D; i++) px[i] = to_u8(x[i]);
+        if (idx_write_images(idx, px, opt.n, S, S, err, sizeof(err))) die("%s", err);
+        free(px);
+    }
+    if (strip && write_png_grid(strip_path, strip, opt.strip_n * opt.strip_k, C, S, S, opt.strip_k, 2, err, sizeof(err)))
+        die("%s", err);
+    fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",
+            strip_path ? ", " : "", strip_path ? strip_path : "", now_seconds() - t0);
+    free(x); free(strip);
+    schedule_free(&s);
+    unet_free(&m);
+    checkpoint_free(&ck);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// ddpm bench
+
+static const char *BENCH_HELP =
+    "usage: ddpm bench --config FILE [--batch 64] [--threads N] [--steps K] [--sample-batch 100]\n"
+    "Time K training steps (noising, forward, MSE, backward, Adam) and K sampling forward passes\n"
+    "after a warm-up, on random data; report images/s, GFLOP/s against the analytic FLOP count,\n"
+    "the machine's FMA peak measured in the same run, and peak memory.\n";
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+// FMA throughput: 10 independent accumulator chains of 8 floats, per thread
+static double fma_peak_gflops(void) {
+    double t0 = now_seconds();
+    long iters = 20000000;
+    float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+    {
+        __m256 a[10], x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+        for (int k = 0; k < 10; k++) a[k] = _mm256_set1_ps((float)k);
+        for (long i = 0; i < iters; i++)
+            for (int k = 0; k < 10; k++) a[k] = _mm256_fmadd_ps(a[k], x, y);
+        float s[8];
+        for (int k = 1; k < 10; k++) a[0] = _mm256_add_ps(a[0], a[k]);
+        _mm256_storeu_ps(s, a[0]);
+        sink += s[0];
+    }
+    double dt = now_seconds() - t0;
+    if (sink == 12345.0f) fprintf(stderr, " ");
+    return 2.0 * 8 * 10 * (double)iters * threads_in_use() / dt / 1e9;
+}
+#else
+static double fma_peak_gflops(void) {
+    double t0 = now_seconds();
+    long iters = 20000000;
+    float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+    {
+        float a[32];
+        for (int k = 0; k < 32; k++) a[k] = (float)k;
+        for (long i = 0; i < iters; i++)
+            for (int k = 0; k < 32; k++) a[k] = a[k] * 0.999999f + 1e-7f;
+        for (int k = 0; k < 32; k++) sink += a[k];
+    }
+    double dt = now_seconds() - t0;
+    if (sink == 12345.0f) fprintf(stderr, " ");
+    return 2.0 * 32 * (double)iters * threads_in_use() / dt / 1e9;
+}
+#endif
+
+static int cmd_bench(int argc, char **argv) {
+    cmd_name = "ddpm bench";
+    const char *config = NULL;
+    long batch = 64, threads = 0, steps = 5, sample_batch = 100;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_HELP, stdout); return 0; }
+        else if (!strcmp(a, "--config")) config = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--batch")) batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--steps")) steps = parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--sample-batch")) sample_batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
+        else usage_error("unknown option '%s'", a);
+    }
+    if (!config) usage_error("--config FILE is required");
+    set_threads((int)threads);
+    ModelConfig cfg;
+    config_load(&cfg, config);
+    // a synthetic dataset: the benchmark measures compute, not I/O
+    Dataset data = {0};
+    data.n = (int)batch * 4;
+    data.h = data.w = cfg.im_size;
+    data.pixels = callocCheck((size_t)data.n * cfg.im_size * cfg.im_size, 1);
+    data.labels = callocCheck(data.n, 1);
+    for (long i = 0; i < (long)data.n * cfg.im_size * cfg.im_size; i++) data.pixels[i] = (uint8_t)(i * 37 % 251);
+    if (cfg.im_channels != 1) die("bench supports 1-channel configs");
+    TrainState st = {0};
+    st.batch = (int)batch; st.lr = 1e-4f; st.beta1 = 0.9f; st.beta2 = 0.999f; st.eps = 1e-8f; st.ema_decay = 0.999f;
+    st.n_data = data.n;
+    Trainer tr;
+    trainer_init(&tr, &cfg, &st, &data, NULL);
+    double macs = unet_forward_macs(&tr.model);
+    printf("config %s: %zu parameters, %.4f GFLOP/image forward, %.4f GFLOP/image training step\n", config,
+           tr.model.n_params, 2e-9 * macs, 6e-9 * macs);
+    printf("threads %d, batch %ld, sample batch %ld, %ld timed steps\n", threads_in_use(), batch, sample_batch, steps);
+    trainer_step(&tr); // warm-up
+    double t0 = now_seconds();
+    for (long k = 0; k < steps; k++) trainer_step(&tr);
+    double dt_train = (now_seconds() - t0) / steps;
+    double train_ips = batch / dt_train, train_gflops = 6e-9 * macs * train_ips;
+    printf("train:  %.1f ms/step  %.1f images/s  %.1f GFLOP/s\n", 1e3 * dt_train, train_ips, train_gflops);
+    // sampling: forward passes at the sampling batch size
+    unet_alloc_acts(&tr.model, (int)sample_batch);
+    float *x = alignedCalloc((size_t)sample_batch * cfg.im_size * cfg.im_size * sizeof(float));
+    int *t = callocCheck(sample_batch, sizeof(int));
+    Rng r;
+    rng_seed(&r, 1);
+    rng_fill_normal(&r, x, sample_batch * cfg.im_size * cfg.im_size);
+    for (long b = 0; b < sample_batch; b++) t[b] = 500;
+    unet_forward(&tr.model, x, t, (int)sample_batch);
+    t0 = now_seconds();
+    for (long k = 0; k < steps; k++) unet_forward(&tr.model, x, t, (int)sample_batch);
+    double dt_sample = (now_seconds() - t0) / steps;
+    double sample_ips = sample_batch / dt_sample;
+    printf("sample: %.1f ms/step  %.1f image-steps/s  %.1f GFLOP/s\n", 1e3 * dt_sample, sample_ips, 2e-9 * macs * sample_ips);
+    double peak = fma_peak_gflops();
+    double rss = peak_rss_mb();
+    printf("FMA peak (measured, %d threads): %.1f GFLOP/s; training efficiency %.1f%%\n", threads_in_use(), peak, 100 * train_gflops / peak);
+    printf("peak RSS: %.0f MB\n", rss);
+    printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f\n",
+           train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss);
+    free(x); free(t);
+    trainer_free(&tr);
+    free(data.pixels); free(data.labels);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+
+static const char *MAIN_HELP =
+    "ddpm: a denoising diffusion probabilistic model (DDPM) for MNIST in pure C.\n"
+    "usage: ddpm <command> [options]   ('ddpm <command> --help' for its options)\n"
+    "  train    train the U-Net on MNIST (or an image folder); checkpoints, exact resume\n"
+    "  sample   generate a PNG grid (DDPM or DDIM), an IDX file, a denoising strip\n"
+    "  info     print a config or checkpoint: parameters, FLOPs, training state\n"
+    "  bench    measure training and sampling speed against the machine's FMA peak\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs(MAIN_HELP, stderr); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { fputs(MAIN_HELP, stdout); return 0; }
+    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "sample")) return cmd_sample(argc, argv);
+    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm --help')\n", cmd);
+    return 2;
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# test_cli.sh: the ddpm command line as a user runs it: help and flag errors, exact resume
+# (byte-identical checkpoints), interruption, NaN stop, bad data and checkpoints, sampling.
+#   usage: bash tests/test_cli.sh ./ddpm      (MNIST_DIR: the MNIST gz files)
+set -u
+DDPM=$(readlink -f "${1:-./ddpm}")
+CFG=tests/cfg/mini28.cfg
+TMP=$(mktemp -d /tmp/ddpm_cli_XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+pass() { echo "  ok   $1"; }
+fail() { echo "  FAIL $1"; fails=$((fails + 1)); }
+expect_rc() { # expect_rc WANT DESCRIPTION CMD...: exit code and a one-line 'ddpm' error on stderr
+  local want=$1 what=$2; shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+  if [ "$rc" = "$want" ]; then pass "$what (exit $rc)"; else fail "$what: exit $rc, want $want; stderr: $(head -c 300 "$TMP/err")"; fi
+}
+expect_err() { # expect_err PATTERN DESCRIPTION CMD...: non-zero exit, one stderr line matching PATTERN
+  local pat=$1 what=$2; shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+  if [ "$rc" != 0 ] && grep -q -- "$pat" "$TMP/err" && [ "$(grep -c . "$TMP/err")" = 1 ] && ! grep -qi "sanitizer\|segmentation" "$TMP/err"; then
+    pass "$what: $(cat "$TMP/err")"
+  else fail "$what: exit $rc, stderr: $(head -c 400 "$TMP/err")"; fi
+}
+
+echo "-- help and flags"
+for c in train sample info bench; do expect_rc 0 "ddpm $c --help" "$DDPM" $c --help; done
+expect_rc 0 "ddpm --help" "$DDPM" --help
+expect_rc 2 "unknown command" "$DDPM" frobnicate
+expect_rc 2 "unknown flag" "$DDPM" train --config $CFG --bogus
+expect_rc 2 "non-numeric --steps" "$DDPM" train --config $CFG --steps ten
+expect_rc 2 "negative --batch" "$DDPM" train --config $CFG --batch -3
+expect_rc 2 "--steps and --epochs" "$DDPM" train --config $CFG --steps 3 --epochs 1
+expect_rc 2 "missing value" "$DDPM" sample --model
+expect_rc 2 "bad --sampler" "$DDPM" sample --model x --sampler euler
+"$DDPM" info --config models/reference.cfg >"$TMP/info" 2>&1
+if grep -qx "parameters: 10188081" "$TMP/info"; then pass "reference.cfg has 10188081 parameters"; else fail "info --config models/reference.cfg: $(cat "$TMP/info")"; fi
+
+echo "-- bad configs"
+printf 'im_channels = 1\nim_size = 28\n' > "$TMP/missing.cfg"
+expect_err "missing key" "config with missing keys" "$DDPM" info --config "$TMP/missing.cfg"
+sed 's/num_heads = 2/num_heads = 3/' $CFG > "$TMP/heads.cfg"
+expect_err "heads.cfg.*num_heads" "channels not divisible by num_heads" "$DDPM" info --config "$TMP/heads.cfg"
+sed 's/down_channels = 16, 16, 16/down_channels = 12, 16, 16/' $CFG > "$TMP/groups.cfg"
+expect_err "groups.cfg.*GroupNorm" "channels not divisible by 8 groups" "$DDPM" info --config "$TMP/groups.cfg"
+(cat $CFG; echo "learning_rate = 3") > "$TMP/unknown.cfg"
+expect_err "unknown.cfg:14: unknown key 'learning_rate'" "unknown key, with file and line" "$DDPM" info --config "$TMP/unknown.cfg"
+sed 's/time_emb_dim = 16/time_emb_dim = sixteen/' $CFG > "$TMP/garbage.cfg"
+expect_err "garbage.cfg:8: key 'time_emb_dim': invalid value" "garbage value" "$DDPM" info --config "$TMP/garbage.cfg"
+sed 's/im_size = 28/im_size = 30/;s/down_sample = 1, 1/down_sample = 1, 1/' $CFG > "$TMP/odd.cfg"
+expect_err "cannot be halved" "size that does not divide" "$DDPM" info --config "$TMP/odd.cfg"
+expect_err "cannot open config" "missing config file" "$DDPM" info --config "$TMP/nope.cfg"
+
+if [ -z "${MNIST_DIR:-}" ] || [ ! -f "$MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  echo "MNIST_DIR not set: training tests skipped"
+  [ $fails = 0 ] && echo "test_cli: all checks passed" && exit 0
+  exit 1
+fi
+D="$MNIST_DIR"
+COMMON=(--config $CFG --data "$D" --limit 128 --batch 16 --seed 3 --threads 2 --save-every 0 --log-every 5)
+
+echo "-- exact resume"
+"$DDPM" train "${COMMON[@]}" --steps 20 --out "$TMP/full.ckpt" 2>"$TMP/log" || fail "20-step run: $(tail -3 "$TMP/log")"
+"$DDPM" train "${COMMON[@]}" --steps 10 --out "$TMP/half.ckpt" 2>"$TMP/log" || fail "10-step run: $(tail -3 "$TMP/log")"
+"$DDPM" train --resume "$TMP/half.ckpt" --data "$D" --limit 128 --threads 2 --steps 20 --save-every 0 --out "$TMP/half.ckpt" 2>"$TMP/log" \
+  || fail "resume 10 -> 20: $(tail -3 "$TMP/log")"
+if cmp -s "$TMP/full.ckpt" "$TMP/half.ckpt"; then pass "stopped at 10 + resumed to 20 == uninterrupted 20 (byte-identical, across 2 epochs)"
+else fail "resumed checkpoint differs from the uninterrupted one"; fi
+"$DDPM" info --model "$TMP/full.ckpt" > "$TMP/info" 2>&1
+if grep -qx "step: 20" "$TMP/info" && grep -qx "epoch: 2" "$TMP/info" && grep -qx "batch: 16" "$TMP/info"; then pass "info --model shows step 20, epoch 2, batch 16"
+else fail "info --model: $(cat "$TMP/info")"; fi
+"$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --steps 20 --out "$TMP/full.ckpt" >/dev/null 2>"$TMP/log" && grep -q "nothing to do" "$TMP/log" \
+  && pass "resume at the total: nothing to do" || fail "resume at total: $(cat "$TMP/log")"
+
+echo "-- contradicting flags leave the checkpoint untouched"
+sum=$(md5sum < "$TMP/full.ckpt")
+expect_err "contradicts" "--batch contradicting the checkpoint" "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --batch 8 --steps 30
+expect_err "contradicts" "--lr contradicting the checkpoint" "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --lr 0.5 --steps 30
+expect_err "differs" "--config contradicting the checkpoint" "$DDPM" train --resume "$TMP/full.ckpt" --config models/tiny.cfg --data "$D" --steps 30
+expect_err "trained on 128" "different data size" "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 100 --steps 30
+[ "$(md5sum < "$TMP/full.ckpt")" = "$sum" ] && pass "checkpoint unchanged" || fail "checkpoint modified by a rejected resume"
+
+echo "-- bad checkpoints"
+head -c 5000 "$TMP/full.ckpt" > "$TMP/trunc.ckpt"
+expect_err "trunc.ckpt: .*CRC" "truncated checkpoint" "$DDPM" sample --model "$TMP/trunc.ckpt" --n 1
+printf 'garbage' > "$TMP/garbage.ckpt"
+expect_err "garbage.ckpt: not a ddpm.c checkpoint" "garbage checkpoint" "$DDPM" train --resume "$TMP/garbage.ckpt" --data "$D" --steps 5
+expect_err "cannot open checkpoint" "missing checkpoint" "$DDPM" info --model "$TMP/none.ckpt"
+cp "$TMP/full.ckpt" "$TMP/flip.ckpt"; printf '\x55' | dd of="$TMP/flip.ckpt" bs=1 seek=3000 conv=notrunc 2>/dev/null
+expect_err "CRC" "bit-flipped checkpoint" "$DDPM" info --model "$TMP/flip.ckpt"
+
+echo "-- bad data"
+expect_err "/nonexistent" "missing data directory" "$DDPM" train --config $CFG --data /nonexistent --steps 1 --out "$TMP/x.ckpt"
+mkdir -p "$TMP/baddata"; cp "$D"/train-labels-idx1-ubyte.gz "$TMP/baddata/"
+head -c 100000 "$D/train-images-idx3-ubyte.gz" > "$TMP/baddata/train-images-idx3-ubyte.gz"
+expect_err "train-images-idx3-ubyte.gz" "truncated gz images" "$DDPM" train --config $CFG --data "$TMP/baddata" --steps 1 --out "$TMP/x.ckpt"
+[ ! -e "$TMP/x.ckpt" ] && pass "no checkpoint written on bad data" || fail "checkpoint written despite bad data"
+
+echo "-- NaN stops training, last good checkpoint kept"
+"$BUILD_DIR/test_checkpoint" --poison "$TMP/full.ckpt" "$TMP/nan.ckpt" 2>/dev/null || fail "cannot make poisoned checkpoint"
+sum=$(md5sum < "$TMP/nan.ckpt")
+"$DDPM" train --resume "$TMP/nan.ckpt" --data "$D" --limit 128 --steps 25 --save-every 1 --out "$TMP/nan.ckpt" >/dev/null 2>"$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "loss is NaN at step 21; stopping" "$TMP/err" && pass "NaN loss: exit 1, '$(grep NaN "$TMP/err")'" \
+  || fail "NaN loss: exit $rc, $(cat "$TMP/err")"
+[ "$(md5sum < "$TMP/nan.ckpt")" = "$sum" ] && pass "checkpoint untouched after NaN" || fail "checkpoint changed after NaN"
+
+echo "-- SIGINT saves and exits 130"
+"$DDPM" train "${COMMON[@]}" --steps 100000 --out "$TMP/int.ckpt" 2>"$TMP/log" & pid=$!
+for _ in $(seq 100); do grep -q "step 5/" "$TMP/log" 2>/dev/null && break; sleep 0.2; done
+kill -INT $pid; wait $pid; rc=$?
+if [ $rc = 130 ] && grep -q "interrupted" "$TMP/log" && "$DDPM" info --model "$TMP/int.ckpt" >/dev/null 2>&1; then
+  pass "interrupted run: exit 130, checkpoint at step $("$DDPM" info --model "$TMP/int.ckpt" | sed -n 's/^step: //p')"
+else fail "SIGINT: exit $rc, log: $(tail -2 "$TMP/log")"; fi
+
+echo "-- sampling"
+"$DDPM" sample --model "$TMP/full.ckpt" --n 6 --rows 2 --seed 4 --out "$TMP/a.png" --idx "$TMP/a.idx" --strip "$TMP/s.png" --strip-n 3 --threads 2 2>"$TMP/log" \
+  || fail "sample: $(cat "$TMP/log")"
+"$DDPM" sample --model "$TMP/full.ckpt" --n 6 --rows 2 --seed 4 --out "$TMP/b.png" --threads 2 2>/dev/null
+cmp -s "$TMP/a.png" "$TMP/b.png" && pass "same seed, same PNG bytes" || fail "sampling is not deterministic"
+"$DDPM" sample --model "$TMP/full.ckpt" --n 6 --rows 2 --seed 5 --out "$TMP/c.png" --threads 2 2>/dev/null
+cmp -s "$TMP/a.png" "$TMP/c.png" && fail "different seeds gave the same PNG" || pass "different seed, different PNG"
+# PNG size: 3 columns x 2 rows of 28x28 with 2-pixel borders = 92 x 62; strip 10 x 3 = 302 x 92
+pngsize() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3*256+$4 "x" $7*256+$8}'; }
+[ "$(pngsize "$TMP/a.png")" = "92x62" ] && pass "grid is 92x62" || fail "grid size $(pngsize "$TMP/a.png")"
+[ "$(pngsize "$TMP/s.png")" = "302x92" ] && pass "strip is 302x92" || fail "strip size $(pngsize "$TMP/s.png")"
+[ "$(stat -c %s "$TMP/a.idx")" = $((16 + 6 * 784)) ] && [ "$(od -An -tx1 -N4 "$TMP/a.idx" | tr -d ' ')" = 00000803 ] \
+  && pass "IDX file: magic 0x803, 6 images" || fail "IDX file size/magic"
+"$DDPM" sample --model "$TMP/full.ckpt" --n 4 --sampler ddim --steps 10 --out "$TMP/d1.png" 2>/dev/null \
+  && "$DDPM" sample --model "$TMP/full.ckpt" --n 4 --sampler ddim --steps 10 --out "$TMP/d2.png" 2>/dev/null \
+  && cmp -s "$TMP/d1.png" "$TMP/d2.png" && pass "DDIM sampling runs and is deterministic" || fail "DDIM sampling"
+"$DDPM" sample --model "$TMP/full.ckpt" --n 4 --sigma posterior --no-ema --out "$TMP/p.png" 2>/dev/null \
+  && pass "posterior sigma, raw weights" || fail "sample --sigma posterior --no-ema"
+
+if [ $fails = 0 ]; then echo "test_cli: all checks passed"; exit 0; fi
+echo "test_cli: $fails check(s) FAILED"; exit 1

@@ -12,6 +12,24 @@
 
 #include "gemm.h"
 
+// exp(x) for float, branch-free so loops over it vectorise: x = n ln2 + r, |r| <= ln2/2,
+// e^r by a degree-6 polynomial (relative error < 2e-7 over the float range), 2^n via the exponent.
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { float f; int i; } u = {.i = ((int)n + 127) << 23};
+    return p * u.f;
+}
+
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -85,9 +103,15 @@ static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int
                     if (ih < 0 || ih >= H) continue;
                     float *dst = in + ((size_t)ci * H + ih) * W;
                     const float *r = row + oh * Wo;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * stride - pad + kw;
-                        if (iw >= 0 && iw < W) dst[iw] += r[ow];
+                    if (stride == 1) {
+                        int off = kw - pad; // iw = ow + off
+                        int lo = off < 0 ? -off : 0, hi = W - off < Wo ? W - off : Wo;
+                        for (int ow = lo; ow < hi; ow++) dst[ow + off] += r[ow];
+                    } else {
+                        for (int ow = 0; ow < Wo; ow++) {
+                            int iw = ow * stride - pad + kw;
+                            if (iw >= 0 && iw < W) dst[iw] += r[ow];
+                        }
                     }
                 }
             }
@@ -337,13 +361,13 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
 
 void silu_forward(float *out, const float *in, long n) {
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) out[i] = in[i] / (1.0f + expf(-in[i]));
+    for (long i = 0; i < n; i++) out[i] = in[i] / (1.0f + exp_approx(-in[i]));
 }
 
 void silu_backward(float *din, const float *dout, const float *in, long n) {
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-in[i]));
+        float s = 1.0f / (1.0f + exp_approx(-in[i]));
         din[i] += dout[i] * s * (1.0f + in[i] * (1.0f - s));
     }
 }
@@ -412,7 +436,7 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                         float mx = -INFINITY;
                         for (int j = 0; j < N; j++) { s[j] *= scale; if (s[j] > mx) mx = s[j]; }
                         float sum = 0.0f;
-                        for (int j = 0; j < N; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                        for (int j = 0; j < N; j++) { s[j] = exp_approx(s[j] - mx); sum += s[j]; }
                         float inv = 1.0f / sum;
                         for (int j = 0; j < N; j++) s[j] *= inv;
                         lb[(size_t)h * N + i0 + i] = mx + logf(sum);
@@ -475,7 +499,7 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                     for (int i = 0; i < R; i++) {                      // P = exp(scale S - lse)
                         float l = lb[(size_t)h * N + i0 + i];
                         float *s = S + (size_t)i * N;
-                        for (int j = 0; j < N; j++) s[j] = expf(s[j] * scale - l);
+                        for (int j = 0; j < N; j++) s[j] = exp_approx(s[j] * scale - l);
                     }
                     gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
                     gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, 1);     // dV += dO_blk P

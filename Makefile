@@ -41,7 +41,7 @@ MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 
 .SECONDARY:
-.PHONY: all test test-unit test-asan data deps clean bench
+.PHONY: all test test-unit test-asan data deps clean bench demo
 all: ddpm
 
 ddpm: $(BUILD)/main.o $(LIB_OBJ)
@@ -79,3 +79,7 @@ deps:
 
 clean:
 	rm -rf build ddpm
+
+# the whole job: deps, build, data, train the default model, sample a grid into samples/
+demo:
+	bash tools/demo.sh

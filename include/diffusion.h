@@ -53,6 +53,11 @@ void diffusion_add_noise(float *xt, const float *x0, const float *eps, const int
 void ddpm_step(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
                SigmaKind sk, Rng *rng, long n);
 // sigma_t^2 used by ddpm_step (0 at t == 0)
+// DDPM step through the clipped x0 estimate (as diffusers' clip_sample): x0 = clip(x0_hat),
+// mean = sqrt(ab_{t-1}) beta_t / (1 - ab_t) x0 + sqrt(alpha_t) (1 - ab_{t-1}) / (1 - ab_t) x_t,
+// plus sigma_t z for t > 0. Without clipping this mean equals ddpm_step's.
+void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                       SigmaKind sk, Rng *rng, long n);
 double ddpm_sigma2(const Schedule *s, int t, SigmaKind sk);
 
 // x0_hat = clamp((x_t - sqrt(1-ab_t) eps_pred)/sqrt(ab_t), -1, 1)

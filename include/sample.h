@@ -15,6 +15,7 @@ typedef struct {
     SigmaKind sigma;     // DDPM: sigma_t^2 = beta_t or the posterior variance
     int ddim_steps;      // DDIM: K
     float eta;           // DDIM: 0 = deterministic
+    int clip;            // clip the x0 estimate to [-1, 1] inside each step
     uint64_t seed;
     int n;               // images
     int batch;           // images per forward pass

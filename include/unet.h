@@ -29,6 +29,8 @@ typedef struct {
     size_t gn1_w, gn1_b, conv1_w, conv1_b, temb_w, temb_b, gn2_w, gn2_b, conv2_w, conv2_b, res_w, res_b;
     // activation offsets (per image; multiply by B)
     size_t in, gn1, mean1, rstd1, act1, tproj, h1, gn2, mean2, rstd2, act2, out;
+    // gradients of the layer-internal activations: offsets into the shared scratch
+    size_t g_gn1, g_act1, g_tproj, g_h1, g_gn2, g_act2, scratch;
 } ResnetLayer;
 
 // An attention layer: out = x + MHA(gn(x)) over the H*W positions
@@ -36,6 +38,7 @@ typedef struct {
     int C, H, W, heads;
     size_t norm_w, norm_b, in_w, in_b, out_w, out_b;
     size_t in, gn, mean, rstd, qkv, o, lse, out;
+    size_t g_gn, scratch; // gradient of gn in the shared scratch
 } AttnLayer;
 
 typedef enum { BLOCK_DOWN, BLOCK_MID, BLOCK_UP } BlockKind;
@@ -69,16 +72,22 @@ typedef struct {
     size_t a_x, a_temb_sin, a_t1, a_t1act, a_temb, a_tact, a_conv_in, a_gn_out, a_mean_out, a_rstd_out,
            a_act_out, a_out;
     size_t ws_per_thread; // scratch floats one thread needs, max over layers
+    // gradients: only tensors that cross layers (layer inputs/outputs, skips, the time path)
+    // have their own; layer-internal gradients share one scratch region, reused layer by layer
+    size_t grads_per_image, scratch_per_image;
+    int n_gmap, cap_gmap;
+    size_t (*gmap)[2];    // (activation offset, gradient offset) pairs
     // batch state
     int B;               // activations allocated for this many images
     int B_last;          // batch size of the last forward
-    float *acts, *dacts, *ws;
+    float *acts, *dacts, *dscratch, *ws; // dacts/dscratch only when allocated for training
     int *t;              // [B] timesteps of the last forward
 } Unet;
 
 void unet_build(Unet *m, const ModelConfig *c);          // layout + zeroed params/grads
 void unet_init_params(Unet *m, Rng *rng);                // PyTorch default init
-void unet_alloc_acts(Unet *m, int B);                    // once per batch size (no-op if <= current)
+// once per batch size (no-op if it fits); with_grads = 0 for sampling (forward only)
+void unet_alloc_acts(Unet *m, int B, int with_grads);
 // x[B, C, S, S], t[B] -> output (a pointer into the activations, [B, C, S, S])
 float *unet_forward(Unet *m, const float *x, const int *t, int B);
 void unet_zero_grad(Unet *m);

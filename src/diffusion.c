@@ -167,3 +167,21 @@ void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int
                const Schedule *s, Rng *rng, long n) {
     ddim_step_ex(x_prev, xt, eps_pred, t, t_prev, eta, 0, s, rng, n);
 }
+
+void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                       SigmaKind sk, Rng *rng, long n) {
+    check_t(s, t, "ddpm_step_clipped");
+    double ab = s->alpha_bar64[t], ab_prev = t > 0 ? s->alpha_bar64[t - 1] : 1.0;
+    double beta = s->betas[t], alpha = 1.0 - beta;
+    double c0 = sqrt(ab_prev) * beta / (1.0 - ab), ct = sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab);
+    double sigma = sqrt(ddpm_sigma2(s, t, sk));
+    double sa = sqrt(ab), s1m = sqrt(1.0 - ab);
+    if (t > 0 && !rng) die("ddpm_step_clipped: t > 0 needs an rng");
+    for (long i = 0; i < n; i++) {
+        double x0 = (xt[i] - s1m * eps_pred[i]) / sa;
+        x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
+        double v = c0 * x0 + ct * xt[i];
+        if (t > 0) v += sigma * rng_normal(rng);
+        x_prev[i] = (float)v;
+    }
+}

@@ -359,6 +359,8 @@ static const char *SAMPLE_HELP =
     "  --steps K           DDIM steps (default 100)\n"
     "  --eta E             DDIM eta, 0 = deterministic (default 0)\n"
     "  --no-ema            sample with the raw weights instead of their EMA\n"
+    "  --clip              clip the x0 estimate to [-1, 1] in every step (DDPM: posterior mean\n"
+    "                      from the clipped x0; DDIM: clipped x0 in the update)\n"
     "  --out FILE.png      grid to write (default samples.png)\n"
     "  --idx FILE          also write the samples as an MNIST IDX image file (uint8)\n"
     "  --strip FILE.png    also write the x0 estimate of the first --strip-n samples at 10 points\n"
@@ -370,7 +372,7 @@ static const char *SAMPLE_HELP =
 static int cmd_sample(int argc, char **argv) {
     cmd_name = "ddpm sample";
     const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
-    SampleOptions opt = {SAMPLER_DDPM, SIGMA_BETA, 100, 0.0f, 0, 100, 100, 8, 10, 1};
+    SampleOptions opt = {SAMPLER_DDPM, SIGMA_BETA, 100, 0.0f, 0, 0, 100, 100, 8, 10, 1};
     long rows = 10, threads = 0;
     int no_ema = 0;
     for (int i = 2; i < argc; i++) {
@@ -393,6 +395,7 @@ static int cmd_sample(int argc, char **argv) {
         } else if (!strcmp(a, "--steps")) opt.ddim_steps = (int)parse_long(a, need_value(argc, argv, &i), 1, 100000);
         else if (!strcmp(a, "--eta")) opt.eta = (float)parse_double(a, need_value(argc, argv, &i), 0.0, 10.0);
         else if (!strcmp(a, "--no-ema")) no_ema = 1;
+        else if (!strcmp(a, "--clip")) opt.clip = 1;
         else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
@@ -535,7 +538,7 @@ static int cmd_bench(int argc, char **argv) {
     double train_ips = batch / dt_train, train_gflops = 6e-9 * macs * train_ips;
     printf("train:  %.1f ms/step  %.1f images/s  %.1f GFLOP/s\n", 1e3 * dt_train, train_ips, train_gflops);
     // sampling: forward passes at the sampling batch size
-    unet_alloc_acts(&tr.model, (int)sample_batch);
+    unet_alloc_acts(&tr.model, (int)sample_batch, 0);
     float *x = alignedCalloc((size_t)sample_batch * cfg.im_size * cfg.im_size * sizeof(float));
     int *t = callocCheck(sample_batch, sizeof(int));
     Rng r;

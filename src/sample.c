@@ -20,7 +20,7 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
     int D = c->im_channels * c->im_size * c->im_size, T = s->T;
     int B = opt->batch < opt->n ? opt->batch : opt->n;
     if (B < 1) B = 1;
-    unet_alloc_acts(m, B);
+    unet_alloc_acts(m, B, 0);
     // the sequence of timesteps, from T-1 down to 0
     int n_steps = T;
     int *ts = mallocCheck((size_t)T * sizeof(int));
@@ -61,7 +61,9 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
                 float *xi = xb + (size_t)b * D;
                 const float *ei = eps + (size_t)b * D;
                 if (opt->sampler == SAMPLER_DDIM)
-                    ddim_step(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, s, &rngs[b], D);
+                    ddim_step_ex(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, opt->clip, s, &rngs[b], D);
+                else if (opt->clip)
+                    ddpm_step_clipped(tmp, xi, ei, t, s, opt->sigma, &rngs[b], D);
                 else
                     ddpm_step(tmp, xi, ei, t, s, opt->sigma, &rngs[b], D);
                 memcpy(xi, tmp, (size_t)D * sizeof(float));

@@ -45,7 +45,7 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, con
     schedule_init(&tr->sched, cfg);
     int B = st->batch;
     size_t D = (size_t)cfg->im_channels * cfg->im_size * cfg->im_size;
-    unet_alloc_acts(&tr->model, B);
+    unet_alloc_acts(&tr->model, B, 1);
     tr->x0 = alignedCalloc((size_t)B * D * sizeof(float));
     tr->eps = alignedCalloc((size_t)B * D * sizeof(float));
     tr->xt = alignedCalloc((size_t)B * D * sizeof(float));

@@ -46,10 +46,46 @@ static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, size_t 
     return p->offset;
 }
 
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; } // keep 64-byte alignment per image
+
+// an activation without a gradient of its own (layer-internal, or none needed)
 static size_t add_act(Unet *m, size_t numel_per_image) {
     size_t off = m->acts_per_image;
-    m->acts_per_image += (numel_per_image + 15) / 16 * 16; // keep 64-byte alignment per image
+    m->acts_per_image += round16(numel_per_image);
     return off;
+}
+
+// an activation whose gradient crosses layers: it gets a slot in dacts
+static size_t add_act_g(Unet *m, size_t numel_per_image) {
+    size_t off = add_act(m, numel_per_image);
+    if (m->n_gmap == m->cap_gmap) {
+        m->cap_gmap = m->cap_gmap ? 2 * m->cap_gmap : 128;
+        size_t (*g)[2] = mallocCheck((size_t)m->cap_gmap * sizeof(*g));
+        if (m->n_gmap) memcpy(g, m->gmap, (size_t)m->n_gmap * sizeof(*g));
+        free(m->gmap);
+        m->gmap = g;
+    }
+    m->gmap[m->n_gmap][0] = off;
+    m->gmap[m->n_gmap][1] = m->grads_per_image;
+    m->n_gmap++;
+    m->grads_per_image += round16(numel_per_image);
+    return off;
+}
+
+static size_t grad_offset(const Unet *m, size_t act_off) {
+    for (int i = m->n_gmap - 1; i >= 0; i--)
+        if (m->gmap[i][0] == act_off) return m->gmap[i][1];
+    die("internal error: activation %zu has no gradient slot", act_off);
+}
+
+// layer-internal gradient slots: offsets from 0 in the shared scratch
+static size_t add_scratch(size_t *used, size_t numel_per_image) {
+    size_t off = *used;
+    *used += round16(numel_per_image);
+    return off;
+}
+static void need_scratch(Unet *m, size_t used) {
+    if (used > m->scratch_per_image) m->scratch_per_image = used;
 }
 
 static void need_ws(Unet *m, size_t floats) {
@@ -133,7 +169,16 @@ static void layout_resnet_acts(Unet *m, ResnetLayer *r, size_t in) {
     r->mean2 = add_act(m, GROUPS);
     r->rstd2 = add_act(m, GROUPS);
     r->act2 = add_act(m, co * HW);
-    r->out = add_act(m, co * HW);
+    r->out = add_act_g(m, co * HW);
+    size_t used = 0;
+    r->g_gn1 = add_scratch(&used, ci * HW);
+    r->g_act1 = add_scratch(&used, ci * HW);
+    r->g_tproj = add_scratch(&used, co);
+    r->g_h1 = add_scratch(&used, co * HW);
+    r->g_gn2 = add_scratch(&used, co * HW);
+    r->g_act2 = add_scratch(&used, co * HW);
+    r->scratch = used;
+    need_scratch(m, used);
     need_ws(m, conv2d_ws_floats(r->cin, r->H, r->W, r->cout, 3, 1, 1));
     need_ws(m, conv2d_ws_floats(r->cout, r->H, r->W, r->cout, 3, 1, 1));
     need_ws(m, conv2d_ws_floats(r->cin, r->H, r->W, r->cout, 1, 1, 0));
@@ -148,7 +193,11 @@ static void layout_attn_acts(Unet *m, AttnLayer *a, size_t in) {
     a->qkv = add_act(m, 3 * C * N);
     a->o = add_act(m, C * N);
     a->lse = add_act(m, (size_t)a->heads * N);
-    a->out = add_act(m, C * N);
+    a->out = add_act_g(m, C * N);
+    size_t used = 0;
+    a->g_gn = add_scratch(&used, C * N);
+    a->scratch = used;
+    need_scratch(m, used);
     need_ws(m, attention_ws_floats(a->C, (int)N, a->heads));
 }
 
@@ -259,11 +308,11 @@ void unet_build(Unet *m, const ModelConfig *c) {
     size_t img = (size_t)c->im_channels * S * S;
     m->a_x = add_act(m, img);
     m->a_temb_sin = add_act(m, D);
-    m->a_t1 = add_act(m, D);
-    m->a_t1act = add_act(m, D);
-    m->a_temb = add_act(m, D);
-    m->a_tact = add_act(m, D);
-    m->a_conv_in = add_act(m, (size_t)c->down_channels[0] * S * S);
+    m->a_t1 = add_act_g(m, D);
+    m->a_t1act = add_act_g(m, D);
+    m->a_temb = add_act_g(m, D);
+    m->a_tact = add_act_g(m, D);
+    m->a_conv_in = add_act_g(m, (size_t)c->down_channels[0] * S * S);
     need_ws(m, conv2d_ws_floats(c->im_channels, S, S, c->down_channels[0], 3, 1, 1));
     size_t cur = m->a_conv_in;
     for (int i = 0; i < nd; i++) {
@@ -272,7 +321,7 @@ void unet_build(Unet *m, const ModelConfig *c) {
         cur = layout_block_layers(m, bk, cur);
         if (bk->resample) {
             int Ho = bk->H / 2;
-            bk->out = add_act(m, (size_t)bk->cout * Ho * Ho);
+            bk->out = add_act_g(m, (size_t)bk->cout * Ho * Ho);
             need_ws(m, conv2d_ws_floats(bk->cout, bk->H, bk->W, bk->cout, 4, 2, 1));
             cur = bk->out;
         } else {
@@ -292,21 +341,21 @@ void unet_build(Unet *m, const ModelConfig *c) {
         bk->skip = down->in;
         size_t upsampled = cur;
         if (bk->resample) {
-            bk->up = add_act(m, (size_t)half * H * H);
+            bk->up = add_act_g(m, (size_t)half * H * H);
             need_ws(m, conv_transpose2d_ws_floats(half, H / 2, H / 2, half, 4, 2, 1));
             upsampled = bk->up;
         } else {
             bk->up = cur;
         }
         (void)upsampled;
-        bk->cat = add_act(m, (size_t)bk->cin * H * H);
+        bk->cat = add_act_g(m, (size_t)bk->cin * H * H);
         cur = bk->out = layout_block_layers(m, bk, bk->cat);
     }
-    m->a_gn_out = add_act(m, (size_t)OUT_CH * S * S);
+    m->a_gn_out = add_act_g(m, (size_t)OUT_CH * S * S);
     m->a_mean_out = add_act(m, GROUPS);
     m->a_rstd_out = add_act(m, GROUPS);
-    m->a_act_out = add_act(m, (size_t)OUT_CH * S * S);
-    m->a_out = add_act(m, img);
+    m->a_act_out = add_act_g(m, (size_t)OUT_CH * S * S);
+    m->a_out = add_act_g(m, img);
     need_ws(m, conv2d_ws_floats(OUT_CH, S, S, c->im_channels, 3, 1, 1));
 
     m->params = alignedCalloc(m->n_params * sizeof(float));
@@ -330,10 +379,12 @@ void unet_init_params(Unet *m, Rng *rng) {
     }
 }
 
-void unet_alloc_acts(Unet *m, int B) {
-    if (B <= m->B) return;
+void unet_alloc_acts(Unet *m, int B, int with_grads) {
+    if (B <= m->B && (!with_grads || m->dacts)) return;
+    if (B < m->B) B = m->B;
     free(m->acts);
     free(m->dacts);
+    free(m->dscratch);
     free(m->ws);
     free(m->t);
     int nt = 1;
@@ -341,7 +392,8 @@ void unet_alloc_acts(Unet *m, int B) {
     nt = omp_get_max_threads();
 #endif
     m->acts = alignedCalloc((size_t)B * m->acts_per_image * sizeof(float));
-    m->dacts = alignedCalloc((size_t)B * m->acts_per_image * sizeof(float));
+    m->dacts = with_grads ? alignedCalloc((size_t)B * m->grads_per_image * sizeof(float)) : NULL;
+    m->dscratch = with_grads ? alignedCalloc((size_t)B * m->scratch_per_image * sizeof(float)) : NULL;
     m->ws = alignedCalloc((size_t)nt * m->ws_per_thread * sizeof(float));
     m->t = callocCheck(B, sizeof(int));
     m->B = B;
@@ -352,7 +404,8 @@ void unet_alloc_acts(Unet *m, int B) {
 
 // pointers into the batch activations (offsets are per image: scale by the batch size)
 #define ACT(off) (m->acts + (size_t)B * (off))
-#define DACT(off) (m->dacts + (size_t)B * (off))
+#define DACT(off) (m->dacts + (size_t)B * grad_offset(m, (off)))
+#define DSCR(off) (m->dscratch + (size_t)B * (off))
 #define PAR(off) (m->params + (off))
 #define GRAD(off) (m->grads + (off))
 
@@ -437,19 +490,21 @@ float *unet_forward(Unet *m, const float *x, const int *t, int B) {
 
 static void resnet_backward(Unet *m, const ResnetLayer *r, int B) {
     int HW = r->H * r->W, D = m->cfg.time_emb_dim;
-    conv2d_backward(DACT(r->in), GRAD(r->res_w), GRAD(r->res_b), DACT(r->out), ACT(r->in), PAR(r->res_w),
+    float *din = DACT(r->in), *dout = DACT(r->out);
+    memset(m->dscratch, 0, (size_t)B * r->scratch * sizeof(float));
+    conv2d_backward(din, GRAD(r->res_w), GRAD(r->res_b), dout, ACT(r->in), PAR(r->res_w),
                     B, r->cin, r->H, r->W, r->cout, 1, 1, 0, m->ws);
-    conv2d_backward(DACT(r->act2), GRAD(r->conv2_w), GRAD(r->conv2_b), DACT(r->out), ACT(r->act2), PAR(r->conv2_w),
+    conv2d_backward(DSCR(r->g_act2), GRAD(r->conv2_w), GRAD(r->conv2_b), dout, ACT(r->act2), PAR(r->conv2_w),
                     B, r->cout, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward(DACT(r->gn2), DACT(r->act2), ACT(r->gn2), (long)B * r->cout * HW);
-    groupnorm_backward(DACT(r->h1), GRAD(r->gn2_w), GRAD(r->gn2_b), DACT(r->gn2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2),
+    silu_backward(DSCR(r->g_gn2), DSCR(r->g_act2), ACT(r->gn2), (long)B * r->cout * HW);
+    groupnorm_backward(DSCR(r->g_h1), GRAD(r->gn2_w), GRAD(r->gn2_b), DSCR(r->g_gn2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2),
                        PAR(r->gn2_w), B, r->cout, HW, GROUPS);
-    add_bias_bc_backward(DACT(r->tproj), DACT(r->h1), B, r->cout, HW);
-    linear_backward(DACT(m->a_tact), GRAD(r->temb_w), GRAD(r->temb_b), DACT(r->tproj), ACT(m->a_tact), PAR(r->temb_w), B, D, r->cout);
-    conv2d_backward(DACT(r->act1), GRAD(r->conv1_w), GRAD(r->conv1_b), DACT(r->h1), ACT(r->act1), PAR(r->conv1_w),
+    add_bias_bc_backward(DSCR(r->g_tproj), DSCR(r->g_h1), B, r->cout, HW);
+    linear_backward(DACT(m->a_tact), GRAD(r->temb_w), GRAD(r->temb_b), DSCR(r->g_tproj), ACT(m->a_tact), PAR(r->temb_w), B, D, r->cout);
+    conv2d_backward(DSCR(r->g_act1), GRAD(r->conv1_w), GRAD(r->conv1_b), DSCR(r->g_h1), ACT(r->act1), PAR(r->conv1_w),
                     B, r->cin, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward(DACT(r->gn1), DACT(r->act1), ACT(r->gn1), (long)B * r->cin * HW);
-    groupnorm_backward(DACT(r->in), GRAD(r->gn1_w), GRAD(r->gn1_b), DACT(r->gn1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1),
+    silu_backward(DSCR(r->g_gn1), DSCR(r->g_act1), ACT(r->gn1), (long)B * r->cin * HW);
+    groupnorm_backward(din, GRAD(r->gn1_w), GRAD(r->gn1_b), DSCR(r->g_gn1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1),
                        PAR(r->gn1_w), B, r->cin, HW, GROUPS);
 }
 
@@ -458,9 +513,10 @@ static void attn_backward(Unet *m, const AttnLayer *a, int B) {
     long n = (long)B * a->C * N;
     float *din = DACT(a->in), *dout = DACT(a->out);
     for (long i = 0; i < n; i++) din[i] += dout[i]; // residual
-    attention_backward(DACT(a->gn), GRAD(a->in_w), GRAD(a->in_b), GRAD(a->out_w), GRAD(a->out_b), dout, ACT(a->gn),
+    memset(m->dscratch, 0, (size_t)B * a->scratch * sizeof(float));
+    attention_backward(DSCR(a->g_gn), GRAD(a->in_w), GRAD(a->in_b), GRAD(a->out_w), GRAD(a->out_b), dout, ACT(a->gn),
                        ACT(a->qkv), ACT(a->o), ACT(a->lse), PAR(a->in_w), PAR(a->out_w), B, a->C, N, a->heads, m->ws);
-    groupnorm_backward(din, GRAD(a->norm_w), GRAD(a->norm_b), DACT(a->gn), ACT(a->in), ACT(a->mean), ACT(a->rstd),
+    groupnorm_backward(din, GRAD(a->norm_w), GRAD(a->norm_b), DSCR(a->g_gn), ACT(a->in), ACT(a->mean), ACT(a->rstd),
                        PAR(a->norm_w), B, a->C, N, GROUPS);
 }
 
@@ -485,7 +541,8 @@ void unet_backward(Unet *m, const float *dout) {
     int B = m->B_last;
     const ModelConfig *c = &m->cfg;
     int S = c->im_size, D = c->time_emb_dim;
-    memset(m->dacts, 0, (size_t)B * m->acts_per_image * sizeof(float));
+    if (!m->dacts) die("unet_backward: activations were allocated without gradients (unet_alloc_acts)");
+    memset(m->dacts, 0, (size_t)B * m->grads_per_image * sizeof(float));
     memcpy(DACT(m->a_out), dout, (size_t)B * c->im_channels * S * S * sizeof(float));
     const Block *last = &m->blocks[m->n_blocks - 1];
     conv2d_backward(DACT(m->a_act_out), GRAD(m->conv_out_w), GRAD(m->conv_out_b), DACT(m->a_out), ACT(m->a_act_out),
@@ -528,6 +585,8 @@ void unet_free(Unet *m) {
     free(m->grads);
     free(m->acts);
     free(m->dacts);
+    free(m->dscratch);
+    free(m->gmap);
     free(m->ws);
     free(m->t);
     memset(m, 0, sizeof(*m));

@@ -430,8 +430,42 @@ static void test_ddim_step(void) {
     schedule_free(&s);
 }
 
+// the clipped DDPM step: equal to ddpm_step when x0_hat is inside [-1, 1] (same noise draws),
+// and its mean uses the clipped x0 when it is not
+static void test_ddpm_step_clipped(void) {
+    ModelConfig c = make_cfg(SCHEDULE_LINEAR, 1000);
+    Schedule s;
+    schedule_init(&s, &c);
+    enum { N = 4000 };
+    static float x0[N], ep[N], xt[N], a[N], b[N];
+    Rng r;
+    rng_seed(&r, 11);
+    int ts[3] = {0, 10, 700};
+    for (int k = 0; k < 3; k++) {
+        int t = ts[k];
+        int tv[1] = {t};
+        for (int i = 0; i < N; i++) { x0[i] = 0.98f * (2.0f * rng_uniform(&r) - 1.0f); ep[i] = rng_normal(&r); }
+        for (int i = 0; i < N; i++) diffusion_add_noise(xt + i, x0 + i, ep + i, tv, &s, 1, 1);
+        for (int sk = 0; sk < 2; sk++) {
+            Rng r1, r2;
+            rng_seed(&r1, 5); rng_seed(&r2, 5);
+            ddpm_step(a, xt, ep, t, &s, (SigmaKind)sk, &r1, N);
+            ddpm_step_clipped(b, xt, ep, t, &s, (SigmaKind)sk, &r2, N);
+            double e = 0;
+            for (int i = 0; i < N; i++) e = fmax(e, fabs(a[i] - b[i]));
+            CHECK(e < 2e-4, "clipped step t=%d sigma %d differs from ddpm_step by %g inside [-1,1]", t, sk, e);
+        }
+    }
+    // x0_hat = 3 (outside): the t=0 step returns the clipped x0 exactly (c0 = 1, ct = 0 at t = 0)
+    float x = 3.0f * s.sqrt_alpha_bar[0], e0 = 0.0f, out;
+    ddpm_step_clipped(&out, &x, &e0, 0, &s, SIGMA_BETA, NULL, 1);
+    CHECK_NEAR(out, 1.0, 1e-6, "clipped t=0 step returns clip(x0_hat)");
+    schedule_free(&s);
+}
+
 int main(void) {
     test_lecture();
+    test_ddpm_step_clipped();
     test_linear();
     test_cosine();
     test_add_noise_and_predict_x0();

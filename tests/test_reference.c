@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     fclose(ref_file);
 
     // forward: output and loss
-    unet_alloc_acts(&m, B);
+    unet_alloc_acts(&m, B, 1);
     double t0 = now_seconds();
     float *out = unet_forward(&m, xt, t, B);
     float loss = mse_forward(out, eps, nimg);

@@ -29,7 +29,7 @@ static void gradcheck(const char *cfg_path, int samples) {
     for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.05f * rng_normal(&r);
     int B = 2, D = c.im_channels * c.im_size * c.im_size;
     long n = (long)B * D;
-    unet_alloc_acts(&m, B);
+    unet_alloc_acts(&m, B, 1);
     float *x = mallocCheck(n * 4), *R = mallocCheck(n * 4);
     int t[2] = {3, 917};
     rng_fill_normal(&r, x, n);

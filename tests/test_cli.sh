@@ -96,6 +96,12 @@ head -c 100000 "$D/train-images-idx3-ubyte.gz" > "$TMP/baddata/train-images-idx3
 expect_err "train-images-idx3-ubyte.gz" "truncated gz images" "$DDPM" train --config $CFG --data "$TMP/baddata" --steps 1 --out "$TMP/x.ckpt"
 [ ! -e "$TMP/x.ckpt" ] && pass "no checkpoint written on bad data" || fail "checkpoint written despite bad data"
 
+FM=/usr/share/datasets/fashion-mnist
+if [ -f "$FM/train-images-idx3-ubyte.gz" ]; then
+  "$DDPM" train --config $CFG --data "$FM" --limit 64 --batch 16 --steps 2 --threads 2 --out "$TMP/fm.ckpt" >/dev/null 2>&1 \
+    && pass "Fashion-MNIST (Debian dataset-fashion-mnist) trains with no code change" || fail "Fashion-MNIST training"
+else echo "  (Fashion-MNIST not installed: apt-get install dataset-fashion-mnist to test it)"; fi
+
 echo "-- NaN stops training, last good checkpoint kept"
 "$BUILD_DIR/test_checkpoint" --poison "$TMP/full.ckpt" "$TMP/nan.ckpt" 2>/dev/null || fail "cannot make poisoned checkpoint"
 sum=$(md5sum < "$TMP/nan.ckpt")

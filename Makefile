@@ -21,7 +21,7 @@ else
   OMP   = -fopenmp
 endif
 CFLAGS  ?= -O3
-CFLAGS  += -std=c11 -ffp-contract=fast $(ARCH) $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
+CFLAGS  += -std=c11 -ffp-contract=fast -fno-trapping-math $(ARCH) $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
 LDLIBS  = $(OMP) $(STB_LIBS) -lz -lm
 
 LIB_SRC  = $(filter-out src/main.c,$(wildcard src/*.c))
@@ -32,9 +32,9 @@ HEADERS  = $(wildcard include/*.h)
 
 # sanitizer build of the unit tests
 ASAN_DIR   = build/asan
-ASAN_FLAGS = -std=c11 -ffp-contract=fast -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
+ASAN_FLAGS = -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
 ASAN_OBJ   = $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(LIB_SRC))
-ASAN_TESTS = test_layers test_config test_diffusion test_data test_checkpoint
+ASAN_TESTS = test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   = $(patsubst %,$(ASAN_DIR)/%,$(filter $(ASAN_TESTS),$(patsubst tests/%.c,%,$(TEST_SRC))))
 
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
@@ -47,7 +47,7 @@ all: ddpm
 ddpm: $(BUILD)/main.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
+$(BUILD)/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ)
@@ -56,7 +56,7 @@ $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ)
 $(BUILD) $(ASAN_DIR):
 	mkdir -p $@
 
-$(ASAN_DIR)/%.o: src/%.c $(HEADERS) | $(ASAN_DIR)
+$(ASAN_DIR)/%.o: src/%.c $(HEADERS) Makefile | $(ASAN_DIR)
 	$(CC) $(ASAN_FLAGS) -c -o $@ $<
 
 $(ASAN_DIR)/test_%: tests/test_%.c tests/testutil.h $(ASAN_OBJ)

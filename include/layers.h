@@ -80,4 +80,11 @@ void add_bias_bc_backward(float *dbias, const float *dout, int B, int C, int HW)
 float mse_forward(const float *pred, const float *target, long n);
 void mse_backward(float *dpred, const float *pred, const float *target, long n);
 
+// ---- softmax cross-entropy over C classes (the classifier head of the judge):
+// probs[B,C] = softmax(logits[B,C]) (max-subtracted); returns loss = mean_b -log probs[b, labels[b]],
+// or 0 when labels is NULL (then it is just the softmax).
+float softmax_cross_entropy_forward(float *probs, const float *logits, const int *labels, int B, int C);
+// d loss / d logits[b,c] = (probs[b,c] - [c == labels[b]]) / B, ACCUMULATED into dlogits
+void softmax_cross_entropy_backward(float *dlogits, const float *probs, const int *labels, int B, int C);
+
 #endif

@@ -14,6 +14,7 @@
 #endif
 
 #include "checkpoint.h"
+#include "cli_judge.h"
 #include "common.h"
 #include "config.h"
 #include "data.h"
@@ -571,7 +572,9 @@ static const char *MAIN_HELP =
     "  train    train the U-Net on MNIST (or an image folder); checkpoints, exact resume\n"
     "  sample   generate a PNG grid (DDPM or DDIM), an IDX file, a denoising strip\n"
     "  info     print a config or checkpoint: parameters, FLOPs, training state\n"
-    "  bench    measure training and sampling speed against the machine's FMA peak\n";
+    "  bench    measure training and sampling speed against the machine's FMA peak\n"
+    "  judge    train the MNIST classifier used by eval (models/judge.bin)\n"
+    "  eval     sample and score: FLD, Inception Score, confident share, class histogram\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) { fputs(MAIN_HELP, stderr); return 2; }
@@ -581,6 +584,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "sample")) return cmd_sample(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "judge")) return cmd_judge(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm --help')\n", cmd);
     return 2;
 }

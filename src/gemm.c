@@ -93,8 +93,9 @@ static inline vf broadcast(float x) {
     return v;
 }
 
-// C tile[mr, nr] (+)= packedA[MR, kc] packedB[kc, NR]
-static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *c, int ldc,
+// C tile[mr, nr] (+)= packedA[MR, kc] B[kc, NR], row k of B at b + k bs (bs = NR when packed,
+// ldb when B is read in place)
+static void micro_kernel(int kc, const float *restrict a, const float *restrict b, int bs, float *c, int ldc,
                          int mr, int nr, int acc) {
     vf c0[MR], c1[MR];
 #if defined(__AVX2__) && defined(__FMA__) && VL == 8
@@ -102,7 +103,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
     __m256 r00 = _mm256_setzero_ps(), r01 = r00, r10 = r00, r11 = r00, r20 = r00, r21 = r00,
            r30 = r00, r31 = r00, r40 = r00, r41 = r00, r50 = r00, r51 = r00;
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8), ai;
+        __m256 b0 = _mm256_loadu_ps(b + (size_t)k * bs), b1 = _mm256_loadu_ps(b + (size_t)k * bs + 8), ai;
         const float *ak = a + k * MR;
         ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01);
         ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11);
@@ -117,8 +118,9 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
     // portable: the compiler maps vf onto whatever vector registers the target has
     for (int i = 0; i < MR; i++) { c0[i] = (vf){0}; c1[i] = (vf){0}; }
     for (int k = 0; k < kc; k++) {
-        vf b0 = *(const vf *)(b + k * NR);
-        vf b1 = *(const vf *)(b + k * NR + VL);
+        vf b0, b1;
+        memcpy(&b0, b + (size_t)k * bs, sizeof(vf));
+        memcpy(&b1, b + (size_t)k * bs + VL, sizeof(vf));
         const float *ak = a + k * MR;
         for (int i = 0; i < MR; i++) {
             vf ai = broadcast(ak[i]);
@@ -152,6 +154,10 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
     }
 }
 
+// Reading B in place (no packing) pays off when each B panel is used by few rows of A: the
+// copy would cost as much as the arithmetic it feeds.
+#define DIRECT_B_MAX_M 1000000
+
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, float *C, int ldc, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -160,21 +166,25 @@ void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, 
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, N * sizeof(float));
         return;
     }
+    int direct = !transB && M <= DIRECT_B_MAX_M;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
+        int nfull = direct ? nc / NR * NR : 0; // columns read in place; the rest is packed
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int acc = accumulate || pc > 0;
-            pack_b(transB, B, ldb, pc, kc, jc, nc);
+            if (nfull < nc) pack_b(transB, B, ldb, pc, kc, jc + nfull, nc - nfull);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
                 pack_a(transA, A, lda, ic, mc, pc, kc);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
+                    const float *bp = jr < nfull ? B + (size_t)pc * ldb + jc + jr : packB + (size_t)(jr - nfull) * kc;
+                    int bs = jr < nfull ? ldb : NR;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        micro_kernel(kc, packA + (size_t)ir * kc, packB + (size_t)jr * kc,
-                                     C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, acc);
+                        micro_kernel(kc, packA + (size_t)ir * kc, bp, bs, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
+                                     mr, nr, acc);
                     }
                 }
             }

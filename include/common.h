@@ -17,6 +17,13 @@ void *aligned_calloc_check(size_t size, const char *file, int line);
 #define callocCheck(n, s) calloc_check((n), (s), __FILE__, __LINE__)
 #define alignedCalloc(n) aligned_calloc_check((n), __FILE__, __LINE__)
 
+// Format a one-line message into err (if err != NULL) and return -1: `return set_error(...)`.
+int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// Write data to path atomically: a temp file in the same directory, fsync, rename, fsync(dir).
+// On failure the previous file at path is untouched and no temp file is left. 0 or -1 + err.
+int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
+
 // Wall-clock seconds (monotonic).
 double now_seconds(void);
 

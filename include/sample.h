@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "checkpoint.h"
 #include "diffusion.h"
 #include "unet.h"
 
@@ -28,5 +29,10 @@ typedef struct {
 // strip_k evenly spaced points of the sampling sequence (from t = T-1 to t = 0).
 // The model's activations are (re)allocated for opt->batch images.
 void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip);
+
+// Load a checkpoint for sampling: builds m with the EMA weights (or the raw ones if no_ema or
+// the run kept no EMA) and its schedule. Exits with a one-line message on any error.
+// Returns 1 if the EMA weights are used. ck keeps the training state (ck->st) for reports.
+int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
 
 #endif

@@ -18,15 +18,6 @@
 #define CKPT_MAGIC "DDPMCKPT"
 #define CKPT_VERSION 1u
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // ---- a growable byte buffer: the whole file is built in memory, CRC'd, then written once
 typedef struct { unsigned char *p; size_t n, cap; } Buf;
 static void put(Buf *b, const void *src, size_t n) {
@@ -88,60 +79,30 @@ int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *
     }
     PUT(&b, crc);
 
-    // temp file in the same directory, so rename() is atomic
-    size_t plen = strlen(path);
-    char *tmp = mallocCheck(plen + 16);
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp); free(b.p);
-        return fail(err, errlen, "%s: cannot create temporary checkpoint file: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644);
-    size_t done = 0;
-    int werr = 0;
-    while (done < b.n) {
-        ssize_t w = write(fd, b.p + done, b.n - done);
-        if (w < 0) { if (errno == EINTR) continue; werr = errno; break; }
-        done += (size_t)w;
-    }
-    if (!werr && fsync(fd) != 0) werr = errno;
-    if (close(fd) != 0 && !werr) werr = errno;
-    if (!werr && rename(tmp, path) != 0) werr = errno;
-    if (werr) {
-        unlink(tmp);
-        free(tmp); free(b.p);
-        return fail(err, errlen, "%s: cannot write checkpoint: %s (previous checkpoint left unchanged)", path, strerror(werr));
-    }
-    // make the rename itself durable
-    char *dcopy = mallocCheck(plen + 1);
-    memcpy(dcopy, path, plen + 1);
-    int dfd = open(dirname(dcopy), O_RDONLY);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
-    free(dcopy); free(tmp); free(b.p);
-    return 0;
+    int rc = write_file_atomic(path, b.p, b.n, err, errlen);
+    free(b.p);
+    return rc;
 }
 
 int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) {
     memset(ck, 0, sizeof(*ck));
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: cannot open checkpoint: %s", path, strerror(errno));
+    if (!f) return set_error(err, errlen, "%s: cannot open checkpoint: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return fail(err, errlen, "%s: not a regular file", path); }
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return set_error(err, errlen, "%s: not a regular file", path); }
     size_t size = (size_t)sb.st_size;
-    if (size < 8 + 4 + 4 + 4) { fclose(f); return fail(err, errlen, "%s: not a ddpm.c checkpoint (file too short: %zu bytes)", path, size); }
+    if (size < 8 + 4 + 4 + 4) { fclose(f); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (file too short: %zu bytes)", path, size); }
     unsigned char *data = mallocCheck(size);
     size_t got = fread(data, 1, size, f);
     fclose(f);
-    if (got != size) { free(data); return fail(err, errlen, "%s: read error", path); }
-    if (memcmp(data, CKPT_MAGIC, 8) != 0) { free(data); return fail(err, errlen, "%s: not a ddpm.c checkpoint (bad magic)", path); }
+    if (got != size) { free(data); return set_error(err, errlen, "%s: read error", path); }
+    if (memcmp(data, CKPT_MAGIC, 8) != 0) { free(data); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (bad magic)", path); }
     Rd r = {data, size - 4, 8, 0};
     uint32_t version, cfg_len, crc_file;
     GET(&r, version);
     if (version != CKPT_VERSION) {
         free(data);
-        return fail(err, errlen, "%s: checkpoint format version %u, this ddpm reads version %u", path, version, CKPT_VERSION);
+        return set_error(err, errlen, "%s: checkpoint format version %u, this ddpm reads version %u", path, version, CKPT_VERSION);
     }
     memcpy(&crc_file, data + size - 4, 4);
     uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
@@ -149,16 +110,16 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         size_t chunk = size - 4 - off < (1u << 30) ? size - 4 - off : (1u << 30);
         crc = (uint32_t)crc32(crc, data + off, (uInt)chunk);
     }
-    if (crc != crc_file) { free(data); return fail(err, errlen, "%s: checkpoint is corrupt or truncated (CRC mismatch)", path); }
+    if (crc != crc_file) { free(data); return set_error(err, errlen, "%s: checkpoint is corrupt or truncated (CRC mismatch)", path); }
     GET(&r, cfg_len);
-    if (r.bad || cfg_len == 0 || cfg_len > 65536 || cfg_len > r.n - r.off) { free(data); return fail(err, errlen, "%s: corrupt checkpoint (config length)", path); }
+    if (r.bad || cfg_len == 0 || cfg_len > 65536 || cfg_len > r.n - r.off) { free(data); return set_error(err, errlen, "%s: corrupt checkpoint (config length)", path); }
     char *cfg_text = mallocCheck(cfg_len + 1);
     get(&r, cfg_text, cfg_len);
     cfg_text[cfg_len] = 0;
     char cerr[300];
     if (config_parse(&ck->cfg, cfg_text, "checkpoint config", cerr, sizeof(cerr))) {
         free(cfg_text); free(data);
-        return fail(err, errlen, "%s: cannot build the model in this checkpoint: %s", path, cerr);
+        return set_error(err, errlen, "%s: cannot build the model in this checkpoint: %s", path, cerr);
     }
     free(cfg_text);
     get_state(&r, &ck->st);
@@ -168,11 +129,11 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
     size_t arrays = 3 + (size_t)has_ema;
     if (r.bad || n == 0 || n > (r.n - r.off) / sizeof(float) || n * sizeof(float) * arrays != r.n - r.off) {
         free(data);
-        return fail(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
+        return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
     }
     if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0) {
         free(data);
-        return fail(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
+        return set_error(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
     }
     ck->n_params = n;
     ck->params = alignedCalloc(n * sizeof(float));

@@ -14,6 +14,7 @@
 #endif
 
 #include "checkpoint.h"
+#include "cli.h"
 #include "common.h"
 #include "data.h"
 #include "diffusion.h"
@@ -22,59 +23,6 @@
 #include "metrics.h"
 #include "sample.h"
 #include "unet.h"
-
-// ---------------------------------------------------------------------------------------
-// argument parsing (as in main.c): every bad value is a one-line error and exit code 2
-
-static const char *cmd_name = "ddpm";
-
-static void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cmd_name);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see '%s --help')\n", cmd_name);
-    va_end(ap);
-    exit(2);
-}
-
-static const char *need_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) usage_error("option %s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static long parse_long(const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) usage_error("option %s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
-    return v;
-}
-
-static double parse_double(const char *opt, const char *s, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) usage_error("option %s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
-    return v;
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static int threads_in_use(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 // ---------------------------------------------------------------------------------------
 // ddpm judge
@@ -95,7 +43,7 @@ static const char *JUDGE_HELP =
     "  --threads N     OpenMP threads (default: OMP_NUM_THREADS or all cores)\n";
 
 int cmd_judge(int argc, char **argv) {
-    cmd_name = "ddpm judge";
+    cli_set_command("ddpm judge");
     const char *data_dir = "data", *out = "models/judge.bin";
     JudgeTrainOptions o = {4, 64, 1e-3f, 0, 2, 1};
     long threads = 0, limit = 0;
@@ -201,7 +149,7 @@ static void score(Scores *s, const float *feats, const float *probs, long n, int
 }
 
 int cmd_eval(int argc, char **argv) {
-    cmd_name = "ddpm eval";
+    cli_set_command("ddpm eval");
     const char *model = NULL, *idx = NULL, *judge_path = "models/judge.bin", *data_dir = "data";
     SampleOptions opt;
     memset(&opt, 0, sizeof opt);
@@ -267,17 +215,12 @@ int cmd_eval(int argc, char **argv) {
         snprintf(source, sizeof source, "%s (%ld images)", idx, n);
     } else {
         Checkpoint ck;
-        if (checkpoint_load(model, &ck, err, sizeof(err))) die("%s", err);
+        Unet m;
+        Schedule sch;
+        int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &sch);
         if (ck.cfg.im_channels != 1 || ck.cfg.im_size != S)
             die("%s: the model makes %dx%dx%d images, the judge (%s) takes 1x%dx%d", model, ck.cfg.im_channels,
                 ck.cfg.im_size, ck.cfg.im_size, judge_path, S, S);
-        Unet m;
-        unet_build(&m, &ck.cfg);
-        if (m.n_params != ck.n_params) die("%s: %zu parameters, its config builds %zu", model, ck.n_params, m.n_params);
-        int use_ema = ck.ema && !no_ema;
-        memcpy(m.params, use_ema ? ck.ema : ck.params, m.n_params * sizeof(float));
-        Schedule sch;
-        schedule_init(&sch, &ck.cfg);
         n = n_arg > 0 ? n_arg : 1000;
         opt.n = (int)n;
         float *x = alignedCalloc((size_t)n * D * sizeof(float));

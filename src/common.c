@@ -2,9 +2,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void die(const char *fmt, ...) {
     va_list ap;
@@ -41,4 +46,51 @@ double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int set_error(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen) {
+    size_t plen = strlen(path);
+    char *tmp = mallocCheck(plen + 16);
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return set_error(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(e));
+    }
+    fchmod(fd, 0644);
+    const unsigned char *p = data;
+    size_t done = 0;
+    int werr = 0;
+    while (done < n) {
+        ssize_t w = write(fd, p + done, n - done);
+        if (w < 0) { if (errno == EINTR) continue; werr = errno; break; }
+        done += (size_t)w;
+    }
+    if (!werr && fsync(fd) != 0) werr = errno;
+    if (close(fd) != 0 && !werr) werr = errno;
+    if (!werr && rename(tmp, path) != 0) werr = errno;
+    if (werr) {
+        unlink(tmp);
+        free(tmp);
+        return set_error(err, errlen, "%s: cannot write: %s (the previous file is unchanged)", path, strerror(werr));
+    }
+    // make the rename itself durable
+    char *dcopy = mallocCheck(plen + 1);
+    memcpy(dcopy, path, plen + 1);
+    int dfd = open(dirname(dcopy), O_RDONLY);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    free(dcopy);
+    free(tmp);
+    return 0;
 }

@@ -11,15 +11,6 @@
 
 #include "common.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 const char *schedule_name(ScheduleKind k) {
     switch (k) {
     case SCHEDULE_LINEAR: return "linear";
@@ -112,16 +103,16 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         line = trim(line);
         if (!*line) continue;
         char *eq = strchr(line, '=');
-        if (!eq) { rc = fail(err, errlen, "%s:%d: expected 'key = value', got '%.40s'", name, lineno, line); break; }
+        if (!eq) { rc = set_error(err, errlen, "%s:%d: expected 'key = value', got '%.40s'", name, lineno, line); break; }
         *eq = 0;
         char *key = trim(line), *val = trim(eq + 1);
         int k = -1;
         for (int i = 0; i < K_COUNT; i++)
             if (!strcmp(key, KEYS[i])) k = i;
-        if (k < 0) { rc = fail(err, errlen, "%s:%d: unknown key '%.40s'", name, lineno, key); break; }
-        if (seen[k]) { rc = fail(err, errlen, "%s:%d: key '%s' given twice", name, lineno, key); break; }
+        if (k < 0) { rc = set_error(err, errlen, "%s:%d: unknown key '%.40s'", name, lineno, key); break; }
+        if (seen[k]) { rc = set_error(err, errlen, "%s:%d: key '%s' given twice", name, lineno, key); break; }
         seen[k] = 1;
-        if (!*val) { rc = fail(err, errlen, "%s:%d: key '%s' has no value", name, lineno, key); break; }
+        if (!*val) { rc = set_error(err, errlen, "%s:%d: key '%s' has no value", name, lineno, key); break; }
         int bad = 0;
         switch (k) {
         case K_IM_CHANNELS: bad = parse_int(val, 1, 64, &c->im_channels); break;
@@ -147,58 +138,58 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         case K_BETA: bad = parse_float(val, 1e-12f, 0.999f, &c->beta); break;
         case K_COSINE_S: bad = parse_float(val, 0.0f, 1.0f, &c->cosine_s); break;
         }
-        if (bad) rc = fail(err, errlen, "%s:%d: key '%s': invalid value '%.40s'", name, lineno, key, val);
+        if (bad) rc = set_error(err, errlen, "%s:%d: key '%s': invalid value '%.40s'", name, lineno, key, val);
     }
     free(buf);
     if (rc) return rc;
     for (size_t i = 0; i < sizeof(REQUIRED) / sizeof(REQUIRED[0]); i++)
-        if (!seen[REQUIRED[i]]) return fail(err, errlen, "%s: missing key '%s'", name, KEYS[REQUIRED[i]]);
-    if (c->n_down < 2) return fail(err, errlen, "%s: key 'down_channels': need at least 2 entries", name);
+        if (!seen[REQUIRED[i]]) return set_error(err, errlen, "%s: missing key '%s'", name, KEYS[REQUIRED[i]]);
+    if (c->n_down < 2) return set_error(err, errlen, "%s: key 'down_channels': need at least 2 entries", name);
     if (n_sample != c->n_down - 1)
-        return fail(err, errlen, "%s: key 'down_sample': has %d entries, down_channels needs %d", name, n_sample, c->n_down - 1);
+        return set_error(err, errlen, "%s: key 'down_sample': has %d entries, down_channels needs %d", name, n_sample, c->n_down - 1);
     if (seen[K_DOWN_ATTN] && n_attn != c->n_down - 1)
-        return fail(err, errlen, "%s: key 'down_attn': has %d entries, down_channels needs %d", name, n_attn, c->n_down - 1);
+        return set_error(err, errlen, "%s: key 'down_attn': has %d entries, down_channels needs %d", name, n_attn, c->n_down - 1);
     if (!seen[K_DOWN_ATTN])
         for (int i = 0; i < c->n_down - 1; i++) c->down_attn[i] = 1;
     char verr[200];
-    if (config_validate(c, verr, sizeof(verr))) return fail(err, errlen, "%s: %s", name, verr);
+    if (config_validate(c, verr, sizeof(verr))) return set_error(err, errlen, "%s: %s", name, verr);
     return 0;
 }
 
 int config_validate(const ModelConfig *c, char *err, size_t errlen) {
     const int G = 8; // GroupNorm groups, fixed by the reference architecture
-    if (c->n_mid < 2) return fail(err, errlen, "key 'mid_channels': need at least 2 entries");
+    if (c->n_mid < 2) return set_error(err, errlen, "key 'mid_channels': need at least 2 entries");
     if (c->mid_channels[0] != c->down_channels[c->n_down - 1])
-        return fail(err, errlen, "key 'mid_channels': first entry %d must equal the last down channel %d",
+        return set_error(err, errlen, "key 'mid_channels': first entry %d must equal the last down channel %d",
                     c->mid_channels[0], c->down_channels[c->n_down - 1]);
     if (c->mid_channels[c->n_mid - 1] != c->down_channels[c->n_down - 2])
-        return fail(err, errlen, "key 'mid_channels': last entry %d must equal the second-to-last down channel %d",
+        return set_error(err, errlen, "key 'mid_channels': last entry %d must equal the second-to-last down channel %d",
                     c->mid_channels[c->n_mid - 1], c->down_channels[c->n_down - 2]);
-    if (c->time_emb_dim % 2) return fail(err, errlen, "key 'time_emb_dim': %d is not even", c->time_emb_dim);
+    if (c->time_emb_dim % 2) return set_error(err, errlen, "key 'time_emb_dim': %d is not even", c->time_emb_dim);
     for (int i = 0; i < c->n_down; i++) {
         if (c->down_channels[i] % G)
-            return fail(err, errlen, "key 'down_channels': %d is not divisible by the %d GroupNorm groups", c->down_channels[i], G);
+            return set_error(err, errlen, "key 'down_channels': %d is not divisible by the %d GroupNorm groups", c->down_channels[i], G);
         if (c->down_channels[i] % c->num_heads)
-            return fail(err, errlen, "key 'down_channels': %d is not divisible by num_heads %d", c->down_channels[i], c->num_heads);
+            return set_error(err, errlen, "key 'down_channels': %d is not divisible by num_heads %d", c->down_channels[i], c->num_heads);
     }
     for (int i = 0; i < c->n_mid; i++) {
         if (c->mid_channels[i] % G)
-            return fail(err, errlen, "key 'mid_channels': %d is not divisible by the %d GroupNorm groups", c->mid_channels[i], G);
+            return set_error(err, errlen, "key 'mid_channels': %d is not divisible by the %d GroupNorm groups", c->mid_channels[i], G);
         if (c->mid_channels[i] % c->num_heads)
-            return fail(err, errlen, "key 'mid_channels': %d is not divisible by num_heads %d", c->mid_channels[i], c->num_heads);
+            return set_error(err, errlen, "key 'mid_channels': %d is not divisible by num_heads %d", c->mid_channels[i], c->num_heads);
     }
     // up blocks output down_channels[i-1] (or 16 for the last); their attention needs heads | C
-    if (16 % c->num_heads) return fail(err, errlen, "key 'num_heads': %d does not divide the 16 output channels", c->num_heads);
+    if (16 % c->num_heads) return set_error(err, errlen, "key 'num_heads': %d does not divide the 16 output channels", c->num_heads);
     int size = c->im_size;
     for (int i = 0; i < c->n_down - 1; i++) {
         if (c->down_sample[i]) {
-            if (size % 2) return fail(err, errlen, "key 'down_sample': size %d at level %d is odd and cannot be halved", size, i);
+            if (size % 2) return set_error(err, errlen, "key 'down_sample': size %d at level %d is odd and cannot be halved", size, i);
             size /= 2;
         }
     }
-    if (c->num_timesteps < 1) return fail(err, errlen, "key 'num_timesteps': must be >= 1");
+    if (c->num_timesteps < 1) return set_error(err, errlen, "key 'num_timesteps': must be >= 1");
     if (c->schedule == SCHEDULE_LINEAR && !(c->beta_start <= c->beta_end))
-        return fail(err, errlen, "key 'beta_end': must be >= beta_start");
+        return set_error(err, errlen, "key 'beta_end': must be >= beta_start");
     return 0;
 }
 

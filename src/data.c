@@ -20,18 +20,6 @@
 #define DATA_PATH_MAX 4096
 #define DATA_MAX_DEPTH 32              // folder recursion limit (guards against symlink loops)
 
-// format a message into err (if given) and return -1
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static uint32_t read_be32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
@@ -70,8 +58,8 @@ static const char *gz_msg(const char *msg, const char *path) {
 static int gz_fail(gzFile gz, const char *path, char *err, size_t errlen) {
     int code = Z_OK;
     const char *msg = gzerror(gz, &code);
-    if (code == Z_ERRNO) return fail(err, errlen, "%s: read error: %s", path, strerror(errno));
-    return fail(err, errlen, "%s: corrupt gzip data (zlib: %s)", path, gz_msg(msg, path));
+    if (code == Z_ERRNO) return set_error(err, errlen, "%s: read error: %s", path, strerror(errno));
+    return set_error(err, errlen, "%s: corrupt gzip data (zlib: %s)", path, gz_msg(msg, path));
 }
 
 // Read a whole IDX file with the given magic (ndim = magic & 0xff dims). dims[0] <= IDX_MAX_COUNT,
@@ -82,11 +70,11 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
     *data = NULL;
     int ndim = (int)(magic & 0xff);
     struct stat st;
-    if (stat(path, &st) != 0) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s: not a regular file", path);
-    if (st.st_size == 0) return fail(err, errlen, "%s: empty file", path);
+    if (stat(path, &st) != 0) return set_error(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return set_error(err, errlen, "%s: not a regular file", path);
+    if (st.st_size == 0) return set_error(err, errlen, "%s: empty file", path);
     gzFile gz = gzopen(path, "rb");
-    if (!gz) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!gz) return set_error(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     gzbuffer(gz, 1 << 17);
 
     // header: 4-byte magic, then one 4-byte big-endian size per dimension
@@ -97,17 +85,17 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
     if (got < 0) { gz_fail(gz, path, err, errlen); goto done; }
     int is_gzip = !gzdirect(gz);
     if (!is_gzip && (got < 2 || hdr[0] != 0 || hdr[1] != 0)) {
-        fail(err, errlen, "%s: not a gzip/IDX file", path);
+        set_error(err, errlen, "%s: not a gzip/IDX file", path);
         goto done;
     }
     if ((size_t)got < hlen) {
-        fail(err, errlen, "%s: truncated: expected a %zu-byte IDX header, got %lld bytes%s", path, hlen, got,
+        set_error(err, errlen, "%s: truncated: expected a %zu-byte IDX header, got %lld bytes%s", path, hlen, got,
              is_gzip ? " (after gunzip)" : "");
         goto done;
     }
     uint32_t m = read_be32(hdr);
     if (m != magic) {
-        fail(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX %s)", path, m, magic, kind);
+        set_error(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX %s)", path, m, magic, kind);
         goto done;
     }
     uint64_t total = 1;
@@ -115,18 +103,18 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
         uint32_t v = read_be32(hdr + 4 + 4 * i);
         uint32_t limit = i == 0 ? IDX_MAX_COUNT : IDX_MAX_DIM;
         if (v == 0 || v > limit) {
-            fail(err, errlen, "%s: bad IDX header: dimension %d is %u, must be 1..%u", path, i, v, limit);
+            set_error(err, errlen, "%s: bad IDX header: dimension %d is %u, must be 1..%u", path, i, v, limit);
             goto done;
         }
         dims[i] = (int)v;
         total *= v;  // <= 1e7 * 4096 * 4096 < 2^64
     }
-    if (total > (uint64_t)SIZE_MAX / 2) { fail(err, errlen, "%s: IDX data too large for memory", path); goto done; }
+    if (total > (uint64_t)SIZE_MAX / 2) { set_error(err, errlen, "%s: IDX data too large for memory", path); goto done; }
 
     // data: grow the buffer as bytes arrive, so a lying header on a short file never allocates much
     size_t cap = total < ((size_t)1 << 26) ? (size_t)total : ((size_t)1 << 26);
     uint8_t *buf = malloc(cap);
-    if (!buf) { fail(err, errlen, "%s: out of memory (%zu bytes)", path, cap); goto done; }
+    if (!buf) { set_error(err, errlen, "%s: out of memory (%zu bytes)", path, cap); goto done; }
     size_t have = 0;
     for (;;) {
         long long r = gz_read_full(gz, buf + have, cap - have);
@@ -135,13 +123,13 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
         if (have < cap || have == total) break;  // end of stream, or all data read
         size_t ncap = cap * 2 < total ? cap * 2 : (size_t)total;
         uint8_t *nbuf = realloc(buf, ncap);
-        if (!nbuf) { free(buf); fail(err, errlen, "%s: out of memory (%zu bytes)", path, ncap); goto done; }
+        if (!nbuf) { free(buf); set_error(err, errlen, "%s: out of memory (%zu bytes)", path, ncap); goto done; }
         buf = nbuf;
         cap = ncap;
     }
     if (have < total) {
         free(buf);
-        fail(err, errlen, "%s: truncated: expected %llu bytes of data, got %llu%s", path,
+        set_error(err, errlen, "%s: truncated: expected %llu bytes of data, got %llu%s", path,
              (unsigned long long)(hlen + total), (unsigned long long)(hlen + have),
              is_gzip ? " (after gunzip)" : "");
         goto done;
@@ -157,7 +145,7 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
     }
     if (extra > 0) {
         free(buf);
-        fail(err, errlen, "%s: %llu trailing bytes: expected %llu bytes of data, got %llu", path,
+        set_error(err, errlen, "%s: %llu trailing bytes: expected %llu bytes of data, got %llu", path,
              (unsigned long long)extra, (unsigned long long)(hlen + total),
              (unsigned long long)(hlen + total + extra));
         goto done;
@@ -166,7 +154,7 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
     gzerror(gz, &code);
     if (code != Z_OK) {  // e.g. Z_BUF_ERROR: gzip stream cut off after the data (missing CRC trailer)
         free(buf);
-        fail(err, errlen, "%s: truncated gzip data (zlib: %s)", path, gz_msg(gzerror(gz, &code), path));
+        set_error(err, errlen, "%s: truncated gzip data (zlib: %s)", path, gz_msg(gzerror(gz, &code), path));
         goto done;
     }
     *data = buf;
@@ -175,7 +163,7 @@ done:
     if (gzclose(gz) != Z_OK && rc == 0) {
         free(*data);
         *data = NULL;
-        rc = fail(err, errlen, "%s: error closing file", path);
+        rc = set_error(err, errlen, "%s: error closing file", path);
     }
     return rc;
 }
@@ -189,12 +177,12 @@ int idx_read_images(const char *path, uint8_t **pixels, int *n, int *h, int *w, 
 
 int idx_write_images(const char *path, const uint8_t *pixels, int n, int h, int w, char *err, size_t errlen) {
     if (n <= 0 || n > IDX_MAX_COUNT || h <= 0 || h > IDX_MAX_DIM || w <= 0 || w > IDX_MAX_DIM)
-        return fail(err, errlen, "%s: cannot write IDX with dims %d x %d x %d", path, n, h, w);
+        return set_error(err, errlen, "%s: cannot write IDX with dims %d x %d x %d", path, n, h, w);
     char tmp[DATA_PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof tmp)
-        return fail(err, errlen, "%s: path too long", path);
+        return set_error(err, errlen, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return fail(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    if (!f) return set_error(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     uint8_t hdr[16];
     write_be32(hdr, IDX_MAGIC_IMAGES);
     write_be32(hdr + 4, (uint32_t)n);
@@ -206,12 +194,12 @@ int idx_write_images(const char *path, const uint8_t *pixels, int n, int h, int 
     if (!ok) {
         int e = errno;
         remove(tmp);
-        return fail(err, errlen, "%s: write failed: %s", tmp, strerror(e));
+        return set_error(err, errlen, "%s: write failed: %s", tmp, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         int e = errno;
         remove(tmp);
-        return fail(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+        return set_error(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
     }
     return 0;
 }
@@ -242,7 +230,7 @@ static int load_idx_dir(Dataset *d, const char *img_path, const char *lab_path, 
     if (read_idx(img_path, IDX_MAGIC_IMAGES, "images", dims, &pixels, err, errlen) != 0) return -1;
     if (expect_size > 0 && (dims[1] != expect_size || dims[2] != expect_size)) {
         free(pixels);
-        return fail(err, errlen, "%s: size %dx%d, expected %dx%d", img_path, dims[2], dims[1], expect_size,
+        return set_error(err, errlen, "%s: size %dx%d, expected %dx%d", img_path, dims[2], dims[1], expect_size,
                     expect_size);
     }
     if (read_idx(lab_path, IDX_MAGIC_LABELS, "labels", ldims, &labels, err, errlen) != 0) {
@@ -251,14 +239,14 @@ static int load_idx_dir(Dataset *d, const char *img_path, const char *lab_path, 
     }
     if (ldims[0] != dims[0]) {
         free(pixels); free(labels);
-        return fail(err, errlen, "%s: labels count %d != images count %d (files %s, %s)", lab_path, ldims[0],
+        return set_error(err, errlen, "%s: labels count %d != images count %d (files %s, %s)", lab_path, ldims[0],
                     dims[0], lab_path, img_path);
     }
     for (int i = 0; i < ldims[0]; i++) {
         if (labels[i] > 9) {
             int v = labels[i];
             free(pixels); free(labels);
-            return fail(err, errlen, "%s: label %d at index %d is out of range 0..9", lab_path, v, i);
+            return set_error(err, errlen, "%s: label %d at index %d is out of range 0..9", lab_path, v, i);
         }
     }
     d->n = dims[0]; d->h = dims[1]; d->w = dims[2];
@@ -296,9 +284,9 @@ static int has_image_ext(const char *name) {
 // collect image files below `dir` (hidden entries skipped); follows symlinks up to DATA_MAX_DEPTH
 static int walk_images(const char *dir, int depth, PathList *l, char *err, size_t errlen) {
     if (depth > DATA_MAX_DEPTH)
-        return fail(err, errlen, "%s: folders nested deeper than %d (symlink loop?)", dir, DATA_MAX_DEPTH);
+        return set_error(err, errlen, "%s: folders nested deeper than %d (symlink loop?)", dir, DATA_MAX_DEPTH);
     DIR *dp = opendir(dir);
-    if (!dp) return fail(err, errlen, "%s: cannot open directory: %s", dir, strerror(errno));
+    if (!dp) return set_error(err, errlen, "%s: cannot open directory: %s", dir, strerror(errno));
     size_t dlen = strlen(dir);
     int sep = dlen > 0 && dir[dlen - 1] != '/';  // avoid "a//b" when dir ends with '/'
     struct dirent *e;
@@ -307,13 +295,13 @@ static int walk_images(const char *dir, int depth, PathList *l, char *err, size_
         if (e->d_name[0] == '.') continue;  // ".", "..", hidden files and folders
         char path[DATA_PATH_MAX];
         int len = snprintf(path, sizeof path, "%s%s%s", dir, sep ? "/" : "", e->d_name);
-        if (len < 0 || (size_t)len >= sizeof path) { rc = fail(err, errlen, "%s/%s: path too long", dir, e->d_name); break; }
+        if (len < 0 || (size_t)len >= sizeof path) { rc = set_error(err, errlen, "%s/%s: path too long", dir, e->d_name); break; }
         struct stat st;
         if (stat(path, &st) != 0) continue;  // dangling symlink etc.
         if (S_ISDIR(st.st_mode)) {
             if ((rc = walk_images(path, depth + 1, l, err, errlen)) != 0) break;
         } else if (S_ISREG(st.st_mode) && has_image_ext(e->d_name)) {
-            if (l->n >= IDX_MAX_COUNT) { rc = fail(err, errlen, "%s: more than %d images", dir, IDX_MAX_COUNT); break; }
+            if (l->n >= IDX_MAX_COUNT) { rc = set_error(err, errlen, "%s: more than %d images", dir, IDX_MAX_COUNT); break; }
             if (l->n == l->cap) {
                 l->cap = l->cap ? 2 * l->cap : 1024;
                 char **np = realloc(l->paths, (size_t)l->cap * sizeof(char *));
@@ -348,7 +336,7 @@ static int load_image_dir(Dataset *d, const char *dir, int expect_size, char *er
     if (walk_images(dir, 0, &l, err, errlen) != 0) { pathlist_free(&l); return -1; }
     if (l.n == 0) {
         pathlist_free(&l);
-        return fail(err, errlen, "%s: no MNIST IDX files and no images found", dir);
+        return set_error(err, errlen, "%s: no MNIST IDX files and no images found", dir);
     }
     qsort(l.paths, (size_t)l.n, sizeof(char *), cmp_str);
     int H = expect_size, W = expect_size;  // <= 0: taken from the first image
@@ -358,20 +346,20 @@ static int load_image_dir(Dataset *d, const char *dir, int expect_size, char *er
         uint8_t *img = stbi_load(l.paths[i], &w, &h, &c, 1);
         if (!img) {
             const char *why = stbi_failure_reason();
-            fail(err, errlen, "%s: cannot decode image: %s", l.paths[i], why ? why : "unknown error");
+            set_error(err, errlen, "%s: cannot decode image: %s", l.paths[i], why ? why : "unknown error");
             goto error;
         }
         if (H <= 0) {
             if (h > IDX_MAX_DIM || w > IDX_MAX_DIM) {
                 stbi_image_free(img);
-                fail(err, errlen, "%s: size %dx%d is larger than %d", l.paths[i], w, h, IDX_MAX_DIM);
+                set_error(err, errlen, "%s: size %dx%d is larger than %d", l.paths[i], w, h, IDX_MAX_DIM);
                 goto error;
             }
             H = h; W = w;
         }
         if (h != H || w != W) {
             stbi_image_free(img);
-            fail(err, errlen, "%s: size %dx%d, expected %dx%d%s", l.paths[i], w, h, W, H,
+            set_error(err, errlen, "%s: size %dx%d, expected %dx%d%s", l.paths[i], w, h, W, H,
                  expect_size > 0 ? "" : " (the size of the first image)");
             goto error;
         }
@@ -402,15 +390,15 @@ int dataset_load(Dataset *d, const char *dir, int test_split, int expect_size, c
     int has_img = find_idx(dir, split, "images", "idx3", img, sizeof img, img_disp, sizeof img_disp);
     int has_lab = find_idx(dir, split, "labels", "idx1", lab, sizeof lab, lab_disp, sizeof lab_disp);
     if (has_img && has_lab) return load_idx_dir(d, img, lab, expect_size, err, errlen);
-    if (has_img) return fail(err, errlen, "%s: missing labels file (images file %s found)", lab_disp, img);
-    if (has_lab) return fail(err, errlen, "%s: missing images file (labels file %s found)", img_disp, lab);
+    if (has_img) return set_error(err, errlen, "%s: missing labels file (images file %s found)", lab_disp, img);
+    if (has_lab) return set_error(err, errlen, "%s: missing images file (labels file %s found)", img_disp, lab);
     // no IDX files of this split: if the other split is there, this is an incomplete MNIST directory
     const char *other = test_split ? "train" : "t10k";
     char odisp[DATA_PATH_MAX];
     if (find_idx(dir, other, "images", "idx3", img, sizeof img, odisp, sizeof odisp))
-        return fail(err, errlen, "%s: missing (%s split requested; %s found)", img_disp, split, img);
+        return set_error(err, errlen, "%s: missing (%s split requested; %s found)", img_disp, split, img);
     if (test_split)
-        return fail(err, errlen, "%s: no t10k IDX files for the test split (image folders have no test split)", dir);
+        return set_error(err, errlen, "%s: no t10k IDX files for the test split (image folders have no test split)", dir);
     return load_image_dir(d, dir, expect_size, err, errlen);
 }
 

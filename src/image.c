@@ -10,17 +10,6 @@
 #include <unistd.h>
 #include <stb_image_write.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 uint8_t to_u8(float x) {
     float v = (x + 1.0f) * 0.5f;
     if (!(v > 0.0f)) return 0;  // also NaN
@@ -31,13 +20,13 @@ uint8_t to_u8(float x) {
 int write_png_grid(const char *path, const float *x, int n, int C, int H, int W, int ncols, int pad,
                    char *err, size_t errlen) {
     if (n <= 0 || (C != 1 && C != 3) || H <= 0 || W <= 0 || ncols <= 0 || pad < 0)
-        return fail(err, errlen, "%s: bad grid arguments n=%d C=%d H=%d W=%d ncols=%d pad=%d", path, n, C, H, W,
+        return set_error(err, errlen, "%s: bad grid arguments n=%d C=%d H=%d W=%d ncols=%d pad=%d", path, n, C, H, W,
                     ncols, pad);
     int cols = ncols < n ? ncols : n;
     int rows = (n + cols - 1) / cols;
     long long gw = (long long)(W + pad) * cols + pad, gh = (long long)(H + pad) * rows + pad;
     if (gw * C > (1 << 30) || gh > (1 << 30) || gw * gh * C > (1LL << 31))
-        return fail(err, errlen, "%s: grid of %lldx%lld pixels is too large for a PNG", path, gw, gh);
+        return set_error(err, errlen, "%s: grid of %lldx%lld pixels is too large for a PNG", path, gw, gh);
     // interleaved [gh, gw, C], zero (black) background = the padding
     uint8_t *grid = callocCheck((size_t)(gw * gh * C), 1);
     size_t plane = (size_t)H * W;
@@ -55,15 +44,15 @@ int write_png_grid(const char *path, const float *x, int n, int C, int H, int W,
     char tmp[4096];
     int rc = 0;
     if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof tmp) {
-        rc = fail(err, errlen, "%s: path too long", path);
+        rc = set_error(err, errlen, "%s: path too long", path);
     } else if (errno = 0, !stbi_write_png(tmp, (int)gw, (int)gh, C, grid, (int)gw * C)) {
         int e = errno;
         remove(tmp);
-        rc = fail(err, errlen, "%s: cannot write PNG (temp file %s): %s", path, tmp, e ? strerror(e) : "write failed");
+        rc = set_error(err, errlen, "%s: cannot write PNG (temp file %s): %s", path, tmp, e ? strerror(e) : "write failed");
     } else if (rename(tmp, path) != 0) {
         int e = errno;
         remove(tmp);
-        rc = fail(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+        rc = set_error(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
     }
     free(grid);
     return rc;

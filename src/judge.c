@@ -335,15 +335,6 @@ double judge_train(Judge *j, const Dataset *d, const JudgeTrainOptions *o) {
 // ---------------------------------------------------------------------------------------
 // models/judge.bin
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static void cfg_to_ints(const JudgeConfig *c, int32_t v[6]) {
     v[0] = c->in_size; v[1] = c->c1; v[2] = c->c2; v[3] = c->c3; v[4] = c->feat; v[5] = c->classes;
 }
@@ -363,53 +354,25 @@ int judge_save(const char *path, const Judge *j, char *err, size_t errlen) {
     uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(q - buf));
     memcpy(q, &crc, 4);
 
-    size_t plen = strlen(path);
-    char *tmp = mallocCheck(plen + 16);
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp); free(buf);
-        return fail(err, errlen, "%s: cannot create temporary file: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644);
-    size_t done = 0;
-    int werr = 0;
-    while (done < size) {
-        ssize_t w = write(fd, buf + done, size - done);
-        if (w < 0) { if (errno == EINTR) continue; werr = errno; break; }
-        done += (size_t)w;
-    }
-    if (!werr && fsync(fd) != 0) werr = errno;
-    if (close(fd) != 0 && !werr) werr = errno;
-    if (!werr && rename(tmp, path) != 0) werr = errno;
-    if (werr) {
-        unlink(tmp);
-        free(tmp); free(buf);
-        return fail(err, errlen, "%s: cannot write judge: %s", path, strerror(werr));
-    }
-    char *dcopy = mallocCheck(plen + 1);
-    memcpy(dcopy, path, plen + 1);
-    int dfd = open(dirname(dcopy), O_RDONLY);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
-    free(dcopy); free(tmp); free(buf);
-    return 0;
+    int rc = write_file_atomic(path, buf, size, err, errlen);
+    free(buf);
+    return rc;
 }
 
 int judge_load(const char *path, Judge *j, char *err, size_t errlen) {
     memset(j, 0, sizeof(*j));
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: cannot open judge: %s", path, strerror(errno));
+    if (!f) return set_error(err, errlen, "%s: cannot open judge: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return fail(err, errlen, "%s: not a regular file", path); }
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return set_error(err, errlen, "%s: not a regular file", path); }
     size_t size = (size_t)sb.st_size;
-    if (size < 8) { fclose(f); return fail(err, errlen, "%s: not a ddpm judge file (%zu bytes)", path, size); }
+    if (size < 8) { fclose(f); return set_error(err, errlen, "%s: not a ddpm judge file (%zu bytes)", path, size); }
     unsigned char *buf = mallocCheck(size);
     size_t got = fread(buf, 1, size, f);
     fclose(f);
-    if (got != size) { free(buf); return fail(err, errlen, "%s: read error", path); }
-    if (memcmp(buf, JUDGE_MAGIC, 8) != 0) { free(buf); return fail(err, errlen, "%s: not a ddpm judge file (bad magic)", path); }
-    if (size < JUDGE_HEADER + 4) { free(buf); return fail(err, errlen, "%s: judge file truncated (%zu bytes)", path, size); }
+    if (got != size) { free(buf); return set_error(err, errlen, "%s: read error", path); }
+    if (memcmp(buf, JUDGE_MAGIC, 8) != 0) { free(buf); return set_error(err, errlen, "%s: not a ddpm judge file (bad magic)", path); }
+    if (size < JUDGE_HEADER + 4) { free(buf); return set_error(err, errlen, "%s: judge file truncated (%zu bytes)", path, size); }
     uint32_t version, crc_file;
     int32_t arch[6];
     uint64_t n;
@@ -419,19 +382,19 @@ int judge_load(const char *path, Judge *j, char *err, size_t errlen) {
     memcpy(&crc_file, buf + size - 4, 4);
     if (version != JUDGE_VERSION) {
         free(buf);
-        return fail(err, errlen, "%s: judge format version %u, this ddpm reads version %u", path, version, JUDGE_VERSION);
+        return set_error(err, errlen, "%s: judge format version %u, this ddpm reads version %u", path, version, JUDGE_VERSION);
     }
     uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(size - 4));
-    if (crc != crc_file) { free(buf); return fail(err, errlen, "%s: judge file is corrupt or truncated (CRC mismatch)", path); }
+    if (crc != crc_file) { free(buf); return set_error(err, errlen, "%s: judge file is corrupt or truncated (CRC mismatch)", path); }
     JudgeConfig c = {arch[0], arch[1], arch[2], arch[3], arch[4], arch[5]};
     const char *ce = judge_config_error(&c);
-    if (ce) { free(buf); return fail(err, errlen, "%s: bad judge architecture: %s", path, ce); }
+    if (ce) { free(buf); return set_error(err, errlen, "%s: bad judge architecture: %s", path, ce); }
     judge_build(j, &c);
     if (n != j->n_params || size != JUDGE_HEADER + n * sizeof(float) + 4) {
         size_t want = j->n_params;
         judge_free(j);
         free(buf);
-        return fail(err, errlen, "%s: corrupt judge file (%llu parameters stored, its architecture has %zu)", path,
+        return set_error(err, errlen, "%s: corrupt judge file (%llu parameters stored, its architecture has %zu)", path,
                     (unsigned long long)n, want);
     }
     memcpy(j->params, buf + JUDGE_HEADER, n * sizeof(float));

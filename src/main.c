@@ -14,6 +14,7 @@
 #endif
 
 #include "checkpoint.h"
+#include "cli.h"
 #include "cli_judge.h"
 #include "common.h"
 #include "config.h"
@@ -25,58 +26,6 @@
 #include "unet.h"
 
 // ---------------------------------------------------------------------------------------
-// argument parsing helpers: every bad value is a one-line error and exit code 2
-
-static const char *cmd_name = "ddpm";
-
-static void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cmd_name);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see '%s --help')\n", cmd_name);
-    va_end(ap);
-    exit(2);
-}
-
-static const char *need_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) usage_error("option %s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static long parse_long(const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) usage_error("option %s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
-    return v;
-}
-
-static double parse_double(const char *opt, const char *s, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) usage_error("option %s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
-    return v;
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static int threads_in_use(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -119,7 +68,7 @@ static void print_model_summary(const ModelConfig *c) {
 }
 
 static int cmd_info(int argc, char **argv) {
-    cmd_name = "ddpm info";
+    cli_set_command("ddpm info");
     const char *config = NULL, *model = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(INFO_HELP, stdout); return 0; }
@@ -179,7 +128,7 @@ static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
 
 static int cmd_train(int argc, char **argv) {
-    cmd_name = "ddpm train";
+    cli_set_command("ddpm train");
     const char *config = NULL, *data_dir = "data", *out = "models/ddpm.ckpt", *log_path = NULL, *resume = NULL;
     long steps = -1, epochs = -1, batch = -1, seed = -1, save_every = 500, limit = 0, threads = 0, warmup = -1, log_every = 50;
     double lr = -1, ema = -1;
@@ -371,7 +320,7 @@ static const char *SAMPLE_HELP =
     "  --threads N         OpenMP threads\n";
 
 static int cmd_sample(int argc, char **argv) {
-    cmd_name = "ddpm sample";
+    cli_set_command("ddpm sample");
     const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
     SampleOptions opt = {SAMPLER_DDPM, SIGMA_BETA, 100, 0.0f, 0, 0, 100, 100, 8, 10, 1};
     long rows = 10, threads = 0;
@@ -408,15 +357,10 @@ static int cmd_sample(int argc, char **argv) {
     if (!model) usage_error("--model CKPT is required");
     set_threads((int)threads);
     Checkpoint ck;
-    char err[600];
-    if (checkpoint_load(model, &ck, err, sizeof(err))) die("%s", err);
     Unet m;
-    unet_build(&m, &ck.cfg);
-    if (m.n_params != ck.n_params) die("%s: %zu parameters, its config builds %zu", model, ck.n_params, m.n_params);
-    int use_ema = ck.ema && !no_ema;
-    memcpy(m.params, use_ema ? ck.ema : ck.params, m.n_params * sizeof(float));
     Schedule s;
-    schedule_init(&s, &ck.cfg);
+    char err[600];
+    int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &s);
     int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
     if (opt.strip_n > opt.n) opt.strip_n = opt.n;
     float *x = alignedCalloc((size_t)opt.n * D * sizeof(float));
@@ -498,7 +442,7 @@ static double fma_peak_gflops(void) {
 #endif
 
 static int cmd_bench(int argc, char **argv) {
-    cmd_name = "ddpm bench";
+    cli_set_command("ddpm bench");
     const char *config = NULL;
     long batch = 64, threads = 0, steps = 5, sample_batch = 100;
     for (int i = 2; i < argc; i++) {

@@ -89,3 +89,14 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
     }
     free(ts); free(tmp); free(tb); free(xb); free(rngs);
 }
+
+int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
+    char err[600];
+    if (checkpoint_load(path, ck, err, sizeof(err))) die("%s", err);
+    unet_build(m, &ck->cfg);
+    if (m->n_params != ck->n_params) die("%s: %zu parameters, its config builds %zu", path, ck->n_params, m->n_params);
+    int use_ema = ck->ema && !no_ema;
+    memcpy(m->params, use_ema ? ck->ema : ck->params, m->n_params * sizeof(float));
+    schedule_init(s, &ck->cfg);
+    return use_ema;
+}

@@ -80,6 +80,10 @@ deps:
 clean:
 	rm -rf build ddpm
 
+# ddpm.c vs PyTorch on small.cfg and reference.cfg (batch 64, 2 threads)
+bench: ddpm
+	bash tools/bench.sh
+
 # the whole job: deps, build, data, train the default model, sample a grid into samples/
 demo:
 	bash tools/demo.sh

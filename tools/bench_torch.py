@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Time PyTorch DDPM training steps and sampling passes for a ddpm.c model config (float32, CPU).
 
-    OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 \\
+    OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 \\
         /usr/bin/python3 tools/bench_torch.py --config models/small.cfg --threads 2 --steps 10
 
-(torch is in Debian's /usr/bin/python3, not in the pyenv `python3`.) The best settings on this
-machine are OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 in the environment (set before
-python starts; torch's own --threads then controls the parallelism).
+(torch is in Debian's /usr/bin/python3, not in the pyenv `python3`.) The best settings are
+OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs (Haswell on AVX2-only
+ones; Debian's OpenBLAS 0.3.21 does not recognise recent CPUs), set before python starts; torch's
+own --threads then controls the parallelism. tools/bench.sh picks them.
 
 Training step: t ~ U{0..T-1}, eps ~ N(0,1), x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps with a
 linear beta schedule from the config, out = model(x_t, t), MSE(out, eps), backward, Adam step.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# bench.sh: ddpm.c against PyTorch (Debian python3-torch) on the same configs, batch and
+# threads, one after the other in one run; prints both and the ratios.
+#   bash tools/bench.sh [CONFIG...]     (default: models/small.cfg models/reference.cfg)
+# Env: THREADS (2), BATCH (64), STEPS (5). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
+# AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
+set -u
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}
+CONFIGS=("$@"); [ ${#CONFIGS[@]} = 0 ] && CONFIGS=(models/small.cfg models/reference.cfg)
+if grep -qw avx512f /proc/cpuinfo; then CORE=SkylakeX; else CORE=Haswell; fi
+PY=/usr/bin/python3
+have_torch=1; $PY -c "import torch" 2>/dev/null || { have_torch=0; echo "bench: no PyTorch (apt-get install python3-torch): ddpm.c only"; }
+field() { sed -n "s/.*$1=\([0-9.e+-]*\).*/\1/p" <<< "$2" | tail -1; }
+rows=()
+for cfg in "${CONFIGS[@]}"; do
+  echo "== ddpm.c: $cfg"
+  c_out=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" | tee /dev/stderr | tail -1)
+  row="$(basename "$cfg" .cfg): ddpm.c train $(field train_img_s "$c_out") img/s, sample $(field sample_img_steps_s "$c_out") img-steps/s, $(field gflops "$c_out") GFLOP/s = $(awk -v e="$(field efficiency "$c_out")" 'BEGIN{printf "%.0f%%", 100*e}') of peak, RSS $(field peak_rss_mb "$c_out") MB"
+  if [ $have_torch = 1 ]; then
+    echo "== PyTorch: $cfg (OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1)"
+    t_out=$(OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1 $PY tools/bench_torch.py --config "$cfg" --batch "$BATCH" \
+            --threads "$THREADS" --steps "$STEPS" | tee /dev/stderr | tail -1)
+    row="$row | PyTorch train $(field train_img_s "$t_out") img/s, sample $(field sample_img_steps_s "$t_out"), RSS $(field peak_rss_mb "$t_out") MB"
+    row="$row | ratio train $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"
+    row="$row, sample $(awk -v a="$(field sample_img_steps_s "$c_out")" -v b="$(field sample_img_steps_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"
+  fi
+  rows+=("$row")
+done
+echo
+echo "== summary (threads $THREADS, batch $BATCH)"
+printf '%s\n' "${rows[@]}"

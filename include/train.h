@@ -9,6 +9,8 @@
 #include "diffusion.h"
 #include "unet.h"
 
+#define TRAIN_T_BUCKETS 10 // loss by t in [k T/10, (k+1) T/10)
+
 typedef struct {
     Unet model;
     Schedule sched;
@@ -20,6 +22,9 @@ typedef struct {
     float *x0, *eps, *xt, *dout; // [B, D] batch buffers
     int *t;                    // [B]
     float last_loss;
+    // diagnostics (not part of the state): per-image loss summed by t bucket since the last reset
+    double bucket_loss[TRAIN_T_BUCKETS];
+    long bucket_count[TRAIN_T_BUCKETS];
 } Trainer;
 
 // New run (ck == NULL: parameters initialised from st->seed) or continue from a checkpoint.

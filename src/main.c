@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -118,7 +119,11 @@ static const char *TRAIN_HELP =
     "  --limit N          train on the first N images only\n"
     "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --log FILE.csv     append step, epoch, loss, images/s, wall time to a CSV file\n"
-    "  --log-every N      progress line / CSV row every N steps (default 50)\n"
+    "  --log-every N      progress line / CSV row every N steps (default 50); the CSV also has\n"
+    "                     the mean loss in 10 buckets of t (loss_t0 = t < T/10, ...)\n"
+    "  --sample-every N   write a fixed-seed grid of 64 samples (EMA weights, DDIM 50 steps,\n"
+    "                     clipped) to DIR/step_NNNNNNN.png every N steps (default 0 = off)\n"
+    "  --sample-dir DIR   where --sample-every writes (default samples)\n"
     "  --resume [CKPT]    continue from CKPT (default: the --out file); config and\n"
     "                     hyperparameters come from the checkpoint\n"
     "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
@@ -131,6 +136,8 @@ static int cmd_train(int argc, char **argv) {
     cli_set_command("ddpm train");
     const char *config = NULL, *data_dir = "data", *out = "models/ddpm.ckpt", *log_path = NULL, *resume = NULL;
     long steps = -1, epochs = -1, batch = -1, seed = -1, save_every = 500, limit = 0, threads = 0, warmup = -1, log_every = 50;
+    long sample_every = 0;
+    const char *sample_dir = "samples";
     double lr = -1, ema = -1;
     int resume_flag = 0;
     for (int i = 2; i < argc; i++) {
@@ -151,6 +158,8 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
         else if (!strcmp(a, "--log")) log_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--log-every")) log_every = parse_long(a, need_value(argc, argv, &i), 1, 1000000000L);
+        else if (!strcmp(a, "--sample-every")) sample_every = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
+        else if (!strcmp(a, "--sample-dir")) sample_dir = need_value(argc, argv, &i);
         else if (!strcmp(a, "--resume")) {
             resume_flag = 1;
             if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) resume = argv[++i];
@@ -228,7 +237,20 @@ static int cmd_train(int argc, char **argv) {
     if (log_path) {
         log = fopen(log_path, resume_flag ? "a" : "w");
         if (!log) die("%s: cannot open log file: %s", log_path, strerror(errno));
-        if (ftell(log) == 0) fprintf(log, "step,epoch,loss,images_per_s,wall_s\n");
+        if (ftell(log) == 0) {
+            fprintf(log, "step,epoch,loss,images_per_s,wall_s");
+            for (int k = 0; k < TRAIN_T_BUCKETS; k++) fprintf(log, ",loss_t%d", k);
+            fputc('\n', log);
+        }
+    }
+    // progress pictures: a second model instance, so sampling never touches the training activations
+    Unet viewer;
+    int D = cfg.im_channels * cfg.im_size * cfg.im_size;
+    float *view_x = NULL;
+    if (sample_every > 0) {
+        unet_build(&viewer, &cfg);
+        view_x = alignedCalloc((size_t)64 * D * sizeof(float));
+        if (mkdir(sample_dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", sample_dir, strerror(errno));
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -264,13 +286,28 @@ static int cmd_train(int argc, char **argv) {
                 if (!tty) fprintf(stderr, "step %ld/%ld | epoch %lld | loss %.4f | %.1f img/s | ETA %s\n", step, total,
                                   (long long)tr.st.epoch, smooth, ips, eta);
                 if (log) {
-                    fprintf(log, "%ld,%lld,%.6f,%.2f,%.2f\n", step, (long long)tr.st.epoch, loss_sum / window_steps, ips, now - t0);
+                    fprintf(log, "%ld,%lld,%.6f,%.2f,%.2f", step, (long long)tr.st.epoch, loss_sum / window_steps, ips, now - t0);
+                    for (int k = 0; k < TRAIN_T_BUCKETS; k++) {
+                        fprintf(log, ",%.6f", tr.bucket_count[k] ? tr.bucket_loss[k] / tr.bucket_count[k] : NAN);
+                        tr.bucket_loss[k] = 0;
+                        tr.bucket_count[k] = 0;
+                    }
+                    fputc('\n', log);
                     fflush(log);
                 }
                 loss_sum = 0;
                 window_steps = 0;
             }
             t_window = now;
+        }
+        if (sample_every > 0 && (step % sample_every == 0 || last)) {
+            memcpy(viewer.params, tr.ema ? tr.ema : tr.model.params, viewer.n_params * sizeof(float));
+            SampleOptions so = {.sampler = SAMPLER_DDIM, .ddim_steps = 50, .clip = 1, .seed = 0, .n = 64, .batch = 64};
+            sample_images(&viewer, &tr.sched, &so, view_x, NULL);
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/step_%07ld.png", sample_dir, step);
+            if (write_png_grid(path, view_x, 64, cfg.im_channels, cfg.im_size, cfg.im_size, 8, 2, err, sizeof(err)))
+                fprintf(stderr, "\nddpm train: %s\n", err);
         }
         if ((save_every > 0 && step % save_every == 0) || last || stop_signal) {
             if (trainer_save(&tr, out, err, sizeof(err))) {
@@ -289,6 +326,10 @@ static int cmd_train(int argc, char **argv) {
     if (status == 0)
         fprintf(stderr, "ddpm train: done, step %lld, %.1f s, checkpoint %s\n", (long long)tr.st.step, now_seconds() - t0, out);
     if (log) fclose(log);
+    if (sample_every > 0) {
+        unet_free(&viewer);
+        free(view_x);
+    }
     trainer_free(&tr);
     dataset_free(&data);
     return status;
@@ -322,7 +363,8 @@ static const char *SAMPLE_HELP =
 static int cmd_sample(int argc, char **argv) {
     cli_set_command("ddpm sample");
     const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
-    SampleOptions opt = {SAMPLER_DDPM, SIGMA_BETA, 100, 0.0f, 0, 0, 100, 100, 8, 10, 1};
+    SampleOptions opt = {.sampler = SAMPLER_DDPM, .sigma = SIGMA_BETA, .ddim_steps = 100, .n = 100, .batch = 100,
+                         .strip_n = 8, .strip_k = 10, .progress = 1};
     long rows = 10, threads = 0;
     int no_ema = 0;
     for (int i = 2; i < argc; i++) {

@@ -74,6 +74,16 @@ float trainer_step(Trainer *tr) {
     float loss = mse_forward(pred, tr->eps, (long)B * D);
     tr->last_loss = loss;
     if (!isfinite(loss)) return loss;
+    for (int b = 0; b < B; b++) { // per-image loss by timestep bucket
+        double l = 0;
+        for (int i = 0; i < D; i++) {
+            double d = (double)pred[(size_t)b * D + i] - tr->eps[(size_t)b * D + i];
+            l += d * d;
+        }
+        int k = (int)((long)tr->t[b] * TRAIN_T_BUCKETS / T);
+        tr->bucket_loss[k] += l / D;
+        tr->bucket_count[k]++;
+    }
     unet_zero_grad(m);
     mse_backward(tr->dout, pred, tr->eps, (long)B * D);
     unet_backward(m, tr->dout);

@@ -72,6 +72,13 @@ else fail "info --model: $(cat "$TMP/info")"; fi
 "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --steps 20 --out "$TMP/full.ckpt" >/dev/null 2>"$TMP/log" && grep -q "nothing to do" "$TMP/log" \
   && pass "resume at the total: nothing to do" || fail "resume at total: $(cat "$TMP/log")"
 
+"$DDPM" train "${COMMON[@]}" --steps 4 --log-every 2 --log "$TMP/log.csv" --sample-every 4 --sample-dir "$TMP/progress" \
+  --out "$TMP/diag.ckpt" >/dev/null 2>&1
+if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,loss_t1,loss_t2,loss_t3,loss_t4,loss_t5,loss_t6,loss_t7,loss_t8,loss_t9" ] \
+   && [ "$(grep -c . "$TMP/log.csv")" = 3 ] && [ -s "$TMP/progress/step_0000004.png" ]; then
+  pass "CSV log with per-t-bucket losses; --sample-every grid written"
+else fail "CSV log / --sample-every: $(cat "$TMP/log.csv"; ls "$TMP/progress" 2>&1)"; fi
+
 echo "-- contradicting flags leave the checkpoint untouched"
 sum=$(md5sum < "$TMP/full.ckpt")
 expect_err "contradicts" "--batch contradicting the checkpoint" "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --batch 8 --steps 30

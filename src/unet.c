@@ -339,15 +339,12 @@ void unet_build(Unet *m, const ModelConfig *c) {
         int half = bk->cin / 2, H = bk->H;
         bk->in = cur;
         bk->skip = down->in;
-        size_t upsampled = cur;
-        if (bk->resample) {
+        if (bk->resample) { // convT(x); without resampling the concat takes x itself
             bk->up = add_act_g(m, (size_t)half * H * H);
             need_ws(m, conv_transpose2d_ws_floats(half, H / 2, H / 2, half, 4, 2, 1));
-            upsampled = bk->up;
         } else {
             bk->up = cur;
         }
-        (void)upsampled;
         bk->cat = add_act_g(m, (size_t)bk->cin * H * H);
         cur = bk->out = layout_block_layers(m, bk, bk->cat);
     }

@@ -11,16 +11,18 @@ CONFIGS=("$@"); [ ${#CONFIGS[@]} = 0 ] && CONFIGS=(models/small.cfg models/refer
 if grep -qw avx512f /proc/cpuinfo; then CORE=SkylakeX; else CORE=Haswell; fi
 PY=/usr/bin/python3
 have_torch=1; $PY -c "import torch" 2>/dev/null || { have_torch=0; echo "bench: no PyTorch (apt-get install python3-torch): ddpm.c only"; }
-field() { sed -n "s/.*$1=\([0-9.e+-]*\).*/\1/p" <<< "$2" | tail -1; }
+field() { tr " " "\n" <<< "$2" | sed -n "s/^$1=//p" | tail -1; }
 rows=()
 for cfg in "${CONFIGS[@]}"; do
   echo "== ddpm.c: $cfg"
-  c_out=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" | tee /dev/stderr | tail -1)
+  c_all=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS"); echo "$c_all"
+  c_out=$(tail -1 <<< "$c_all")
   row="$(basename "$cfg" .cfg): ddpm.c train $(field train_img_s "$c_out") img/s, sample $(field sample_img_steps_s "$c_out") img-steps/s, $(field gflops "$c_out") GFLOP/s = $(awk -v e="$(field efficiency "$c_out")" 'BEGIN{printf "%.0f%%", 100*e}') of peak, RSS $(field peak_rss_mb "$c_out") MB"
   if [ $have_torch = 1 ]; then
     echo "== PyTorch: $cfg (OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1)"
-    t_out=$(OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1 $PY tools/bench_torch.py --config "$cfg" --batch "$BATCH" \
-            --threads "$THREADS" --steps "$STEPS" | tee /dev/stderr | tail -1)
+    t_all=$(OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1 $PY tools/bench_torch.py --config "$cfg" --batch "$BATCH" \
+            --threads "$THREADS" --steps "$STEPS"); echo "$t_all"
+    t_out=$(tail -1 <<< "$t_all")
     row="$row | PyTorch train $(field train_img_s "$t_out") img/s, sample $(field sample_img_steps_s "$t_out"), RSS $(field peak_rss_mb "$t_out") MB"
     row="$row | ratio train $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"
     row="$row, sample $(awk -v a="$(field sample_img_steps_s "$c_out")" -v b="$(field sample_img_steps_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"

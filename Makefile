@@ -41,11 +41,16 @@ MNIST_DIR ?= $(abspath ../shared/data/mnist)
 export MNIST_DIR
 
 .SECONDARY:
-.PHONY: all test test-unit test-asan data deps clean bench demo
+.PHONY: all test test-unit test-asan data deps clean bench demo FORCE
 all: ddpm
 
-ddpm: $(BUILD)/main.o $(LIB_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+ddpm: $(BUILD)/main.o $(LIB_OBJ) build/.variant
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(LIB_OBJ) $(LDLIBS)
+
+# relink ./ddpm when switching between the native and PORTABLE=1 builds
+build/.variant: FORCE
+	@mkdir -p build; echo "$(BUILD)" | cmp -s - $@ || echo "$(BUILD)" > $@
+FORCE:
 
 $(BUILD)/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -24,6 +24,10 @@ int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
 // On failure the previous file at path is untouched and no temp file is left. 0 or -1 + err.
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
 
+// Read a whole regular file into a malloc'd buffer (size in *size). On failure returns NULL
+// with "PATH: cannot open WHAT: ..." (or "not a regular file", "read error") in err.
+unsigned char *read_file_all(const char *path, const char *what, size_t *size, char *err, size_t errlen);
+
 // Wall-clock seconds (monotonic).
 double now_seconds(void);
 

@@ -82,16 +82,10 @@ int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *
 
 int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) {
     memset(ck, 0, sizeof(*ck));
-    FILE *f = fopen(path, "rb");
-    if (!f) return set_error(err, errlen, "%s: cannot open checkpoint: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return set_error(err, errlen, "%s: not a regular file", path); }
-    size_t size = (size_t)sb.st_size;
-    if (size < 8 + 4 + 4 + 4) { fclose(f); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (file too short: %zu bytes)", path, size); }
-    unsigned char *data = mallocCheck(size);
-    size_t got = fread(data, 1, size, f);
-    fclose(f);
-    if (got != size) { free(data); return set_error(err, errlen, "%s: read error", path); }
+    size_t size;
+    unsigned char *data = read_file_all(path, "checkpoint", &size, err, errlen);
+    if (!data) return -1;
+    if (size < 8 + 4 + 4 + 4) { free(data); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (file too short: %zu bytes)", path, size); }
     if (memcmp(data, CKPT_MAGIC, 8) != 0) { free(data); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (bad magic)", path); }
     Rd r = {data, size - 4, 8, 0};
     uint32_t version, cfg_len, crc_file;

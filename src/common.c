@@ -94,3 +94,20 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
     free(tmp);
     return 0;
 }
+
+unsigned char *read_file_all(const char *path, const char *what, size_t *size, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { set_error(err, errlen, "%s: cannot open %s: %s", path, what, strerror(errno)); return NULL; }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        set_error(err, errlen, "%s: not a regular file", path);
+        return NULL;
+    }
+    *size = (size_t)sb.st_size;
+    unsigned char *data = mallocCheck(*size);
+    size_t got = fread(data, 1, *size, f);
+    fclose(f);
+    if (got != *size) { free(data); set_error(err, errlen, "%s: read error", path); return NULL; }
+    return data;
+}

@@ -361,16 +361,10 @@ int judge_save(const char *path, const Judge *j, char *err, size_t errlen) {
 
 int judge_load(const char *path, Judge *j, char *err, size_t errlen) {
     memset(j, 0, sizeof(*j));
-    FILE *f = fopen(path, "rb");
-    if (!f) return set_error(err, errlen, "%s: cannot open judge: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { fclose(f); return set_error(err, errlen, "%s: not a regular file", path); }
-    size_t size = (size_t)sb.st_size;
-    if (size < 8) { fclose(f); return set_error(err, errlen, "%s: not a ddpm judge file (%zu bytes)", path, size); }
-    unsigned char *buf = mallocCheck(size);
-    size_t got = fread(buf, 1, size, f);
-    fclose(f);
-    if (got != size) { free(buf); return set_error(err, errlen, "%s: read error", path); }
+    size_t size;
+    unsigned char *buf = read_file_all(path, "judge", &size, err, errlen);
+    if (!buf) return -1;
+    if (size < 8) { free(buf); return set_error(err, errlen, "%s: not a ddpm judge file (%zu bytes)", path, size); }
     if (memcmp(buf, JUDGE_MAGIC, 8) != 0) { free(buf); return set_error(err, errlen, "%s: not a ddpm judge file (bad magic)", path); }
     if (size < JUDGE_HEADER + 4) { free(buf); return set_error(err, errlen, "%s: judge file truncated (%zu bytes)", path, size); }
     uint32_t version, crc_file;

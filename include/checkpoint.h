@@ -1,7 +1,8 @@
 // checkpoint.h: everything needed to continue a training run exactly, in one file.
 //
 // Layout (little-endian):
-//   char magic[8] = "DDPMCKPT"; uint32 version = 1
+//   char magic[8] = "DDPMCKPT"; uint32 version = 2 (version 1 files, without lr_decay_steps
+//   and grad_clip, are still read)
 //   uint32 cfg_len; char cfg[cfg_len]            canonical model config text (config_to_text)
 //   TrainState fields, each written explicitly (see checkpoint.c)
 //   uint64 n_params; float params[n], adam_m[n], adam_v[n]; (if has_ema) float ema[n]
@@ -24,6 +25,8 @@ typedef struct {
     float lr, beta1, beta2, eps;
     float ema_decay;       // 0 = no EMA
     int32_t warmup;        // learning-rate warm-up steps (0 = none)
+    int64_t lr_decay_steps; // cosine decay of the lr to 0 at this step (0 = constant lr)
+    float grad_clip;       // clip the global gradient L2 norm to this (0 = off)
     // progress
     int64_t step;          // optimizer steps done (= Adam's step count)
     int64_t epoch;         // current epoch (0-based)

@@ -22,6 +22,7 @@ typedef struct {
     float *x0, *eps, *xt, *dout; // [B, D] batch buffers
     int *t;                    // [B]
     float last_loss;
+    double last_grad_norm;     // global L2 norm of the last step's gradient (before clipping)
     // diagnostics (not part of the state): per-image loss summed by t bucket since the last reset
     double bucket_loss[TRAIN_T_BUCKETS];
     long bucket_count[TRAIN_T_BUCKETS];
@@ -36,6 +37,11 @@ int trainer_save(const Trainer *tr, const char *path, char *err, size_t errlen);
 void trainer_free(Trainer *tr);
 // the permutation of the training set for an epoch: a function of (seed, epoch) only
 void epoch_permutation(int *perm, int64_t n, uint64_t seed, int64_t epoch);
+// learning rate of the update at 0-based step: linear warm-up to st->lr over st->warmup steps,
+// then constant, or (st->lr_decay_steps > 0) cosine decay to 0 at step lr_decay_steps
+float train_lr_at(const TrainState *st, int64_t step);
+// sqrt(sum g_i^2), summed in double in a fixed order (deterministic for any thread count)
+double grad_global_norm(const float *g, size_t n);
 // EMA decay with warm-up: min(decay, (1 + step) / (10 + step))
 float ema_decay_at(float decay, int64_t step);
 

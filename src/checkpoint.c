@@ -12,7 +12,7 @@
 #include "common.h"
 
 #define CKPT_MAGIC "DDPMCKPT"
-#define CKPT_VERSION 1u
+#define CKPT_VERSION 2u
 
 // ---- a growable byte buffer: the whole file is built in memory, CRC'd, then written once
 typedef struct { unsigned char *p; size_t n, cap; } Buf;
@@ -35,6 +35,7 @@ static void put_state(Buf *b, const TrainState *s) {
     PUT(b, s->batch); PUT(b, s->seed); PUT(b, s->lr); PUT(b, s->beta1); PUT(b, s->beta2); PUT(b, s->eps);
     PUT(b, s->ema_decay); PUT(b, s->warmup); PUT(b, s->step); PUT(b, s->epoch); PUT(b, s->epoch_pos);
     PUT(b, s->n_data); PUT(b, s->noise_rng.s);
+    PUT(b, s->lr_decay_steps); PUT(b, s->grad_clip);
 }
 
 // ---- reader over a loaded file with bounds checks
@@ -46,10 +47,13 @@ static void get(Rd *r, void *dst, size_t n) {
 }
 #define GET(r, v) get((r), &(v), sizeof(v))
 
-static void get_state(Rd *r, TrainState *s) {
+static void get_state(Rd *r, TrainState *s, uint32_t version) {
     GET(r, s->batch); GET(r, s->seed); GET(r, s->lr); GET(r, s->beta1); GET(r, s->beta2); GET(r, s->eps);
     GET(r, s->ema_decay); GET(r, s->warmup); GET(r, s->step); GET(r, s->epoch); GET(r, s->epoch_pos);
     GET(r, s->n_data); GET(r, s->noise_rng.s);
+    s->lr_decay_steps = 0;
+    s->grad_clip = 0;
+    if (version >= 2) { GET(r, s->lr_decay_steps); GET(r, s->grad_clip); }
 }
 
 int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
@@ -90,9 +94,9 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
     Rd r = {data, size - 4, 8, 0};
     uint32_t version, cfg_len, crc_file;
     GET(&r, version);
-    if (version != CKPT_VERSION) {
+    if (version < 1 || version > CKPT_VERSION) {
         free(data);
-        return set_error(err, errlen, "%s: checkpoint format version %u, this ddpm reads version %u", path, version, CKPT_VERSION);
+        return set_error(err, errlen, "%s: checkpoint format version %u, this ddpm reads versions 1 to %u", path, version, CKPT_VERSION);
     }
     memcpy(&crc_file, data + size - 4, 4);
     uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
@@ -112,7 +116,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         return set_error(err, errlen, "%s: cannot build the model in this checkpoint: %s", path, cerr);
     }
     free(cfg_text);
-    get_state(&r, &ck->st);
+    get_state(&r, &ck->st, version);
     uint64_t n;
     GET(&r, n);
     int has_ema = ck->st.ema_decay > 0;
@@ -121,7 +125,8 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         free(data);
         return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
     }
-    if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0) {
+    if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0 ||
+        ck->st.lr_decay_steps < 0 || !(ck->st.grad_clip >= 0) || !(ck->st.lr > 0)) {
         free(data);
         return set_error(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
     }

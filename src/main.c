@@ -91,6 +91,8 @@ static int cmd_info(int argc, char **argv) {
     const TrainState *s = &ck.st;
     printf("step: %lld\nepoch: %lld\nepoch_pos: %lld\ntrain images: %lld\n", (long long)s->step, (long long)s->epoch,
            (long long)s->epoch_pos, (long long)s->n_data);
+    printf("lr decay: %s\ngrad clip: %g\n", s->lr_decay_steps > 0 ? "cosine" : "none", s->grad_clip);
+    if (s->lr_decay_steps > 0) printf("lr decay steps: %lld\n", (long long)s->lr_decay_steps);
     printf("batch: %d\nlr: %g\nwarmup: %d\nadam: beta1 %g beta2 %g eps %g\nseed: %llu\nema: %s",
            s->batch, s->lr, s->warmup, s->beta1, s->beta2, s->eps, (unsigned long long)s->seed, s->ema_decay > 0 ? "" : "off\n");
     if (s->ema_decay > 0) printf("decay %g\n", s->ema_decay);
@@ -113,9 +115,14 @@ static const char *TRAIN_HELP =
     "  --batch N          images per step (default 64)\n"
     "  --lr X             Adam learning rate (default 1e-4)\n"
     "  --warmup N         linear learning-rate warm-up over N steps (default 0)\n"
+    "  --lr-decay none|cosine  after the warm-up keep the lr constant (default), or decay it\n"
+    "                     as lr (1 + cos(pi p)) / 2 to 0 at the run's last step (--steps/--epochs)\n"
+    "  --grad-clip X      clip the global gradient L2 norm to X (default 0 = off)\n"
     "  --ema X            EMA decay of the weights used for sampling, 0 = off (default 0.999)\n"
     "  --seed S           seed of init, data order and noise (default 0)\n"
     "  --save-every N     also save every N steps (default 500; 0 = only at the end)\n"
+    "  --keep-every N     also keep a copy of the checkpoint every N steps as OUT_stepNNNNNNN.ckpt\n"
+    "                     (OUT without .ckpt; default 0 = off), e.g. for a quality-vs-time curve\n"
     "  --limit N          train on the first N images only\n"
     "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --log FILE.csv     append step, epoch, loss, images/s, wall time to a CSV file\n"
@@ -136,10 +143,10 @@ static int cmd_train(int argc, char **argv) {
     cli_set_command("ddpm train");
     const char *config = NULL, *data_dir = "data", *out = "models/ddpm.ckpt", *log_path = NULL, *resume = NULL;
     long steps = -1, epochs = -1, batch = -1, seed = -1, save_every = 500, limit = 0, threads = 0, warmup = -1, log_every = 50;
-    long sample_every = 0;
+    long sample_every = 0, keep_every = 0;
     const char *sample_dir = "samples";
-    double lr = -1, ema = -1;
-    int resume_flag = 0;
+    double lr = -1, ema = -1, grad_clip = -1;
+    int resume_flag = 0, lr_decay = -1; // -1 unset, 0 none, 1 cosine
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(TRAIN_HELP, stdout); return 0; }
@@ -151,9 +158,16 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
         else if (!strcmp(a, "--lr")) lr = parse_double(a, need_value(argc, argv, &i), 1e-12, 10.0);
         else if (!strcmp(a, "--warmup")) warmup = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
+        else if (!strcmp(a, "--lr-decay")) {
+            const char *v = need_value(argc, argv, &i);
+            if (!strcmp(v, "none")) lr_decay = 0;
+            else if (!strcmp(v, "cosine")) lr_decay = 1;
+            else usage_error("option --lr-decay: '%s' is not none or cosine", v);
+        } else if (!strcmp(a, "--grad-clip")) grad_clip = parse_double(a, need_value(argc, argv, &i), 0.0, 1e30);
         else if (!strcmp(a, "--ema")) ema = parse_double(a, need_value(argc, argv, &i), 0.0, 0.999999);
         else if (!strcmp(a, "--seed")) seed = parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
         else if (!strcmp(a, "--save-every")) save_every = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
+        else if (!strcmp(a, "--keep-every")) keep_every = parse_long(a, need_value(argc, argv, &i), 0, 1000000000L);
         else if (!strcmp(a, "--limit")) limit = parse_long(a, need_value(argc, argv, &i), 1, 100000000L);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
         else if (!strcmp(a, "--log")) log_path = need_value(argc, argv, &i);
@@ -193,6 +207,10 @@ static int cmd_train(int argc, char **argv) {
         if (seed >= 0 && (uint64_t)seed != st.seed) die("--seed %ld contradicts the checkpoint's seed %llu (%s)", seed, (unsigned long long)st.seed, resume);
         if (ema >= 0 && (float)ema != st.ema_decay) die("--ema %g contradicts the checkpoint's EMA decay %g (%s)", ema, st.ema_decay, resume);
         if (warmup >= 0 && warmup != st.warmup) die("--warmup %ld contradicts the checkpoint's warm-up %d (%s)", warmup, st.warmup, resume);
+        if (grad_clip >= 0 && (float)grad_clip != st.grad_clip)
+            die("--grad-clip %g contradicts the checkpoint's %g (%s)", grad_clip, st.grad_clip, resume);
+        if (lr_decay >= 0 && lr_decay != (st.lr_decay_steps > 0))
+            die("--lr-decay %s contradicts the checkpoint (%s)", lr_decay ? "cosine" : "none", resume);
     } else {
         config_load(&cfg, config);
         st.batch = batch > 0 ? (int)batch : 64;
@@ -202,6 +220,7 @@ static int cmd_train(int argc, char **argv) {
         st.eps = 1e-8f;
         st.ema_decay = ema >= 0 ? (float)ema : 0.999f;
         st.warmup = warmup >= 0 ? (int)warmup : 0;
+        st.grad_clip = grad_clip >= 0 ? (float)grad_clip : 0.0f;
         st.seed = seed >= 0 ? (uint64_t)seed : 0;
     }
     if (cfg.im_channels != 1) die("%s: im_channels = %d, but the data loader reads 1-channel (grayscale) images",
@@ -216,6 +235,13 @@ static int cmd_train(int argc, char **argv) {
     long spe = data.n / st.batch;
     long total = steps > 0 ? steps : epochs > 0 ? epochs * spe : (resume_flag ? -1 : spe);
     if (total < 0) usage_error("give the run's total length with --steps N or --epochs N");
+    if (!resume_flag && lr_decay == 1) {
+        if (total <= st.warmup) usage_error("--lr-decay cosine needs more steps (%ld) than --warmup (%d)", total, st.warmup);
+        st.lr_decay_steps = total;
+    }
+    if (resume_flag && st.lr_decay_steps > 0 && total != st.lr_decay_steps)
+        die("the run's length %ld differs from the %lld steps its learning rate decays over (%s): resume with --steps %lld",
+            total, (long long)st.lr_decay_steps, resume, (long long)st.lr_decay_steps);
 
     Trainer tr;
     trainer_init(&tr, &cfg, &st, &data, resume_flag ? &ck : NULL);
@@ -229,9 +255,9 @@ static int cmd_train(int argc, char **argv) {
         dataset_free(&data);
         return 0;
     }
-    fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g, warm-up %d, EMA %g, seed %llu -> %s\n",
-            (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.warmup, tr.st.ema_decay,
-            (unsigned long long)tr.st.seed, out);
+    fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu -> %s\n",
+            (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.lr_decay_steps > 0 ? "cosine decay" : "constant",
+            tr.st.warmup, tr.st.grad_clip, tr.st.ema_decay, (unsigned long long)tr.st.seed, out);
 
     FILE *log = NULL;
     if (log_path) {
@@ -240,6 +266,7 @@ static int cmd_train(int argc, char **argv) {
         if (ftell(log) == 0) {
             fprintf(log, "step,epoch,loss,images_per_s,wall_s");
             for (int k = 0; k < TRAIN_T_BUCKETS; k++) fprintf(log, ",loss_t%d", k);
+            fputs(",lr,grad_norm", log);
             fputc('\n', log);
         }
     }
@@ -280,11 +307,12 @@ static int cmd_train(int argc, char **argv) {
             double ips = (double)(step - start_step) * st.batch / (now - t0);
             char eta[32];
             fmt_time(eta, sizeof(eta), (double)(total - step) * st.batch / ips);
-            if (tty) fprintf(stderr, "\rstep %ld/%ld | epoch %lld | loss %.4f | %.1f img/s | ETA %s   ", step, total,
-                             (long long)tr.st.epoch, smooth, ips, eta);
+            float lr_now = train_lr_at(&tr.st, step - 1);
+            if (tty) fprintf(stderr, "\rstep %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s | ETA %s   ",
+                             step, total, (long long)tr.st.epoch, smooth, lr_now, tr.last_grad_norm, ips, eta);
             if (step % log_every == 0 || last) {
-                if (!tty) fprintf(stderr, "step %ld/%ld | epoch %lld | loss %.4f | %.1f img/s | ETA %s\n", step, total,
-                                  (long long)tr.st.epoch, smooth, ips, eta);
+                if (!tty) fprintf(stderr, "step %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s | ETA %s\n",
+                                  step, total, (long long)tr.st.epoch, smooth, lr_now, tr.last_grad_norm, ips, eta);
                 if (log) {
                     fprintf(log, "%ld,%lld,%.6f,%.2f,%.2f", step, (long long)tr.st.epoch, loss_sum / window_steps, ips, now - t0);
                     for (int k = 0; k < TRAIN_T_BUCKETS; k++) {
@@ -292,6 +320,7 @@ static int cmd_train(int argc, char **argv) {
                         tr.bucket_loss[k] = 0;
                         tr.bucket_count[k] = 0;
                     }
+                    fprintf(log, ",%.6e,%.6f", lr_now, tr.last_grad_norm);
                     fputc('\n', log);
                     fflush(log);
                 }
@@ -311,6 +340,16 @@ static int cmd_train(int argc, char **argv) {
         }
         if ((save_every > 0 && step % save_every == 0) || last || stop_signal) {
             if (trainer_save(&tr, out, err, sizeof(err))) {
+                fprintf(stderr, "\n");
+                die("%s", err);
+            }
+        }
+        if (keep_every > 0 && step % keep_every == 0) {
+            char kept[4200];
+            size_t len = strlen(out);
+            int base = len > 5 && !strcmp(out + len - 5, ".ckpt") ? (int)(len - 5) : (int)len;
+            snprintf(kept, sizeof(kept), "%.*s_step%07ld.ckpt", base, out, step);
+            if (trainer_save(&tr, kept, err, sizeof(err))) {
                 fprintf(stderr, "\n");
                 die("%s", err);
             }

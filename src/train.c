@@ -2,6 +2,9 @@
 #include "train.h"
 
 #include <math.h>
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
 #include <string.h>
 
 #include "adam.h"
@@ -18,6 +21,35 @@ void epoch_permutation(int *perm, int64_t n, uint64_t seed, int64_t epoch) {
 float ema_decay_at(float decay, int64_t step) {
     float warm = (float)(1.0 + (double)step) / (float)(10.0 + (double)step);
     return decay < warm ? decay : warm;
+}
+
+float train_lr_at(const TrainState *st, int64_t step) {
+    double lr = st->lr;
+    if (st->warmup > 0 && step < st->warmup) return (float)(lr * (double)(step + 1) / (double)st->warmup);
+    if (st->lr_decay_steps > 0) { // lr (1 + cos(pi p)) / 2, p = (step - warmup) / (decay_steps - warmup)
+        int64_t span = st->lr_decay_steps - st->warmup;
+        if (step >= st->lr_decay_steps || span <= 0) return 0.0f;
+        double p = (double)(step - st->warmup) / (double)span;
+        lr *= 0.5 * (1.0 + cos(M_PI * p));
+    }
+    return (float)lr;
+}
+
+#define NORM_CHUNKS 64 // fixed partial sums: the same norm for any thread count
+
+double grad_global_norm(const float *g, size_t n) {
+    double part[NORM_CHUNKS];
+    size_t chunk = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < NORM_CHUNKS; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
+        part[c] = s;
+    }
+    double s = 0;
+    for (int c = 0; c < NORM_CHUNKS; c++) s += part[c];
+    return sqrt(s);
 }
 
 void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, const Dataset *data, const Checkpoint *ck) {
@@ -87,9 +119,17 @@ float trainer_step(Trainer *tr) {
     unet_zero_grad(m);
     mse_backward(tr->dout, pred, tr->eps, (long)B * D);
     unet_backward(m, tr->dout);
-    // Adam with linear warm-up of the learning rate
-    float lr = st->lr;
-    if (st->warmup > 0 && st->step < st->warmup) lr *= (float)(st->step + 1) / (float)st->warmup;
+    // g *= min(1, clip / |g|): clipping of the global gradient norm
+    tr->last_grad_norm = grad_global_norm(m->grads, m->n_params);
+    if (st->grad_clip > 0 && tr->last_grad_norm > st->grad_clip) {
+        float s = (float)(st->grad_clip / (tr->last_grad_norm + 1e-6));
+        float *g = m->grads;
+        size_t n = m->n_params;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] *= s;
+    }
+    // Adam with the warm-up / decay schedule of the learning rate
+    float lr = train_lr_at(st, st->step);
     AdamConfig ac = {lr, st->beta1, st->beta2, st->eps};
     adam_update(m->params, m->grads, tr->m, tr->v, m->n_params, (long)st->step + 1, ac);
     // ema = d ema + (1 - d) params

@@ -66,6 +66,18 @@ echo "-- exact resume"
   || fail "resume 10 -> 20: $(tail -3 "$TMP/log")"
 if cmp -s "$TMP/full.ckpt" "$TMP/half.ckpt"; then pass "stopped at 10 + resumed to 20 == uninterrupted 20 (byte-identical, across 2 epochs)"
 else fail "resumed checkpoint differs from the uninterrupted one"; fi
+echo "-- exact resume with cosine lr decay, gradient clipping and --keep-every"
+DEC=(--lr 2e-3 --warmup 4 --lr-decay cosine --grad-clip 0.5)
+"$DDPM" train "${COMMON[@]}" "${DEC[@]}" --steps 20 --keep-every 10 --out "$TMP/dec.ckpt" 2>"$TMP/log" || fail "cosine run: $(tail -3 "$TMP/log")"
+[ -s "$TMP/dec_step0000010.ckpt" ] && [ -s "$TMP/dec_step0000020.ckpt" ] && cmp -s "$TMP/dec.ckpt" "$TMP/dec_step0000020.ckpt" \
+  && pass "--keep-every 10 kept dec_step0000010.ckpt and dec_step0000020.ckpt" || fail "--keep-every: $(ls "$TMP")"
+"$DDPM" train --resume "$TMP/dec_step0000010.ckpt" --data "$D" --limit 128 --threads 2 --steps 20 --save-every 0 --out "$TMP/dec10.ckpt" 2>"$TMP/log" \
+  || fail "cosine resume: $(tail -3 "$TMP/log")"
+cmp -s "$TMP/dec.ckpt" "$TMP/dec10.ckpt" && pass "cosine decay + clipping: resumed from the step-10 copy == uninterrupted (byte-identical)" \
+  || fail "cosine resume differs from the uninterrupted run"
+"$DDPM" info --model "$TMP/dec.ckpt" | grep -qx "lr decay: cosine" && pass "info shows the lr decay" || fail "info lacks lr decay"
+expect_err "decays over" "resume of a cosine run with another length" "$DDPM" train --resume "$TMP/dec_step0000010.ckpt" --data "$D" --limit 128 --steps 30 --out "$TMP/x.ckpt"
+expect_err "is not none or cosine" "--lr-decay nonsense" "$DDPM" train "${COMMON[@]}" --lr-decay linear --steps 5 --out "$TMP/x.ckpt"
 "$DDPM" info --model "$TMP/full.ckpt" > "$TMP/info" 2>&1
 if grep -qx "step: 20" "$TMP/info" && grep -qx "epoch: 2" "$TMP/info" && grep -qx "batch: 16" "$TMP/info"; then pass "info --model shows step 20, epoch 2, batch 16"
 else fail "info --model: $(cat "$TMP/info")"; fi
@@ -74,7 +86,7 @@ else fail "info --model: $(cat "$TMP/info")"; fi
 
 "$DDPM" train "${COMMON[@]}" --steps 4 --log-every 2 --log "$TMP/log.csv" --sample-every 4 --sample-dir "$TMP/progress" \
   --out "$TMP/diag.ckpt" >/dev/null 2>&1
-if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,loss_t1,loss_t2,loss_t3,loss_t4,loss_t5,loss_t6,loss_t7,loss_t8,loss_t9" ] \
+if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,loss_t1,loss_t2,loss_t3,loss_t4,loss_t5,loss_t6,loss_t7,loss_t8,loss_t9,lr,grad_norm" ] \
    && [ "$(grep -c . "$TMP/log.csv")" = 3 ] && [ -s "$TMP/progress/step_0000004.png" ]; then
   pass "CSV log with per-t-bucket losses; --sample-every grid written"
 else fail "CSV log / --sample-every: $(cat "$TMP/log.csv"; ls "$TMP/progress" 2>&1)"; fi

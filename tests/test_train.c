@@ -4,6 +4,9 @@
 #define _GNU_SOURCE
 #include <stb_image_write.h>
 #include <string.h>
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
 #include <sys/stat.h>
 
 #include "common.h"
@@ -32,6 +35,27 @@ int main(void) {
     CHECK_NEAR(ema_decay_at(0.999f, 0), 0.1, 1e-6, "ema decay at step 0 = 1/10");
     CHECK_NEAR(ema_decay_at(0.999f, 90), 0.91, 1e-6, "ema decay at step 90 = 91/100");
     CHECK_NEAR(ema_decay_at(0.999f, 1000000), 0.999, 1e-6, "ema decay capped");
+    // learning rate: warm-up (step + 1) / warmup, then constant or cosine to 0 at lr_decay_steps
+    TrainState ls = {0};
+    ls.lr = 1e-3f; ls.warmup = 100;
+    CHECK_NEAR(train_lr_at(&ls, 0), 1e-5, 1e-9, "warm-up step 0");
+    CHECK_NEAR(train_lr_at(&ls, 49), 5e-4, 1e-9, "warm-up step 49");
+    CHECK_NEAR(train_lr_at(&ls, 5000), 1e-3, 1e-9, "constant after warm-up");
+    ls.lr_decay_steps = 1100;
+    CHECK_NEAR(train_lr_at(&ls, 99), 1e-3, 1e-9, "last warm-up step");
+    CHECK_NEAR(train_lr_at(&ls, 100), 1e-3, 1e-9, "cosine starts at lr");
+    CHECK_NEAR(train_lr_at(&ls, 600), 5e-4, 1e-9, "cosine half-way = lr / 2");
+    CHECK_NEAR(train_lr_at(&ls, 850), 1e-3 * (1 + cos(M_PI * 0.75)) / 2, 1e-9, "cosine at 3/4");
+    CHECK_NEAR(train_lr_at(&ls, 1100), 0, 0, "0 at the end");
+    CHECK_NEAR(train_lr_at(&ls, 5000), 0, 0, "0 past the end");
+    // global gradient norm: sqrt(sum g^2), independent of the length's split into chunks
+    for (int len = 1; len <= 1000; len += 333) {
+        float *g = malloc(len * sizeof(float));
+        double ref = 0;
+        for (int i = 0; i < len; i++) { g[i] = (float)((i % 7) - 3) * 0.25f; ref += (double)g[i] * g[i]; }
+        CHECK_NEAR(grad_global_norm(g, len), sqrt(ref), 1e-9 * sqrt(ref) + 1e-12, "gradient norm");
+        free(g);
+    }
 
     const char *mnist = getenv("MNIST_DIR");
     Dataset d;
@@ -64,6 +88,15 @@ int main(void) {
     double dm = 0;
     for (size_t i = 0; i < tr.model.n_params; i++) dm = fmax(dm, fabs(tr.ema[i] - tr.model.params[i]));
     CHECK(dm > 0, "EMA equals the parameters");
+    trainer_free(&tr);
+
+    // gradient clipping: the gradient Adam saw has norm grad_clip, and the unclipped norm is reported
+    st = default_state(16, d.n);
+    st.grad_clip = 0.01f;
+    trainer_init(&tr, &cfg, &st, &d, NULL);
+    trainer_step(&tr);
+    CHECK(tr.last_grad_norm > 0.01, "gradient norm %g should exceed the clip for this test", tr.last_grad_norm);
+    CHECK_NEAR(grad_global_norm(tr.model.grads, tr.model.n_params), 0.01, 1e-5, "clipped gradient norm");
     trainer_free(&tr);
 
     // an image folder: <tmp>/<digit>/<k>.png from 40 MNIST images

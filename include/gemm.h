@@ -7,4 +7,11 @@
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, float *C, int ldc, int accumulate);
 
+// The same with row tables: row r of the stored A is at A + aoff[r] (and of B at B + boff[r])
+// instead of A + r lda; a NULL table means the usual leading dimension. A row table lets a
+// GEMM read a virtual matrix in place, e.g. the im2col matrix of a convolution as shifted
+// views of a zero-padded image (implicit GEMM), with no copy.
+void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
+               const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate);
+
 #endif

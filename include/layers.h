@@ -36,6 +36,9 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
 // ---- GroupNorm(G groups, eps 1e-5, affine): out[B,C,HW]; saves mean[B,G], rstd[B,G]
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
                        const float *beta, int B, int C, int HW, int G);
+// the same, and act = SiLU(out) in the same pass (the U-Net's every GroupNorm is followed by SiLU)
+void groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, const float *in,
+                            const float *gamma, const float *beta, int B, int C, int HW, int G);
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                         const float *in, const float *mean, const float *rstd,
                         const float *gamma, int B, int C, int HW, int G);

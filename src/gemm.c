@@ -31,15 +31,25 @@ static _Thread_local float packA[MC * KC] __attribute__((aligned(64)));
 static _Thread_local float packB[KC * (NC + NR)] __attribute__((aligned(64)));
 
 
+// row r of a stored matrix: at M + off[r] with a row table, else at M + r ld
+static inline const float *row_at(const float *M, int ld, const long *off, long r) {
+    return off ? M + off[r] : M + (size_t)r * ld;
+}
+
 // packA[ir/MR][k][MR]: rows i0..i0+mc, cols k0..k0+kc; zero-padded to MR
-static void pack_a(int transA, const float *A, int lda, int i0, int mc, int k0, int kc) {
+static void pack_a(int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     float *p = packA;
     for (int ir = 0; ir < mc; ir += MR) {
         int mr = mc - ir < MR ? mc - ir : MR;
-        if (!transA) {
+        if (!transA && mr == MR) { // k outer: contiguous writes, MR sequential read streams
+            const float *src[MR];
+            for (int i = 0; i < MR; i++) src[i] = row_at(A, lda, aoff, i0 + ir + i) + k0;
+            for (int k = 0; k < kc; k++)
+                for (int i = 0; i < MR; i++) p[k * MR + i] = src[i][k];
+        } else if (!transA) {
             for (int i = 0; i < MR; i++) {
                 if (i < mr) {
-                    const float *src = A + (size_t)(i0 + ir + i) * lda + k0;
+                    const float *src = row_at(A, lda, aoff, i0 + ir + i) + k0;
                     for (int k = 0; k < kc; k++) p[k * MR + i] = src[k];
                 } else {
                     for (int k = 0; k < kc; k++) p[k * MR + i] = 0.0f;
@@ -47,7 +57,7 @@ static void pack_a(int transA, const float *A, int lda, int i0, int mc, int k0, 
             }
         } else {
             for (int k = 0; k < kc; k++) {
-                const float *src = A + (size_t)(k0 + k) * lda + i0 + ir;
+                const float *src = row_at(A, lda, aoff, k0 + k) + i0 + ir;
                 int i = 0;
                 for (; i < mr; i++) p[k * MR + i] = src[i];
                 for (; i < MR; i++) p[k * MR + i] = 0.0f;
@@ -58,13 +68,13 @@ static void pack_a(int transA, const float *A, int lda, int i0, int mc, int k0, 
 }
 
 // packB[jr/NR][k][NR]: rows k0..k0+kc, cols j0..j0+nc; zero-padded to NR
-static void pack_b(int transB, const float *B, int ldb, int k0, int kc, int j0, int nc) {
+static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0, int kc, int j0, int nc) {
     float *p = packB;
     for (int jr = 0; jr < nc; jr += NR) {
         int nr = nc - jr < NR ? nc - jr : NR;
         if (!transB) {
             for (int k = 0; k < kc; k++) {
-                const float *src = B + (size_t)(k0 + k) * ldb + j0 + jr;
+                const float *src = row_at(B, ldb, boff, k0 + k) + j0 + jr;
                 float *dst = p + k * NR;
                 if (nr == NR) memcpy(dst, src, NR * sizeof(float));
                 else {
@@ -76,7 +86,7 @@ static void pack_b(int transB, const float *B, int ldb, int k0, int kc, int j0, 
         } else {
             for (int j = 0; j < NR; j++) {
                 if (j < nr) {
-                    const float *src = B + (size_t)(j0 + jr + j) * ldb + k0;
+                    const float *src = row_at(B, ldb, boff, j0 + jr + j) + k0;
                     for (int k = 0; k < kc; k++) p[k * NR + j] = src[k];
                 } else {
                     for (int k = 0; k < kc; k++) p[k * NR + j] = 0.0f;
@@ -94,24 +104,28 @@ static inline vf broadcast(float x) {
 }
 
 // C tile[mr, nr] (+)= packedA[MR, kc] B[kc, NR], row k of B at b + k bs (bs = NR when packed,
-// ldb when B is read in place)
-static void micro_kernel(int kc, const float *restrict a, const float *restrict b, int bs, float *c, int ldc,
-                         int mr, int nr, int acc) {
+// ldb when B is read in place), or at b + boff[k] when B is read in place through a row table
+static void micro_kernel(int kc, const float *restrict a, const float *restrict b, int bs, const long *boff,
+                         float *c, int ldc, int mr, int nr, int acc) {
     vf c0[MR], c1[MR];
 #if defined(__AVX2__) && defined(__FMA__) && VL == 8
     // AVX2 + FMA: 12 accumulators, 2 B vectors, 1 broadcast = 15 ymm registers
     __m256 r00 = _mm256_setzero_ps(), r01 = r00, r10 = r00, r11 = r00, r20 = r00, r21 = r00,
            r30 = r00, r31 = r00, r40 = r00, r41 = r00, r50 = r00, r51 = r00;
-    for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b + (size_t)k * bs), b1 = _mm256_loadu_ps(b + (size_t)k * bs + 8), ai;
-        const float *ak = a + k * MR;
-        ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01);
-        ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11);
-        ai = _mm256_broadcast_ss(ak + 2); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21);
-        ai = _mm256_broadcast_ss(ak + 3); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31);
-        ai = _mm256_broadcast_ss(ak + 4); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41);
-        ai = _mm256_broadcast_ss(ak + 5); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51);
+#define FMA_ROW_K(bk)                                                                                             \
+    {                                                                                                             \
+        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8), ai;                                      \
+        const float *ak = a + k * MR;                                                                             \
+        ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01); \
+        ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11); \
+        ai = _mm256_broadcast_ss(ak + 2); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21); \
+        ai = _mm256_broadcast_ss(ak + 3); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31); \
+        ai = _mm256_broadcast_ss(ak + 4); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41); \
+        ai = _mm256_broadcast_ss(ak + 5); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51); \
     }
+    if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
+    else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
+#undef FMA_ROW_K
     c0[0] = (vf)r00; c1[0] = (vf)r01; c0[1] = (vf)r10; c1[1] = (vf)r11; c0[2] = (vf)r20; c1[2] = (vf)r21;
     c0[3] = (vf)r30; c1[3] = (vf)r31; c0[4] = (vf)r40; c1[4] = (vf)r41; c0[5] = (vf)r50; c1[5] = (vf)r51;
 #else
@@ -119,8 +133,9 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
     for (int i = 0; i < MR; i++) { c0[i] = (vf){0}; c1[i] = (vf){0}; }
     for (int k = 0; k < kc; k++) {
         vf b0, b1;
-        memcpy(&b0, b + (size_t)k * bs, sizeof(vf));
-        memcpy(&b1, b + (size_t)k * bs + VL, sizeof(vf));
+        const float *bk = boff ? b + boff[k] : b + (size_t)k * bs;
+        memcpy(&b0, bk, sizeof(vf));
+        memcpy(&b1, bk + VL, sizeof(vf));
         const float *ak = a + k * MR;
         for (int i = 0; i < MR; i++) {
             vf ai = broadcast(ak[i]);
@@ -160,6 +175,11 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
 
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, float *C, int ldc, int accumulate) {
+    gemm_rows(transA, transB, M, N, K, A, lda, NULL, B, ldb, NULL, C, ldc, accumulate);
+}
+
+void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
+               const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate)
@@ -173,17 +193,20 @@ void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, 
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int acc = accumulate || pc > 0;
-            if (nfull < nc) pack_b(transB, B, ldb, pc, kc, jc + nfull, nc - nfull);
+            if (nfull < nc) pack_b(transB, B, ldb, boff, pc, kc, jc + nfull, nc - nfull);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
-                pack_a(transA, A, lda, ic, mc, pc, kc);
+                pack_a(transA, A, lda, aoff, ic, mc, pc, kc);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
-                    const float *bp = jr < nfull ? B + (size_t)pc * ldb + jc + jr : packB + (size_t)(jr - nfull) * kc;
-                    int bs = jr < nfull ? ldb : NR;
+                    int in_place = jr < nfull;
+                    const float *bp = !in_place ? packB + (size_t)(jr - nfull) * kc
+                                      : boff ? B + jc + jr : B + (size_t)pc * ldb + jc + jr;
+                    const long *bo = in_place && boff ? boff + pc : NULL;
+                    int bs = in_place ? ldb : NR;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        micro_kernel(kc, packA + (size_t)ir * kc, bp, bs, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
+                        micro_kernel(kc, packA + (size_t)ir * kc, bp, bs, bo, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
                                      mr, nr, acc);
                     }
                 }

@@ -119,13 +119,66 @@ static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int
 
 // ---------------------------------------------------------------------------------------
 // conv2d: per image, out[Co, P] = w[Co, Ci K K] col[Ci K K, P] (+ bias), P = Ho Wo
+//
+// "Same" convolutions (stride 1, pad (K-1)/2: every 3x3 conv of the U-Net) are implicit GEMMs:
+// the image is copied once into a zero-padded Xp[Ci][Hp][Wp] (Hp = H + K - 1), and row
+// k = (ci K + kh) K + kw of the im2col matrix is Xp itself shifted by ci Hp Wp + kh Wp + kw,
+// read in place through a row table. The output is computed at the Wp-wide positions
+// p' = oh Wp + ow; the K - 1 columns ow >= W of each row are discarded.
+// The data gradient of a same conv is a same conv of dY with wf[ci][co][kh][kw] =
+// w[co][ci][K-1-kh][K-1-kw], and dw^T[CKK, Co] = Xrows[CKK, P'] dY'[Co, P']^T where dY' is dY
+// in Wp-wide positions with zeros in the discarded columns (a view of the padded dY).
+// Other convolutions (the 4x4 stride-2 downsampling, 1x1) use an explicit im2col or none.
 
 static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
+static int is_same(int K, int stride, int pad) { return K > 1 && stride == 1 && 2 * pad == K - 1; }
+
+#define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 1 past its end
+
+// Xp = zero-padded copy of x[C][H][W] with p on every side; returns Hp Wp
+static void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
+    int Hp = H + 2 * p, Wp = W + 2 * p;
+    memset(xp, 0, ((size_t)C * Hp * Wp + PAD_SLACK) * sizeof(float));
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p, x + ((size_t)c * H + h) * W, W * sizeof(float));
+}
+
+// off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw (+ base)
+static void shift_table(long *off, int C, int K, int Hp, int Wp) {
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) off[(c * K + kh) * K + kw] = (long)c * Hp * Wp + (long)kh * Wp + kw;
+}
+
+// floats of a table of n longs in a float workspace (rounded up to keep 64-byte alignment)
+static size_t table_floats(size_t n) { return (n * sizeof(long) / sizeof(float) + 15) / 16 * 16; }
+static size_t padded_floats(int C, int H, int W, int K) {
+    return ((size_t)C * (H + K - 1) * (W + K - 1) + PAD_SLACK + 15) / 16 * 16;
+}
 
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
+    if (is_same(K, stride, pad)) {
+        size_t wide = (size_t)H * (W + K - 1), ok = (size_t)Co * K * K;
+        size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
+        size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
+                     (size_t)Ci * wide + (size_t)Ci * ok + ckk * Co + Co; // .., dX wide, wf, dw^T partial, dbias partial
+        return fwd > bwd ? fwd : bwd;
+    }
     return 2 * ckk * P + (size_t)Co * ckk + Co; // col, dcol, dw partial, dbias partial
+}
+
+// y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row)
+static void from_wide(float *y, const float *wide, int C, int H, int W, int Wp, int accumulate) {
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++) {
+            float *yr = y + ((size_t)c * H + h) * W;
+            const float *wr = wide + ((size_t)c * H + h) * Wp;
+            if (accumulate) for (int w = 0; w < W; w++) yr[w] += wr[w];
+            else memcpy(yr, wr, W * sizeof(float));
+        }
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *bias,
@@ -134,9 +187,14 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    int same = is_same(K, stride, pad);
+    int Hp = H + K - 1, Wp = W + K - 1;
 #pragma omp parallel
     {
         float *col = ws + (size_t)thread_id() * wsz;
+        long *off = (long *)col;
+        float *xp = col + table_floats(CKK), *yw = xp + padded_floats(Ci, H, W, K);
+        if (same) shift_table(off, Ci, K, Hp, Wp);
         int lo, hi;
         thread_range(B, &lo, &hi);
         for (int b = lo; b < hi; b++) {
@@ -148,6 +206,12 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
                 if (accumulate) for (int p = 0; p < P; p++) yc[p] += bv;
                 else for (int p = 0; p < P; p++) yc[p] = bv;
             }
+            if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]
+                pad_image(xp, x, Ci, H, W, pad);
+                gemm_rows(0, 0, Co, H * Wp, CKK, w, CKK, NULL, xp, 0, off, yw, H * Wp, 0);
+                from_wide(y, yw, Co, H, W, Wp, 1);
+                continue;
+            }
             const float *cb = x;
             if (!is_pointwise(K, stride, pad)) {
                 im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
@@ -158,13 +222,57 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     }
 }
 
+// the same-conv backward of one thread's images [lo, hi) (layout of conv2d_ws_floats)
+static void conv2d_same_backward(float *din, float *dwt, float *dbp, const float *dout, const float *in,
+                                 const float *w, int lo, int hi, int Ci, int H, int W, int Co, int K,
+                                 int pad, float *mine) {
+    int Hp = H + K - 1, Wp = W + K - 1, CKK = Ci * K * K, OKK = Co * K * K, HWp = H * Wp;
+    long *off_x = (long *)mine;
+    long *off_dy = (long *)(mine + table_floats(CKK));
+    float *xp = mine + table_floats(CKK) + table_floats(OKK);
+    float *dyp = xp + padded_floats(Ci, H, W, K);
+    float *dxw = dyp + padded_floats(Co, H, W, K);
+    float *wf = dxw + (size_t)Ci * HWp;
+    shift_table(off_x, Ci, K, Hp, Wp);
+    shift_table(off_dy, Co, K, Hp, Wp);
+    if (din) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
+        for (int ci = 0; ci < Ci; ci++)
+            for (int co = 0; co < Co; co++)
+                for (int kk = 0; kk < K * K; kk++)
+                    wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
+    for (int b = lo; b < hi; b++) {
+        const float *x = in + (size_t)b * Ci * H * W;
+        const float *dy = dout + (size_t)b * Co * H * W;
+        for (int co = 0; co < Co; co++) { // dbias[co] += sum_p dy[co, p]
+            float s = 0.0f;
+            for (int p = 0; p < H * W; p++) s += dy[(size_t)co * H * W + p];
+            dbp[co] += s;
+        }
+        pad_image(xp, x, Ci, H, W, pad);
+        pad_image(dyp, dy, Co, H, W, pad);
+        // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
+        gemm_rows(0, 1, CKK, Co, HWp, xp, 0, off_x, dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
+        if (din) { // dx += same conv of dy with wf
+            gemm_rows(0, 0, Ci, HWp, OKK, wf, OKK, NULL, dyp, 0, off_dy, dxw, HWp, 0);
+            from_wide(din + (size_t)b * Ci * H * W, dxw, Ci, H, W, Wp, 1);
+        }
+    }
+}
+
 void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                      const float *w, int B, int Ci, int H, int W, int Co, int K, int stride,
                      int pad, float *ws) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    int same = is_same(K, stride, pad);
+    // where each thread's dw (dw^T for same convs) and dbias partial sums live in its workspace
     size_t off_dw = 2 * (size_t)CKK * P, off_db = off_dw + (size_t)Co * CKK;
+    if (same) {
+        off_dw = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
+                 padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + K - 1) + (size_t)Ci * Co * K * K;
+        off_db = off_dw + (size_t)CKK * Co;
+    }
     int nt = 1;
 #pragma omp parallel
     {
@@ -175,7 +283,8 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         memset(dwp, 0, ((size_t)Co * CKK + Co) * sizeof(float));
         int lo, hi;
         thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
+        if (same) conv2d_same_backward(din, dwp, dbp, dout, in, w, lo, hi, Ci, H, W, Co, K, pad, mine);
+        else for (int b = lo; b < hi; b++) {
             const float *x = in + (size_t)b * Ci * H * W;
             const float *dy = dout + (size_t)b * Co * P;
             // dbias[co] += sum_p dy[co, p]
@@ -203,7 +312,17 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
             }
         }
     }
-    reduce_partials(dw, ws, wsz, off_dw, (long)Co * CKK, nt);
+    if (same) { // dw[co][k] += sum_t dw^T_t[k][co] in thread order
+        if (dw) {
+#pragma omp parallel for schedule(static)
+            for (int k = 0; k < CKK; k++)
+                for (int co = 0; co < Co; co++) {
+                    float s = 0.0f;
+                    for (int t = 0; t < nt; t++) s += ws[(size_t)t * wsz + off_dw + (size_t)k * Co + co];
+                    dw[(size_t)co * CKK + k] += s;
+                }
+        }
+    } else reduce_partials(dw, ws, wsz, off_dw, (long)Co * CKK, nt);
     reduce_partials(dbias, ws, wsz, off_db, Co, nt);
 }
 
@@ -277,20 +396,38 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
 // GroupNorm: for each (b, g) over its C/G channels x HW positions:
 // xhat = (x - mean) rstd, rstd = 1/sqrt(var + 1e-5) (biased var); y = xhat gamma[c] + beta[c]
 
-void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
-                       const float *beta, int B, int C, int HW, int G) {
+// mean and 1/sqrt(var + 1e-5) of x[n]: two passes with 16 float partial sums each (they
+// vectorise), combined in double
+static void mean_rstd(const float *x, long n, float *mean, float *rstd) {
+    float acc[16] = {0};
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+    double s = 0.0;
+    for (; i < n; i++) s += x[i];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    float m = (float)(s / n);
+    for (int j = 0; j < 16; j++) acc[j] = 0.0f;
+    for (i = 0; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) { float d = x[i + j] - m; acc[j] += d * d; }
+    double ss = 0.0;
+    for (; i < n; i++) { double d = x[i] - m; ss += d * d; }
+    for (int j = 0; j < 16; j++) ss += acc[j];
+    *mean = m;
+    *rstd = (float)(1.0 / sqrt(ss / n + 1e-5));
+}
+
+// out = GroupNorm(in); if act: act = SiLU(out) in the same pass, while the group is in cache
+static void groupnorm_forward_impl(float *out, float *act, float *mean, float *rstd, const float *in,
+                                   const float *gamma, const float *beta, int B, int C, int HW, int G) {
     int Cg = C / G;
     long n = (long)Cg * HW;
 #pragma omp parallel for schedule(static)
     for (int bg = 0; bg < B * G; bg++) {
         const float *x = in + (size_t)bg * n;
         float *y = out + (size_t)bg * n;
-        double s = 0.0, ss = 0.0;
-        for (long i = 0; i < n; i++) s += x[i];
-        double m = s / n;
-        for (long i = 0; i < n; i++) { double d = x[i] - m; ss += d * d; }
-        float r = (float)(1.0 / sqrt(ss / n + 1e-5));
-        float mf = (float)m;
+        float mf, r;
+        mean_rstd(x, n, &mf, &r);
         mean[bg] = mf;
         rstd[bg] = r;
         int g = bg % G;
@@ -300,8 +437,22 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, co
             const float *xc = x + (size_t)cc * HW;
             float *yc = y + (size_t)cc * HW;
             for (int p = 0; p < HW; p++) yc[p] = xc[p] * a + b0;
+            if (act) {
+                float *ac = act + (size_t)bg * n + (size_t)cc * HW;
+                for (int p = 0; p < HW; p++) ac[p] = yc[p] / (1.0f + exp_approx(-yc[p]));
+            }
         }
     }
+}
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                       const float *beta, int B, int C, int HW, int G) {
+    groupnorm_forward_impl(out, NULL, mean, rstd, in, gamma, beta, B, C, HW, G);
+}
+
+void groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, const float *in,
+                            const float *gamma, const float *beta, int B, int C, int HW, int G) {
+    groupnorm_forward_impl(out, act, mean, rstd, in, gamma, beta, B, C, HW, G);
 }
 
 // din = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma[c] (means over the group)

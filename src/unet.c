@@ -408,13 +408,13 @@ void unet_alloc_acts(Unet *m, int B, int with_grads) {
 
 static void resnet_forward(Unet *m, const ResnetLayer *r, int B) {
     int HW = r->H * r->W, D = m->cfg.time_emb_dim;
-    groupnorm_forward(ACT(r->gn1), ACT(r->mean1), ACT(r->rstd1), ACT(r->in), PAR(r->gn1_w), PAR(r->gn1_b), B, r->cin, HW, GROUPS);
-    silu_forward(ACT(r->act1), ACT(r->gn1), (long)B * r->cin * HW);
+    groupnorm_silu_forward(ACT(r->gn1), ACT(r->act1), ACT(r->mean1), ACT(r->rstd1), ACT(r->in), PAR(r->gn1_w), PAR(r->gn1_b),
+                           B, r->cin, HW, GROUPS);
     conv2d_forward(ACT(r->h1), ACT(r->act1), PAR(r->conv1_w), PAR(r->conv1_b), B, r->cin, r->H, r->W, r->cout, 3, 1, 1, 0, m->ws);
     linear_forward(ACT(r->tproj), ACT(m->a_tact), PAR(r->temb_w), PAR(r->temb_b), B, D, r->cout);
     add_bias_bc_forward(ACT(r->h1), ACT(r->tproj), B, r->cout, HW);
-    groupnorm_forward(ACT(r->gn2), ACT(r->mean2), ACT(r->rstd2), ACT(r->h1), PAR(r->gn2_w), PAR(r->gn2_b), B, r->cout, HW, GROUPS);
-    silu_forward(ACT(r->act2), ACT(r->gn2), (long)B * r->cout * HW);
+    groupnorm_silu_forward(ACT(r->gn2), ACT(r->act2), ACT(r->mean2), ACT(r->rstd2), ACT(r->h1), PAR(r->gn2_w), PAR(r->gn2_b),
+                           B, r->cout, HW, GROUPS);
     conv2d_forward(ACT(r->out), ACT(r->act2), PAR(r->conv2_w), PAR(r->conv2_b), B, r->cout, r->H, r->W, r->cout, 3, 1, 1, 0, m->ws);
     conv2d_forward(ACT(r->out), ACT(r->in), PAR(r->res_w), PAR(r->res_b), B, r->cin, r->H, r->W, r->cout, 1, 1, 0, 1, m->ws);
 }
@@ -473,9 +473,8 @@ float *unet_forward(Unet *m, const float *x, const int *t, int B) {
         }
     }
     const Block *last = &m->blocks[m->n_blocks - 1];
-    groupnorm_forward(ACT(m->a_gn_out), ACT(m->a_mean_out), ACT(m->a_rstd_out), ACT(last->out), PAR(m->norm_out_w),
-                      PAR(m->norm_out_b), B, OUT_CH, S * S, GROUPS);
-    silu_forward(ACT(m->a_act_out), ACT(m->a_gn_out), (long)B * OUT_CH * S * S);
+    groupnorm_silu_forward(ACT(m->a_gn_out), ACT(m->a_act_out), ACT(m->a_mean_out), ACT(m->a_rstd_out), ACT(last->out),
+                           PAR(m->norm_out_w), PAR(m->norm_out_b), B, OUT_CH, S * S, GROUPS);
     conv2d_forward(ACT(m->a_out), ACT(m->a_act_out), PAR(m->conv_out_w), PAR(m->conv_out_b), B, OUT_CH, S, S,
                    c->im_channels, 3, 1, 1, 0, m->ws);
     m->B_last = B;

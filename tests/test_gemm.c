@@ -1,26 +1,42 @@
 // test_gemm.c: the packed GEMM against a double-precision naive product, all transposes,
-// odd shapes that exercise every edge of the MR x NR tiles and KC/MC/NC blocks.
+// odd shapes that exercise every edge of the MR x NR tiles and KC/MC/NC blocks; and gemm_rows
+// with row tables (rows stored in a shuffled order) for A, B or both.
 #include <string.h>
 
 #include "gemm.h"
 #include "rng.h"
 #include "testutil.h"
 
-static void check(int ta, int tb, int M, int N, int K, int acc, Rng *r) {
+// a row table that stores the rows of an [n, ld] matrix in a random order
+static long *shuffled_rows(int n, int ld, Rng *r) {
+    long *off = malloc((size_t)n * sizeof(long));
+    int *perm = malloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) perm[i] = i;
+    rng_shuffle(r, perm, n);
+    for (int i = 0; i < n; i++) off[i] = (long)perm[i] * ld;
+    free(perm);
+    return off;
+}
+
+static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng *r) {
     int lda = ta ? M + 3 : K + 1, ldb = tb ? K + 2 : N + 5, ldc = N + 7;
     long asz = (long)(ta ? K : M) * lda, bsz = (long)(tb ? N : K) * ldb, csz = (long)M * ldc;
     float *A = malloc(asz * 4), *B = malloc(bsz * 4), *C = malloc(csz * 4), *C0 = malloc(csz * 4);
     for (long i = 0; i < asz; i++) A[i] = rng_normal(r);
     for (long i = 0; i < bsz; i++) B[i] = rng_normal(r);
     for (long i = 0; i < csz; i++) C[i] = C0[i] = rng_normal(r);
-    gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc);
+    long *aoff = tables & 1 ? shuffled_rows(ta ? K : M, lda, r) : NULL;
+    long *boff = tables & 2 ? shuffled_rows(tb ? N : K, ldb, r) : NULL;
+    if (tables) gemm_rows(ta, tb, M, N, K, A, lda, aoff, B, ldb, boff, C, ldc, acc);
+    else gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc);
+#define AR(row) (aoff ? aoff[row] : (long)(row) * lda)
+#define BR(row) (boff ? boff[row] : (long)(row) * ldb)
     double maxerr = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double s = acc ? C0[(long)i * ldc + j] : 0;
             for (int k = 0; k < K; k++)
-                s += (double)(ta ? A[(long)k * lda + i] : A[(long)i * lda + k]) *
-                     (tb ? B[(long)j * ldb + k] : B[(long)k * ldb + j]);
+                s += (double)(ta ? A[AR(k) + i] : A[AR(i) + k]) * (tb ? B[BR(j) + k] : B[BR(k) + j]);
             double e = fabs(s - C[(long)i * ldc + j]);
             if (e > maxerr) maxerr = e;
         }
@@ -28,9 +44,10 @@ static void check(int ta, int tb, int M, int N, int K, int acc, Rng *r) {
     int untouched = 1;
     for (int i = 0; i < M; i++)
         for (int j = N; j < ldc; j++) untouched &= C[(long)i * ldc + j] == C0[(long)i * ldc + j];
-    CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm ta=%d tb=%d %dx%dx%d acc=%d: max err %g", ta, tb, M, N, K, acc, maxerr);
+    CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm ta=%d tb=%d %dx%dx%d acc=%d tables=%d: max err %g", ta, tb, M, N, K, acc,
+          tables, maxerr);
     CHECK(untouched, "gemm ta=%d tb=%d %dx%dx%d wrote outside C", ta, tb, M, N, K);
-    free(A); free(B); free(C); free(C0);
+    free(A); free(B); free(C); free(C0); free(aoff); free(boff);
 }
 
 int main(void) {
@@ -40,6 +57,7 @@ int main(void) {
     for (int s = 0; s < 7; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
-                for (int acc = 0; acc < 2; acc++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, &r);
+                for (int acc = 0; acc < 2; acc++)
+                    for (int tables = 0; tables < 4; tables++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, tables, &r);
     TEST_DONE("test_gemm");
 }

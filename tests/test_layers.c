@@ -407,6 +407,18 @@ static void test_groupnorm(int B, int C, int HW, int G) {
     snprintf(buf, sizeof buf, "%s forward rstd", what);
     note_fwd(layer, cmp(buf, c.rstd, rr, B * G, TOL_FWD));
     float *mean0 = copy_f(c.mean, B * G), *rstd0 = copy_f(c.rstd, B * G), *out0 = copy_f(c.out, n);
+    { // fused GroupNorm + SiLU: the same GroupNorm bits, and act = silu(out)
+        float *o2 = alloc_f(n), *act = alloc_f(n), *m2 = alloc_f(B * G), *r2 = alloc_f(B * G);
+        double *ract = alloc_d(n);
+        fill_nan(act, n);
+        groupnorm_silu_forward(o2, act, m2, r2, c.in, c.gamma, c.beta, B, C, HW, G);
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU: GroupNorm part", what);
+        same_bits(buf, o2, out0, n);
+        for (long i = 0; i < n; i++) ract[i] = ry[i] / (1.0 + exp(-ry[i]));
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU: SiLU part", what);
+        note_fwd(layer, cmp(buf, act, ract, n, TOL_FWD));
+        free(o2); free(act); free(m2); free(r2); free(ract);
+    }
 
     float *din = zeros(n), *dg = zeros(C), *dbt = zeros(C);
     groupnorm_backward(din, dg, dbt, c.R, c.in, mean0, rstd0, c.gamma, B, C, HW, G);
@@ -909,13 +921,16 @@ int main(void) {
     if (v) g_verbose = atoi(v);
     printf("test_layers: %d thread(s)\n", nthreads());
 
-    // conv2d: 3x3 pad 1, 1x1, 4x4 stride 2 pad 1 (even and odd sizes), 3x3 pad 0; non-square images
+    // conv2d (forward, FD and NaN-filled workspace): 3x3 pad 1, 1x1, 4x4 stride 2 pad 1 (even and odd sizes), 3x3 pad 0; non-square images
     RUN(test_conv(0, 2, 3, 5, 6, 4, 3, 1, 1));
     RUN(test_conv(0, 3, 3, 6, 5, 4, 3, 1, 1));
     RUN(test_conv(0, 3, 3, 6, 5, 4, 1, 1, 0));
     RUN(test_conv(0, 3, 3, 6, 6, 4, 4, 2, 1));
     RUN(test_conv(0, 2, 3, 5, 7, 4, 4, 2, 1));
     RUN(test_conv(0, 2, 3, 5, 6, 4, 3, 1, 0));
+    // same convs are implicit GEMMs: 5x5 pad 2, and channel counts past the 6 x 16 GEMM tile
+    RUN(test_conv(0, 2, 2, 7, 6, 3, 5, 1, 2));
+    RUN(test_conv(0, 2, 7, 9, 8, 17, 3, 1, 1));
     // conv_transpose2d: 4x4 stride 2 pad 1
     RUN(test_conv(1, 2, 3, 3, 4, 4, 4, 2, 1));
     RUN(test_conv(1, 3, 4, 5, 5, 3, 4, 2, 1));

@@ -36,7 +36,8 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
 // ---- GroupNorm(G groups, eps 1e-5, affine): out[B,C,HW]; saves mean[B,G], rstd[B,G]
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
                        const float *beta, int B, int C, int HW, int G);
-// the same, and act = SiLU(out) in the same pass (the U-Net's every GroupNorm is followed by SiLU)
+// the same, and act = SiLU(out) in the same pass (the U-Net's every GroupNorm is followed by SiLU);
+// out may be NULL (then only act is written: silu_backward_groupnorm recomputes out)
 void groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, const float *in,
                             const float *gamma, const float *beta, int B, int C, int HW, int G);
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
@@ -46,6 +47,9 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
 // ---- SiLU: out = x sigmoid(x), elementwise over n
 void silu_forward(float *out, const float *in, long n);
 void silu_backward(float *din, const float *dout, const float *in, long n);
+// dgn += dact silu'(v) with v = GroupNorm(in) recomputed from mean / rstd / gamma / beta
+void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, const float *mean, const float *rstd,
+                             const float *gamma, const float *beta, int B, int C, int HW, int G);
 
 // ---- Linear: out[B,O] = in[B,I] w[O,I]^T + bias[O]
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int B, int I, int O);

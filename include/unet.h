@@ -28,7 +28,7 @@ typedef struct {
     int cin, cout, H, W;
     size_t gn1_w, gn1_b, conv1_w, conv1_b, temb_w, temb_b, gn2_w, gn2_b, conv2_w, conv2_b, res_w, res_b;
     // activation offsets (per image; multiply by B)
-    size_t in, gn1, mean1, rstd1, act1, tproj, h1, gn2, mean2, rstd2, act2, out;
+    size_t in, mean1, rstd1, act1, tproj, h1, mean2, rstd2, act2, out; // GroupNorm outputs are recomputed
     // gradients of the layer-internal activations: offsets into the shared scratch
     size_t g_gn1, g_act1, g_tproj, g_h1, g_gn2, g_act2, scratch;
 } ResnetLayer;

@@ -425,7 +425,7 @@ static void groupnorm_forward_impl(float *out, float *act, float *mean, float *r
 #pragma omp parallel for schedule(static)
     for (int bg = 0; bg < B * G; bg++) {
         const float *x = in + (size_t)bg * n;
-        float *y = out + (size_t)bg * n;
+        float *y = out ? out + (size_t)bg * n : NULL;
         float mf, r;
         mean_rstd(x, n, &mf, &r);
         mean[bg] = mf;
@@ -435,11 +435,16 @@ static void groupnorm_forward_impl(float *out, float *act, float *mean, float *r
             int c = g * Cg + cc;
             float a = r * gamma[c], b0 = beta[c] - mf * a; // y = x a + (beta - mean a)
             const float *xc = x + (size_t)cc * HW;
-            float *yc = y + (size_t)cc * HW;
-            for (int p = 0; p < HW; p++) yc[p] = xc[p] * a + b0;
+            if (out) {
+                float *yc = y + (size_t)cc * HW;
+                for (int p = 0; p < HW; p++) yc[p] = xc[p] * a + b0;
+            }
             if (act) {
                 float *ac = act + (size_t)bg * n + (size_t)cc * HW;
-                for (int p = 0; p < HW; p++) ac[p] = yc[p] / (1.0f + exp_approx(-yc[p]));
+                for (int p = 0; p < HW; p++) {
+                    float v = xc[p] * a + b0;
+                    ac[p] = v / (1.0f + exp_approx(-v));
+                }
             }
         }
     }
@@ -520,6 +525,24 @@ void silu_backward(float *din, const float *dout, const float *in, long n) {
     for (long i = 0; i < n; i++) {
         float s = 1.0f / (1.0f + exp_approx(-in[i]));
         din[i] += dout[i] * s * (1.0f + in[i] * (1.0f - s));
+    }
+}
+
+// dgn += dact s (1 + v (1 - s)), s = sigmoid(v), where v = GroupNorm(x) is recomputed from x and
+// the saved mean / rstd (so the GroupNorm output of a fused GN+SiLU need not be stored)
+void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, const float *mean, const float *rstd,
+                             const float *gamma, const float *beta, int B, int C, int HW, int G) {
+    int Cg = C / G;
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        int c = bc % C, bg = (bc / C) * G + c / Cg;
+        float a = rstd[bg] * gamma[c], b0 = beta[c] - mean[bg] * a;
+        const float *x = in + (size_t)bc * HW, *da = dact + (size_t)bc * HW;
+        float *dg = dgn + (size_t)bc * HW;
+        for (int p = 0; p < HW; p++) {
+            float v = x[p] * a + b0, sg = 1.0f / (1.0f + exp_approx(-v));
+            dg[p] += da[p] * sg * (1.0f + v * (1.0f - sg));
+        }
     }
 }
 

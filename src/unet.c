@@ -159,13 +159,11 @@ static void layout_block_params(Unet *m, Block *bk, const char *pre) {
 static void layout_resnet_acts(Unet *m, ResnetLayer *r, size_t in) {
     size_t HW = (size_t)r->H * r->W, ci = r->cin, co = r->cout;
     r->in = in;
-    r->gn1 = add_act(m, ci * HW);
     r->mean1 = add_act(m, GROUPS);
     r->rstd1 = add_act(m, GROUPS);
     r->act1 = add_act(m, ci * HW);
     r->tproj = add_act(m, co);
     r->h1 = add_act(m, co * HW);
-    r->gn2 = add_act(m, co * HW);
     r->mean2 = add_act(m, GROUPS);
     r->rstd2 = add_act(m, GROUPS);
     r->act2 = add_act(m, co * HW);
@@ -408,12 +406,12 @@ void unet_alloc_acts(Unet *m, int B, int with_grads) {
 
 static void resnet_forward(Unet *m, const ResnetLayer *r, int B) {
     int HW = r->H * r->W, D = m->cfg.time_emb_dim;
-    groupnorm_silu_forward(ACT(r->gn1), ACT(r->act1), ACT(r->mean1), ACT(r->rstd1), ACT(r->in), PAR(r->gn1_w), PAR(r->gn1_b),
+    groupnorm_silu_forward(NULL, ACT(r->act1), ACT(r->mean1), ACT(r->rstd1), ACT(r->in), PAR(r->gn1_w), PAR(r->gn1_b),
                            B, r->cin, HW, GROUPS);
     conv2d_forward(ACT(r->h1), ACT(r->act1), PAR(r->conv1_w), PAR(r->conv1_b), B, r->cin, r->H, r->W, r->cout, 3, 1, 1, 0, m->ws);
     linear_forward(ACT(r->tproj), ACT(m->a_tact), PAR(r->temb_w), PAR(r->temb_b), B, D, r->cout);
     add_bias_bc_forward(ACT(r->h1), ACT(r->tproj), B, r->cout, HW);
-    groupnorm_silu_forward(ACT(r->gn2), ACT(r->act2), ACT(r->mean2), ACT(r->rstd2), ACT(r->h1), PAR(r->gn2_w), PAR(r->gn2_b),
+    groupnorm_silu_forward(NULL, ACT(r->act2), ACT(r->mean2), ACT(r->rstd2), ACT(r->h1), PAR(r->gn2_w), PAR(r->gn2_b),
                            B, r->cout, HW, GROUPS);
     conv2d_forward(ACT(r->out), ACT(r->act2), PAR(r->conv2_w), PAR(r->conv2_b), B, r->cout, r->H, r->W, r->cout, 3, 1, 1, 0, m->ws);
     conv2d_forward(ACT(r->out), ACT(r->in), PAR(r->res_w), PAR(r->res_b), B, r->cin, r->H, r->W, r->cout, 1, 1, 0, 1, m->ws);
@@ -492,14 +490,16 @@ static void resnet_backward(Unet *m, const ResnetLayer *r, int B) {
                     B, r->cin, r->H, r->W, r->cout, 1, 1, 0, m->ws);
     conv2d_backward(DSCR(r->g_act2), GRAD(r->conv2_w), GRAD(r->conv2_b), dout, ACT(r->act2), PAR(r->conv2_w),
                     B, r->cout, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward(DSCR(r->g_gn2), DSCR(r->g_act2), ACT(r->gn2), (long)B * r->cout * HW);
+    silu_backward_groupnorm(DSCR(r->g_gn2), DSCR(r->g_act2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2), PAR(r->gn2_w),
+                            PAR(r->gn2_b), B, r->cout, HW, GROUPS);
     groupnorm_backward(DSCR(r->g_h1), GRAD(r->gn2_w), GRAD(r->gn2_b), DSCR(r->g_gn2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2),
                        PAR(r->gn2_w), B, r->cout, HW, GROUPS);
     add_bias_bc_backward(DSCR(r->g_tproj), DSCR(r->g_h1), B, r->cout, HW);
     linear_backward(DACT(m->a_tact), GRAD(r->temb_w), GRAD(r->temb_b), DSCR(r->g_tproj), ACT(m->a_tact), PAR(r->temb_w), B, D, r->cout);
     conv2d_backward(DSCR(r->g_act1), GRAD(r->conv1_w), GRAD(r->conv1_b), DSCR(r->g_h1), ACT(r->act1), PAR(r->conv1_w),
                     B, r->cin, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward(DSCR(r->g_gn1), DSCR(r->g_act1), ACT(r->gn1), (long)B * r->cin * HW);
+    silu_backward_groupnorm(DSCR(r->g_gn1), DSCR(r->g_act1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1), PAR(r->gn1_w),
+                            PAR(r->gn1_b), B, r->cin, HW, GROUPS);
     groupnorm_backward(din, GRAD(r->gn1_w), GRAD(r->gn1_b), DSCR(r->g_gn1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1),
                        PAR(r->gn1_w), B, r->cin, HW, GROUPS);
 }

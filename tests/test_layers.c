@@ -417,6 +417,19 @@ static void test_groupnorm(int B, int C, int HW, int G) {
         for (long i = 0; i < n; i++) ract[i] = ry[i] / (1.0 + exp(-ry[i]));
         snprintf(buf, sizeof buf, "%s fused GN+SiLU: SiLU part", what);
         note_fwd(layer, cmp(buf, act, ract, n, TOL_FWD));
+        // SiLU backward with the GroupNorm output recomputed == silu_backward on the stored output
+        float *dact = randn(n, 1.0f), *d1 = zeros(n), *d2 = zeros(n);
+        silu_backward(d1, dact, out0, n);
+        silu_backward_groupnorm(d2, dact, c.in, m2, r2, c.gamma, c.beta, B, C, HW, G);
+        double worst = 0;
+        for (long i = 0; i < n; i++) worst = fmax(worst, fabs((double)d1[i] - d2[i]) / (fabs((double)d1[i]) + 1e-3));
+        CHECK(worst < 1e-5, "%s: silu_backward_groupnorm vs silu_backward: rel err %g", what, worst);
+        // and act alone (out = NULL) is the same SiLU
+        float *act2 = alloc_f(n);
+        groupnorm_silu_forward(NULL, act2, m2, r2, c.in, c.gamma, c.beta, B, C, HW, G);
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU without out", what);
+        same_bits(buf, act2, act, n);
+        free(act2); free(dact); free(d1); free(d2);
         free(o2); free(act); free(m2); free(r2); free(ract);
     }
 

@@ -103,10 +103,11 @@ static inline vf broadcast(float x) {
     return v;
 }
 
-// C tile[mr, nr] (+)= packedA[MR, kc] B[kc, NR], row k of B at b + k bs (bs = NR when packed,
-// ldb when B is read in place), or at b + boff[k] when B is read in place through a row table
-static void micro_kernel(int kc, const float *restrict a, const float *restrict b, int bs, const long *boff,
-                         float *c, int ldc, int mr, int nr, int acc) {
+// C tile[mr, nr] (+)= A[MR, kc] B[kc, NR]. Row k of B at b + k bs (bs = NR when packed, ldb when
+// B is read in place), or at b + boff[k] when B is read in place through a row table.
+// A is packed (a[k MR + i]) or, when arows != NULL, read in place: A[i][k] = arows[i][k].
+static void micro_kernel(int kc, const float *restrict a, const float *const *arows, const float *restrict b, int bs,
+                         const long *boff, float *c, int ldc, int mr, int nr, int acc) {
     vf c0[MR], c1[MR];
 #if defined(__AVX2__) && defined(__FMA__) && VL == 8
     // AVX2 + FMA: 12 accumulators, 2 B vectors, 1 broadcast = 15 ymm registers
@@ -123,7 +124,19 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
         ai = _mm256_broadcast_ss(ak + 4); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41); \
         ai = _mm256_broadcast_ss(ak + 5); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51); \
     }
-    if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
+    if (arows) { // A in place: six sequential streams of broadcasts
+        const float *a0 = arows[0], *a1 = arows[1], *a2 = arows[2], *a3 = arows[3], *a4 = arows[4], *a5 = arows[5];
+        for (int k = 0; k < kc; k++) {
+            const float *bk = b + (size_t)k * bs;
+            __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8), ai;
+            ai = _mm256_broadcast_ss(a0 + k); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01);
+            ai = _mm256_broadcast_ss(a1 + k); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11);
+            ai = _mm256_broadcast_ss(a2 + k); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21);
+            ai = _mm256_broadcast_ss(a3 + k); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31);
+            ai = _mm256_broadcast_ss(a4 + k); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41);
+            ai = _mm256_broadcast_ss(a5 + k); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51);
+        }
+    } else if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
     else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
 #undef FMA_ROW_K
     c0[0] = (vf)r00; c1[0] = (vf)r01; c0[1] = (vf)r10; c1[1] = (vf)r11; c0[2] = (vf)r20; c1[2] = (vf)r21;
@@ -138,7 +151,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
         memcpy(&b1, bk + VL, sizeof(vf));
         const float *ak = a + k * MR;
         for (int i = 0; i < MR; i++) {
-            vf ai = broadcast(ak[i]);
+            vf ai = broadcast(arows ? arows[i][k] : ak[i]);
             c0[i] += ai * b0;
             c1[i] += ai * b1;
         }
@@ -172,6 +185,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
 // Reading B in place (no packing) pays off when each B panel is used by few rows of A: the
 // copy would cost as much as the arithmetic it feeds.
 #define DIRECT_B_MAX_M 1000000
+#define DIRECT_A_MAX_N (4 * NR)
 
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, float *C, int ldc, int accumulate) {
@@ -187,6 +201,9 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
         return;
     }
     int direct = !transB && M <= DIRECT_B_MAX_M;
+    // A read in place too when few column panels would reuse a packed copy (e.g. a convolution's
+    // weight gradient, N = Co): not with B read through a row table (no such kernel)
+    int direct_a = !transA && N <= DIRECT_A_MAX_N && !(direct && boff);
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
         int nfull = direct ? nc / NR * NR : 0; // columns read in place; the rest is packed
@@ -196,7 +213,7 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
             if (nfull < nc) pack_b(transB, B, ldb, boff, pc, kc, jc + nfull, nc - nfull);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
-                pack_a(transA, A, lda, aoff, ic, mc, pc, kc);
+                if (!direct_a) pack_a(transA, A, lda, aoff, ic, mc, pc, kc);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
                     int in_place = jr < nfull;
@@ -206,8 +223,11 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
                     int bs = in_place ? ldb : NR;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        micro_kernel(kc, packA + (size_t)ir * kc, bp, bs, bo, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
-                                     mr, nr, acc);
+                        const float *arows[MR];
+                        if (direct_a) // rows past mr repeat row 0: their results are not stored
+                            for (int i = 0; i < MR; i++) arows[i] = row_at(A, lda, aoff, ic + ir + (i < mr ? i : 0)) + pc;
+                        micro_kernel(kc, packA + (size_t)ir * kc, direct_a ? arows : NULL, bp, bs, bo,
+                                     C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, acc);
                     }
                 }
             }

@@ -2,11 +2,11 @@
 # demo.sh: the whole job on a fresh Debian machine: dependencies, build, MNIST (checksummed),
 # train the default model, and write a sample grid and a denoising strip into samples/.
 #   bash tools/demo.sh            (or: make demo)
-# Environment overrides: STEPS (default 5500), CONFIG (models/fast.cfg), THREADS (all cores).
+# Environment overrides: STEPS (default 6500), CONFIG (models/fast.cfg), THREADS (all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-models/fast.cfg}
-STEPS=${STEPS:-5500}
+STEPS=${STEPS:-6500}
 THREADS=${THREADS:-$(nproc)}
 make deps
 make -j"$THREADS" ddpm

@@ -135,7 +135,7 @@ static int is_same(int K, int stride, int pad) { return K > 1 && stride == 1 && 
 
 #define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 1 past its end
 
-// Xp = zero-padded copy of x[C][H][W] with p on every side; returns Hp Wp
+// xp = zero-padded copy of x[C][H][W] with p on every side ([C][H + 2p][W + 2p] + PAD_SLACK zeros)
 static void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
     int Hp = H + 2 * p, Wp = W + 2 * p;
     memset(xp, 0, ((size_t)C * Hp * Wp + PAD_SLACK) * sizeof(float));
@@ -144,7 +144,7 @@ static void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
             memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p, x + ((size_t)c * H + h) * W, W * sizeof(float));
 }
 
-// off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw (+ base)
+// off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw
 static void shift_table(long *off, int C, int K, int Hp, int Wp) {
     for (int c = 0; c < C; c++)
         for (int kh = 0; kh < K; kh++)

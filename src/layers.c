@@ -117,6 +117,15 @@ static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int
             }
 }
 
+// dbias[c] += sum_p dy[c, p] for one image
+static void bias_grad_add(float *dbias, const float *dy, int C, int P) {
+    for (int c = 0; c < C; c++) {
+        float s = 0.0f;
+        for (int p = 0; p < P; p++) s += dy[(size_t)c * P + p];
+        dbias[c] += s;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // conv2d: per image, out[Co, P] = w[Co, Ci K K] col[Ci K K, P] (+ bias), P = Ho Wo
 //
@@ -243,11 +252,7 @@ static void conv2d_same_backward(float *din, float *dwt, float *dbp, const float
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
-        for (int co = 0; co < Co; co++) { // dbias[co] += sum_p dy[co, p]
-            float s = 0.0f;
-            for (int p = 0; p < H * W; p++) s += dy[(size_t)co * H * W + p];
-            dbp[co] += s;
-        }
+        bias_grad_add(dbp, dy, Co, H * W);
         pad_image(xp, x, Ci, H, W, pad);
         pad_image(dyp, dy, Co, H, W, pad);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
@@ -287,12 +292,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         else for (int b = lo; b < hi; b++) {
             const float *x = in + (size_t)b * Ci * H * W;
             const float *dy = dout + (size_t)b * Co * P;
-            // dbias[co] += sum_p dy[co, p]
-            for (int co = 0; co < Co; co++) {
-                float s = 0.0f;
-                for (int p = 0; p < P; p++) s += dy[(size_t)co * P + p];
-                dbp[co] += s;
-            }
+            bias_grad_add(dbp, dy, Co, P);
             // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
             const float *cb = x;
             if (!is_pointwise(K, stride, pad)) {
@@ -378,11 +378,7 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
         for (int b = lo; b < hi; b++) {
             const float *x = in + (size_t)b * Ci * P;
             const float *dy = dout + (size_t)b * Co * Ho * Wo;
-            for (int co = 0; co < Co; co++) {
-                float s = 0.0f;
-                for (int p = 0; p < Ho * Wo; p++) s += dy[(size_t)co * Ho * Wo + p];
-                dbp[co] += s;
-            }
+            bias_grad_add(dbp, dy, Co, Ho * Wo);
             im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W); // dcol[CKK, P]
             gemm(0, 1, Ci, CKK, P, x, P, col, P, dwp, CKK, 1);  // dw[Ci, CKK] += x dcol^T
             if (din) gemm(0, 0, Ci, P, CKK, w, CKK, col, P, din + (size_t)b * Ci * P, P, 1); // dx += w dcol

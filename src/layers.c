@@ -566,14 +566,64 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
 // Queries are processed in blocks of ATT_R rows so only an ATT_R x N block of S exists at a
 // time; the forward keeps lse_i = log sum_j exp(S_ij), and the backward recomputes
 // P_ij = exp(S_ij - lse_i). dS = P (dP - rowsum(dO o O)), dQ = scale K dS^T, dK = scale Q dS.
+// Products with a row block of P or dS on the left are taken transposed (O_blk^T = P V^T,
+// dQ_blk^T = dS K^T) so the R x N block is read in place and only V or K (D x N) is packed.
 
 #define ATT_R 128
 
+// Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | partial
+// grads (w_in, b_in, w_out, b_out); the forward uses only S, T and inv.
+typedef struct { size_t dqkv, S, dP, T, inv, dwin, dbin, dwout, dbout, total; } AttnWs;
+
+static AttnWs attention_ws_layout(int C, int N) {
+    size_t R = N < ATT_R ? N : ATT_R;
+    AttnWs w;
+    w.dqkv = (size_t)C * N;
+    w.S = w.dqkv + 3 * (size_t)C * N;
+    w.dP = w.S + R * N;
+    w.T = w.dP + R * N;
+    w.inv = w.T + R * C;
+    w.dwin = w.inv + R;
+    w.dbin = w.dwin + 3 * (size_t)C * C;
+    w.dwout = w.dbin + 3 * (size_t)C;
+    w.dbout = w.dwout + (size_t)C * C;
+    w.total = w.dbout + C;
+    return w;
+}
+
 size_t attention_ws_floats(int C, int N, int NH) {
     (void)NH;
-    size_t R = N < ATT_R ? N : ATT_R;
-    // dO[C,N], dqkv[3C,N], S/P block, dP block, partial grads (w_in, b_in, w_out, b_out)
-    return (size_t)C * N + 3 * (size_t)C * N + 2 * R * N + 3 * (size_t)C * C + 3 * C + (size_t)C * C + C;
+    return attention_ws_layout(C, N).total;
+}
+
+// s[j] <- exp(scale s[j] - m), m = max_j scale s[j]; returns sum_j exp(..) and sets *max.
+// The max runs on 8-float vectors (a compare-and-select: C has no vector ?:), the sum on 16
+// lanes, so both vectorise; the order is fixed, so the result is deterministic.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+static float softmax_exp_row(float *s, int n, float scale, float *max) {
+    v8f mx;
+    for (int k = 0; k < 8; k++) mx[k] = -INFINITY;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f v;
+        memcpy(&v, s + j, sizeof v);
+        v *= scale;
+        memcpy(s + j, &v, sizeof v);
+        v8i gt = v > mx;
+        mx = (v8f)(((v8i)v & gt) | ((v8i)mx & ~gt));
+    }
+    float m = -INFINITY;
+    for (; j < n; j++) { s[j] *= scale; m = s[j] > m ? s[j] : m; }
+    for (int k = 0; k < 8; k++) m = mx[k] > m ? mx[k] : m;
+    float acc[16] = {0};
+    for (j = 0; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) { float v = exp_approx(s[j + k] - m); s[j + k] = v; acc[k] += v; }
+    float sum = 0.0f;
+    for (; j < n; j++) { s[j] = exp_approx(s[j] - m); sum += s[j]; }
+    for (int k = 0; k < 16; k++) sum += acc[k];
+    *max = m;
+    return sum;
 }
 
 void attention_forward(float *out, float *qkv, float *o, float *lse, const float *a,
@@ -581,10 +631,11 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                        const float *b_out, int B, int C, int N, int NH, float *ws) {
     int D = C / NH;
     float scale = 1.0f / sqrtf((float)D);
-    size_t wsz = attention_ws_floats(C, N, NH);
+    AttnWs L = attention_ws_layout(C, N);
 #pragma omp parallel
     {
-        float *S = ws + (size_t)thread_id() * wsz;
+        float *mine = ws + (size_t)thread_id() * L.total;
+        float *S = mine + L.S, *T = mine + L.T, *inv = mine + L.inv;
         int lo, hi;
         thread_range(B, &lo, &hi);
         for (int b = lo; b < hi; b++) {
@@ -598,21 +649,19 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
             for (int h = 0; h < NH; h++) {
                 const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                             *V = qb + (size_t)(2 * C + h * D) * N;
+                float *Oh = ob + (size_t)h * D * N;
                 for (int i0 = 0; i0 < N; i0 += ATT_R) {
                     int R = N - i0 < ATT_R ? N - i0 : ATT_R;
                     gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0); // S[R,N] = Q_blk^T K
-                    for (int i = 0; i < R; i++) {
-                        float *s = S + (size_t)i * N;
-                        float mx = -INFINITY;
-                        for (int j = 0; j < N; j++) { s[j] *= scale; if (s[j] > mx) mx = s[j]; }
-                        float sum = 0.0f;
-                        for (int j = 0; j < N; j++) { s[j] = exp_approx(s[j] - mx); sum += s[j]; }
-                        float inv = 1.0f / sum;
-                        for (int j = 0; j < N; j++) s[j] *= inv;
+                    for (int i = 0; i < R; i++) {                  // S <- exp(scale S - max), unnormalised
+                        float mx, sum = softmax_exp_row(S + (size_t)i * N, N, scale, &mx);
+                        inv[i] = 1.0f / sum;
                         lb[(size_t)h * N + i0 + i] = mx + logf(sum);
                     }
-                    // O[:, blk] = V P^T
-                    gemm(0, 1, D, R, N, V, N, S, N, ob + (size_t)h * D * N + i0, N, 0);
+                    // O[:, blk]^T = P V^T = (S V^T) / rowsum: P is read in place, V^T is a small pack
+                    gemm(0, 1, R, D, N, S, N, V, N, T, D, 0);
+                    for (int d = 0; d < D; d++)
+                        for (int i = 0; i < R; i++) Oh[(size_t)d * N + i0 + i] = T[(size_t)i * D + d] * inv[i];
                 }
             }
             // out += w_out O + b_out
@@ -629,19 +678,15 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                         int N, int NH, float *ws) {
     int D = C / NH;
     float scale = 1.0f / sqrtf((float)D);
-    size_t wsz = attention_ws_floats(C, N, NH);
-    size_t R0 = N < ATT_R ? N : ATT_R;
-    size_t off_dqkv = (size_t)C * N, off_S = off_dqkv + 3 * (size_t)C * N, off_dP = off_S + R0 * N;
-    size_t off_dwin = off_dP + R0 * N, off_dbin = off_dwin + 3 * (size_t)C * C;
-    size_t off_dwout = off_dbin + 3 * C, off_dbout = off_dwout + (size_t)C * C;
+    AttnWs L = attention_ws_layout(C, N);
     int nt = 1;
 #pragma omp parallel
     {
 #pragma omp single
         nt = thread_count();
-        float *mine = ws + (size_t)thread_id() * wsz;
-        float *dO = mine, *dqkv = mine + off_dqkv, *S = mine + off_S, *dP = mine + off_dP;
-        memset(mine + off_dwin, 0, (wsz - off_dwin) * sizeof(float));
+        float *mine = ws + (size_t)thread_id() * L.total;
+        float *dO = mine, *dqkv = mine + L.dqkv, *S = mine + L.S, *dP = mine + L.dP, *T = mine + L.T;
+        memset(mine + L.dwin, 0, (L.total - L.dwin) * sizeof(float));
         int lo, hi;
         thread_range(B, &lo, &hi);
         for (int b = lo; b < hi; b++) {
@@ -649,11 +694,11 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
             const float *ob = o + (size_t)b * C * N, *dy = dout + (size_t)b * C * N;
             const float *lb = lse + (size_t)b * NH * N;
             // out_proj: dw_out += dy O^T, db_out += rowsum dy, dO = w_out^T dy
-            gemm(0, 1, C, C, N, dy, N, ob, N, mine + off_dwout, C, 1);
+            gemm(0, 1, C, C, N, dy, N, ob, N, mine + L.dwout, C, 1);
             for (int c = 0; c < C; c++) {
                 float s = 0.0f;
                 for (int n = 0; n < N; n++) s += dy[(size_t)c * N + n];
-                mine[off_dbout + c] += s;
+                mine[L.dbout + c] += s;
             }
             gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
             memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
@@ -679,24 +724,26 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                         float *p = S + (size_t)i * N, *dp = dP + (size_t)i * N;
                         for (int j = 0; j < N; j++) dp[j] = p[j] * (dp[j] - di) * scale;
                     }
-                    gemm(0, 1, D, R, N, K, N, dP, N, dQ + i0, N, 1);  // dQ_blk += K dS^T
+                    gemm(0, 1, R, D, N, dP, N, K, N, T, D, 0);        // dQ_blk^T = dS K^T
+                    for (int d = 0; d < D; d++)
+                        for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] += T[(size_t)i * D + d];
                     gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, 1);  // dK += Q_blk dS
                 }
             }
             // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv
-            gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, mine + off_dwin, C, 1);
+            gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, mine + L.dwin, C, 1);
             for (int r = 0; r < 3 * C; r++) {
                 float s = 0.0f;
                 for (int n = 0; n < N; n++) s += dqkv[(size_t)r * N + n];
-                mine[off_dbin + r] += s;
+                mine[L.dbin + r] += s;
             }
             if (da) gemm(1, 0, C, N, 3 * C, w_in, C, dqkv, N, da + (size_t)b * C * N, N, 1);
         }
     }
-    reduce_partials(dw_in, ws, wsz, off_dwin, 3L * C * C, nt);
-    reduce_partials(db_in, ws, wsz, off_dbin, 3L * C, nt);
-    reduce_partials(dw_out, ws, wsz, off_dwout, (long)C * C, nt);
-    reduce_partials(db_out, ws, wsz, off_dbout, C, nt);
+    reduce_partials(dw_in, ws, L.total, L.dwin, 3L * C * C, nt);
+    reduce_partials(db_in, ws, L.total, L.dbin, 3L * C, nt);
+    reduce_partials(dw_out, ws, L.total, L.dwout, (long)C * C, nt);
+    reduce_partials(db_out, ws, L.total, L.dbout, C, nt);
 }
 
 // ---------------------------------------------------------------------------------------

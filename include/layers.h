@@ -74,6 +74,11 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
 // f_i = 10000^(i/(D/2)) (64 sines then 64 cosines for D = 128, as the reference code)
 void timestep_embedding(float *out, const int *t, int B, int D);
 
+// ---- whole arrays, split among the threads: y = 0, y = x, y += x
+void array_zero(float *y, long n);
+void array_copy(float *y, const float *x, long n);
+void array_add(float *y, const float *x, long n);
+
 // ---- channel concat: out[B,Ca+Cb,HW] = [a[B,Ca,HW], b[B,Cb,HW]]
 void concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca, int Cb, int HW);
 void concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca, int Cb, int HW);

@@ -206,11 +206,14 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
     // A read in place too when few column panels would reuse a packed copy (e.g. a convolution's
     // weight gradient, N = Co): not with B read through a row table (no such kernel)
     int direct_a = !transA && N <= DIRECT_A_MAX_N && !(direct && boff);
+    // K in equal chunks of at most KC (288 = 2 x 144, not 256 + 32): a short last chunk would
+    // pay a whole C tile load/store for a few FMAs
+    int nk = (K + KC - 1) / KC, kc_step = (K + nk - 1) / nk;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
         int nfull = direct ? nc / NR * NR : 0; // columns read in place; the rest is packed
-        for (int pc = 0; pc < K; pc += KC) {
-            int kc = K - pc < KC ? K - pc : KC;
+        for (int pc = 0; pc < K; pc += kc_step) {
+            int kc = K - pc < kc_step ? K - pc : kc_step;
             int acc = accumulate || pc > 0;
             if (nfull < nc) pack_b(transB, B, ldb, boff, pc, kc, jc + nfull, nc - nfull);
             for (int ic = 0; ic < M; ic += MC) {

@@ -761,7 +761,45 @@ void timestep_embedding(float *out, const int *t, int B, int D) {
 
 // ---------------------------------------------------------------------------------------
 
+// [lo, hi) of n elements for this thread, in multiples of 16 floats (whole cache lines)
+static void thread_span(long n, long *lo, long *hi) {
+    long chunks = (n + 15) / 16;
+    int t = thread_id(), nt = thread_count();
+    *lo = chunks * t / nt * 16;
+    *hi = chunks * (t + 1) / nt * 16;
+    if (*hi > n) *hi = n;
+    if (*lo > n) *lo = n;
+}
+
+void array_zero(float *y, long n) {
+#pragma omp parallel
+    {
+        long lo, hi;
+        thread_span(n, &lo, &hi);
+        if (hi > lo) memset(y + lo, 0, (size_t)(hi - lo) * sizeof(float));
+    }
+}
+
+void array_copy(float *y, const float *x, long n) {
+#pragma omp parallel
+    {
+        long lo, hi;
+        thread_span(n, &lo, &hi);
+        if (hi > lo) memcpy(y + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
+    }
+}
+
+void array_add(float *y, const float *x, long n) {
+#pragma omp parallel
+    {
+        long lo, hi;
+        thread_span(n, &lo, &hi);
+        for (long i = lo; i < hi; i++) y[i] += x[i];
+    }
+}
+
 void concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca, int Cb, int HW) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < B; n++) {
         memcpy(out + (size_t)n * (Ca + Cb) * HW, a + (size_t)n * Ca * HW, (size_t)Ca * HW * sizeof(float));
         memcpy(out + ((size_t)n * (Ca + Cb) + Ca) * HW, b + (size_t)n * Cb * HW, (size_t)Cb * HW * sizeof(float));

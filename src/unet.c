@@ -420,7 +420,7 @@ static void resnet_forward(Unet *m, const ResnetLayer *r, int B) {
 static void attn_forward(Unet *m, const AttnLayer *a, int B) {
     int N = a->H * a->W;
     groupnorm_forward(ACT(a->gn), ACT(a->mean), ACT(a->rstd), ACT(a->in), PAR(a->norm_w), PAR(a->norm_b), B, a->C, N, GROUPS);
-    memcpy(ACT(a->out), ACT(a->in), (size_t)B * a->C * N * sizeof(float)); // residual
+    array_copy(ACT(a->out), ACT(a->in), (long)B * a->C * N); // residual
     attention_forward(ACT(a->out), ACT(a->qkv), ACT(a->o), ACT(a->lse), ACT(a->gn), PAR(a->in_w), PAR(a->in_b),
                       PAR(a->out_w), PAR(a->out_b), B, a->C, N, a->heads, m->ws);
 }
@@ -485,7 +485,7 @@ float *unet_forward(Unet *m, const float *x, const int *t, int B) {
 static void resnet_backward(Unet *m, const ResnetLayer *r, int B) {
     int HW = r->H * r->W, D = m->cfg.time_emb_dim;
     float *din = DACT(r->in), *dout = DACT(r->out);
-    memset(m->dscratch, 0, (size_t)B * r->scratch * sizeof(float));
+    array_zero(m->dscratch, (long)B * r->scratch);
     conv2d_backward(din, GRAD(r->res_w), GRAD(r->res_b), dout, ACT(r->in), PAR(r->res_w),
                     B, r->cin, r->H, r->W, r->cout, 1, 1, 0, m->ws);
     conv2d_backward(DSCR(r->g_act2), GRAD(r->conv2_w), GRAD(r->conv2_b), dout, ACT(r->act2), PAR(r->conv2_w),
@@ -508,8 +508,8 @@ static void attn_backward(Unet *m, const AttnLayer *a, int B) {
     int N = a->H * a->W;
     long n = (long)B * a->C * N;
     float *din = DACT(a->in), *dout = DACT(a->out);
-    for (long i = 0; i < n; i++) din[i] += dout[i]; // residual
-    memset(m->dscratch, 0, (size_t)B * a->scratch * sizeof(float));
+    array_add(din, dout, n); // residual
+    array_zero(m->dscratch, (long)B * a->scratch);
     attention_backward(DSCR(a->g_gn), GRAD(a->in_w), GRAD(a->in_b), GRAD(a->out_w), GRAD(a->out_b), dout, ACT(a->gn),
                        ACT(a->qkv), ACT(a->o), ACT(a->lse), PAR(a->in_w), PAR(a->out_w), B, a->C, N, a->heads, m->ws);
     groupnorm_backward(din, GRAD(a->norm_w), GRAD(a->norm_b), DSCR(a->g_gn), ACT(a->in), ACT(a->mean), ACT(a->rstd),
@@ -531,14 +531,14 @@ static void block_layers_backward(Unet *m, const Block *bk, int B) {
     }
 }
 
-void unet_zero_grad(Unet *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+void unet_zero_grad(Unet *m) { array_zero(m->grads, (long)m->n_params); }
 
 void unet_backward(Unet *m, const float *dout) {
     int B = m->B_last;
     const ModelConfig *c = &m->cfg;
     int S = c->im_size, D = c->time_emb_dim;
     if (!m->dacts) die("unet_backward: activations were allocated without gradients (unet_alloc_acts)");
-    memset(m->dacts, 0, (size_t)B * m->grads_per_image * sizeof(float));
+    array_zero(m->dacts, (long)B * m->grads_per_image);
     memcpy(DACT(m->a_out), dout, (size_t)B * c->im_channels * S * S * sizeof(float));
     const Block *last = &m->blocks[m->n_blocks - 1];
     conv2d_backward(DACT(m->a_act_out), GRAD(m->conv_out_w), GRAD(m->conv_out_b), DACT(m->a_out), ACT(m->a_act_out),

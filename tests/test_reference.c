@@ -137,11 +137,22 @@ int main(int argc, char **argv) {
         unet_backward(&m, dout);
         adam_update(m.params, m.grads, am, av, P, k + 1, ac);
     }
-    // Parameters whose true gradient is 0 move by float noise amplified by Adam (up to ~lr per step),
-    // so the final parameters are checked against the scale of Adam's steps: n_steps * lr.
-    double e_par = max_err(m.params, params_after, P);
-    printf("adam    %d steps: worst loss rel err %.3e; params max|err| %.3e (%.3f x lr)\n", n_steps, worst_loss, e_par, e_par / lr);
+    // Parameters whose true gradient is 0 (a bias followed by GroupNorm: max|grad| ~ 1e-17) move by
+    // float noise amplified by Adam, up to lr per step in either implementation, whatever the
+    // summation order: they are only held to Adam's bound n_steps lr. Every other parameter must
+    // match PyTorch's to 2 lr.
+    double e_par = 0, e_zero = 0;
+    for (int i = 0; i < m.n_tensors; i++) {
+        ParamTensor *p = &m.tensors[i];
+        double e = max_err(m.params + p->offset, params_after + p->offset, p->numel);
+        int zero_grad = max_abs(grads_ref + p->offset, p->numel) <= 1e-6 * gmax;
+        if (zero_grad) e_zero = e > e_zero ? e : e_zero;
+        else e_par = e > e_par ? e : e_par;
+    }
+    printf("adam    %d steps: worst loss rel err %.3e; params max|err| %.3e (%.3f x lr), zero-gradient params %.3f x lr\n",
+           n_steps, worst_loss, e_par, e_par / lr, e_zero / lr);
     CHECK(e_par <= 2.0 * lr, "params after Adam: max error %.3e > 2 lr", e_par);
+    CHECK(e_zero <= n_steps * lr, "zero-gradient params after Adam: max error %.3e > %d lr", e_zero, n_steps);
     free(am); free(av); free(xt); free(eps); free(out_ref); free(grads_ref); free(params_after);
     free(losses); free(dout); free(t); free(cfg_text);
     unet_free(&m);

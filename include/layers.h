@@ -6,8 +6,9 @@
 //   a NULL din means "not needed" (e.g. the network input);
 // - `ws` is caller-provided scratch of at least nthreads * <layer>_ws_floats(...) floats,
 //   where nthreads = omp_get_max_threads(); no layer allocates memory;
-// - OpenMP inside a layer uses a static partition and a fixed reduction order, so the
-//   result depends only on the inputs and the thread count.
+// - OpenMP inside a layer hands out images dynamically (a thread slowed down by the machine
+//   takes fewer) and sums parameter gradients per fixed chunk of the batch, in chunk order:
+//   the result depends only on the inputs, not on the schedule or the thread count.
 #ifndef DDPM_LAYERS_H
 #define DDPM_LAYERS_H
 

@@ -1,7 +1,7 @@
 // layers.c: forward/backward of every U-Net layer on plain NCHW float arrays.
-// Backward passes accumulate (+=). Parallel loops split the batch statically; gradients
-// of parameters are summed per thread into `ws` and then reduced in thread order, so the
-// result depends only on the inputs and the thread count.
+// Backward passes accumulate (+=). Parallel loops hand out images (or chunks of them) to the
+// threads dynamically; gradients of parameters are summed per fixed chunk of the batch into
+// `ws` and then reduced in chunk order, so the result depends only on the inputs.
 #include "layers.h"
 
 #include <math.h>
@@ -44,20 +44,33 @@ static int thread_count(void) {
     return 1;
 #endif
 }
-// static split of [0, n) among the threads of the current team
-static void thread_range(int n, int *lo, int *hi) {
-    int t = thread_id(), nt = thread_count();
-    *lo = (int)((long)n * t / nt);
-    *hi = (int)((long)n * (t + 1) / nt);
+// Parameter gradients are summed over the batch in GRAD_CHUNKS fixed chunks of images (chunk c =
+// images [c B / GRAD_CHUNKS, (c + 1) B / GRAD_CHUNKS)). The chunks are handed to the threads
+// dynamically, so a thread the machine slows down takes fewer of them; each chunk has its own
+// partial sum, and the partials are added in chunk order. The result depends neither on the
+// schedule nor on the thread count. Chunk c's partial (psize floats) is slot c / nt of thread
+// region c % nt, at `off` in the region: every region has room for GRAD_CHUNKS slots.
+#define GRAD_CHUNKS 16
+
+// n rounded up to whole 64-byte lines (so every thread region and partial stays aligned)
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+static void chunk_images(int c, int B, int *lo, int *hi) {
+    *lo = (int)((long)B * c / GRAD_CHUNKS);
+    *hi = (int)((long)B * (c + 1) / GRAD_CHUNKS);
 }
 
-// dst[i] += sum_t partial_t[i] in thread order, where partial_t = ws + t * stride + off
-static void reduce_partials(float *dst, const float *ws, size_t stride, size_t off, long n, int nt) {
+static float *chunk_partial(float *ws, size_t wsz, size_t off, size_t psize, int c, int nt) {
+    return ws + (size_t)(c % nt) * wsz + off + (size_t)(c / nt) * psize;
+}
+
+// dst[i] += sum_c partial_c[poff + i], c = 0 .. GRAD_CHUNKS - 1 in order
+static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t psize, size_t poff, long n, int nt) {
     if (!dst) return;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         float s = 0.0f;
-        for (int t = 0; t < nt; t++) s += ws[(size_t)t * stride + off + i];
+        for (int c = 0; c < GRAD_CHUNKS; c++) s += chunk_partial(ws, wsz, off, psize, c, nt)[poff + i];
         dst[i] += s;
     }
 }
@@ -173,10 +186,10 @@ size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad
         size_t wide = (size_t)H * (W + K - 1), ok = (size_t)Co * K * K;
         size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
         size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
-                     (size_t)Ci * wide + (size_t)Ci * ok + ckk * Co + Co; // .., dX wide, wf, dw^T partial, dbias partial
-        return fwd > bwd ? fwd : bwd;
+                     (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
+        return round16(fwd > bwd ? fwd : bwd);
     }
-    return 2 * ckk * P + (size_t)Co * ckk + Co; // col, dcol, dw partial, dbias partial
+    return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
 }
 
 // y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row)
@@ -204,9 +217,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
         long *off = (long *)col;
         float *xp = col + table_floats(CKK), *yw = xp + padded_floats(Ci, H, W, K);
         if (same) shift_table(off, Ci, K, Hp, Wp);
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
             const float *x = in + (size_t)b * Ci * H * W;
             float *y = out + (size_t)b * Co * P;
             for (int co = 0; co < Co; co++) {
@@ -231,35 +243,43 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     }
 }
 
-// the same-conv backward of one thread's images [lo, hi) (layout of conv2d_ws_floats)
-static void conv2d_same_backward(float *din, float *dwt, float *dbp, const float *dout, const float *in,
-                                 const float *w, int lo, int hi, int Ci, int H, int W, int Co, int K,
-                                 int pad, float *mine) {
-    int Hp = H + K - 1, Wp = W + K - 1, CKK = Ci * K * K, OKK = Co * K * K, HWp = H * Wp;
-    long *off_x = (long *)mine;
-    long *off_dy = (long *)(mine + table_floats(CKK));
-    float *xp = mine + table_floats(CKK) + table_floats(OKK);
-    float *dyp = xp + padded_floats(Ci, H, W, K);
-    float *dxw = dyp + padded_floats(Co, H, W, K);
-    float *wf = dxw + (size_t)Ci * HWp;
-    shift_table(off_x, Ci, K, Hp, Wp);
-    shift_table(off_dy, Co, K, Hp, Wp);
-    if (din) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
+// per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
+typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf; } SameBwd;
+
+static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, int Ci, int H, int W, int Co, int K) {
+    int Hp = H + K - 1, Wp = W + K - 1, CKK = Ci * K * K, OKK = Co * K * K;
+    SameBwd s;
+    s.off_x = (long *)mine;
+    s.off_dy = (long *)(mine + table_floats(CKK));
+    s.xp = mine + table_floats(CKK) + table_floats(OKK);
+    s.dyp = s.xp + padded_floats(Ci, H, W, K);
+    s.dxw = s.dyp + padded_floats(Co, H, W, K);
+    s.wf = s.dxw + (size_t)Ci * H * Wp;
+    shift_table(s.off_x, Ci, K, Hp, Wp);
+    shift_table(s.off_dy, Co, K, Hp, Wp);
+    if (need_wf) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
         for (int ci = 0; ci < Ci; ci++)
             for (int co = 0; co < Co; co++)
                 for (int kk = 0; kk < K * K; kk++)
-                    wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
+                    s.wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
+    return s;
+}
+
+// the same-conv backward of images [lo, hi): dw^T and dbias into one chunk's partials
+static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float *dbp, const float *dout,
+                                 const float *in, int lo, int hi, int Ci, int H, int W, int Co, int K, int pad) {
+    int Hp = H + K - 1, Wp = W + K - 1, OKK = Co * K * K, HWp = H * Wp;
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
         bias_grad_add(dbp, dy, Co, H * W);
-        pad_image(xp, x, Ci, H, W, pad);
-        pad_image(dyp, dy, Co, H, W, pad);
+        pad_image(s->xp, x, Ci, H, W, pad);
+        pad_image(s->dyp, dy, Co, H, W, pad);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
-        gemm_rows(0, 1, CKK, Co, HWp, xp, 0, off_x, dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
+        gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
         if (din) { // dx += same conv of dy with wf
-            gemm_rows(0, 0, Ci, HWp, OKK, wf, OKK, NULL, dyp, 0, off_dy, dxw, HWp, 0);
-            from_wide(din + (size_t)b * Ci * H * W, dxw, Ci, H, W, Wp, 1);
+            gemm_rows(0, 0, Ci, HWp, OKK, s->wf, OKK, NULL, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
+            from_wide(din + (size_t)b * Ci * H * W, s->dxw, Ci, H, W, Wp, 1);
         }
     }
 }
@@ -271,59 +291,66 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
     int same = is_same(K, stride, pad);
-    // where each thread's dw (dw^T for same convs) and dbias partial sums live in its workspace
-    size_t off_dw = 2 * (size_t)CKK * P, off_db = off_dw + (size_t)Co * CKK;
-    if (same) {
-        off_dw = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
-                 padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + K - 1) + (size_t)Ci * Co * K * K;
-        off_db = off_dw + (size_t)CKK * Co;
-    }
+    // where the chunk partials (dw, or dw^T for same convs, then dbias) start in a thread's region
+    size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
+    if (same)
+        off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
+                   padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + K - 1) + (size_t)Ci * Co * K * K;
     int nt = 1;
 #pragma omp parallel
     {
 #pragma omp single
         nt = thread_count();
         float *mine = ws + (size_t)thread_id() * wsz;
-        float *col = mine, *dcol = mine + (size_t)CKK * P, *dwp = mine + off_dw, *dbp = mine + off_db;
-        memset(dwp, 0, ((size_t)Co * CKK + Co) * sizeof(float));
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        if (same) conv2d_same_backward(din, dwp, dbp, dout, in, w, lo, hi, Ci, H, W, Co, K, pad, mine);
-        else for (int b = lo; b < hi; b++) {
-            const float *x = in + (size_t)b * Ci * H * W;
-            const float *dy = dout + (size_t)b * Co * P;
-            bias_grad_add(dbp, dy, Co, P);
-            // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
-            const float *cb = x;
-            if (!is_pointwise(K, stride, pad)) {
-                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
-                cb = col;
+        float *col = mine, *dcol = mine + (size_t)CKK * P;
+        SameBwd sb;
+        if (same) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < GRAD_CHUNKS; c++) {
+            float *dwp = chunk_partial(ws, wsz, off_part, psize, c, nt), *dbp = dwp + (size_t)Co * CKK;
+            memset(dwp, 0, psize * sizeof(float));
+            int lo, hi;
+            chunk_images(c, B, &lo, &hi);
+            if (same) {
+                conv2d_same_backward(&sb, din, dwp, dbp, dout, in, lo, hi, Ci, H, W, Co, K, pad);
+                continue;
             }
-            gemm(0, 1, Co, CKK, P, dy, P, cb, P, dwp, CKK, 1);
-            // din += col2im(w^T dy)
-            if (din) {
-                float *dx = din + (size_t)b * Ci * H * W;
-                if (is_pointwise(K, stride, pad)) {
-                    gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dx, P, 1);
-                } else {
-                    gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dcol, P, 0);
-                    col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo);
+            for (int b = lo; b < hi; b++) {
+                const float *x = in + (size_t)b * Ci * H * W;
+                const float *dy = dout + (size_t)b * Co * P;
+                bias_grad_add(dbp, dy, Co, P);
+                // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
+                const float *cb = x;
+                if (!is_pointwise(K, stride, pad)) {
+                    im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+                    cb = col;
+                }
+                gemm(0, 1, Co, CKK, P, dy, P, cb, P, dwp, CKK, 1);
+                // din += col2im(w^T dy)
+                if (din) {
+                    float *dx = din + (size_t)b * Ci * H * W;
+                    if (is_pointwise(K, stride, pad)) {
+                        gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dx, P, 1);
+                    } else {
+                        gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dcol, P, 0);
+                        col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo);
+                    }
                 }
             }
         }
     }
-    if (same) { // dw[co][k] += sum_t dw^T_t[k][co] in thread order
+    if (same) { // dw[co][k] += sum_c dw^T_c[k][co] in chunk order
         if (dw) {
 #pragma omp parallel for schedule(static)
             for (int k = 0; k < CKK; k++)
                 for (int co = 0; co < Co; co++) {
                     float s = 0.0f;
-                    for (int t = 0; t < nt; t++) s += ws[(size_t)t * wsz + off_dw + (size_t)k * Co + co];
+                    for (int c = 0; c < GRAD_CHUNKS; c++) s += chunk_partial(ws, wsz, off_part, psize, c, nt)[(size_t)k * Co + co];
                     dw[(size_t)co * CKK + k] += s;
                 }
         }
-    } else reduce_partials(dw, ws, wsz, off_dw, (long)Co * CKK, nt);
-    reduce_partials(dbias, ws, wsz, off_db, Co, nt);
+    } else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Co * CKK, nt);
+    reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Co * CKK, Co, nt);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -333,7 +360,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
 size_t conv_transpose2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     (void)stride; (void)pad;
     size_t ckk = (size_t)Co * K * K, P = (size_t)H * W;
-    return ckk * P + (size_t)Ci * ckk + Co; // col, dw partial, dbias partial
+    return round16(ckk * P) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co); // col, GRAD_CHUNKS (dw, dbias) partials
 }
 
 void conv_transpose2d_forward(float *out, const float *in, const float *w, const float *bias,
@@ -345,9 +372,8 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w, const
 #pragma omp parallel
     {
         float *col = ws + (size_t)thread_id() * wsz;
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
             const float *x = in + (size_t)b * Ci * P;
             float *y = out + (size_t)b * Co * Ho * Wo;
             for (int co = 0; co < Co; co++)
@@ -364,28 +390,31 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
     int Ho = (H - 1) * stride - 2 * pad + K, Wo = (W - 1) * stride - 2 * pad + K;
     int P = H * W, CKK = Co * K * K;
     size_t wsz = conv_transpose2d_ws_floats(Ci, H, W, Co, K, stride, pad);
-    size_t off_dw = (size_t)CKK * P, off_db = off_dw + (size_t)Ci * CKK;
+    size_t off_part = round16((size_t)CKK * P), psize = round16((size_t)Ci * CKK + Co);
     int nt = 1;
 #pragma omp parallel
     {
 #pragma omp single
         nt = thread_count();
-        float *mine = ws + (size_t)thread_id() * wsz;
-        float *col = mine, *dwp = mine + off_dw, *dbp = mine + off_db;
-        memset(dwp, 0, ((size_t)Ci * CKK + Co) * sizeof(float));
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
-            const float *x = in + (size_t)b * Ci * P;
-            const float *dy = dout + (size_t)b * Co * Ho * Wo;
-            bias_grad_add(dbp, dy, Co, Ho * Wo);
-            im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W); // dcol[CKK, P]
-            gemm(0, 1, Ci, CKK, P, x, P, col, P, dwp, CKK, 1);  // dw[Ci, CKK] += x dcol^T
-            if (din) gemm(0, 0, Ci, P, CKK, w, CKK, col, P, din + (size_t)b * Ci * P, P, 1); // dx += w dcol
+        float *col = ws + (size_t)thread_id() * wsz;
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < GRAD_CHUNKS; c++) {
+            float *dwp = chunk_partial(ws, wsz, off_part, psize, c, nt), *dbp = dwp + (size_t)Ci * CKK;
+            memset(dwp, 0, psize * sizeof(float));
+            int lo, hi;
+            chunk_images(c, B, &lo, &hi);
+            for (int b = lo; b < hi; b++) {
+                const float *x = in + (size_t)b * Ci * P;
+                const float *dy = dout + (size_t)b * Co * Ho * Wo;
+                bias_grad_add(dbp, dy, Co, Ho * Wo);
+                im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W); // dcol[CKK, P]
+                gemm(0, 1, Ci, CKK, P, x, P, col, P, dwp, CKK, 1);  // dw[Ci, CKK] += x dcol^T
+                if (din) gemm(0, 0, Ci, P, CKK, w, CKK, col, P, din + (size_t)b * Ci * P, P, 1); // dx += w dcol
+            }
         }
     }
-    reduce_partials(dw, ws, wsz, off_dw, (long)Ci * CKK, nt);
-    reduce_partials(dbias, ws, wsz, off_db, Co, nt);
+    reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Ci * CKK, nt);
+    reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Ci * CKK, Co, nt);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -418,7 +447,7 @@ static void groupnorm_forward_impl(float *out, float *act, float *mean, float *r
                                    const float *gamma, const float *beta, int B, int C, int HW, int G) {
     int Cg = C / G;
     long n = (long)Cg * HW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
     for (int bg = 0; bg < B * G; bg++) {
         const float *x = in + (size_t)bg * n;
         float *y = out ? out + (size_t)bg * n : NULL;
@@ -463,7 +492,7 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
     int Cg = C / G;
     long n = (long)Cg * HW;
     if (din) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
         for (int bg = 0; bg < B * G; bg++) {
             const float *x = in + (size_t)bg * n, *dy = dout + (size_t)bg * n;
             float *dx = din + (size_t)bg * n;
@@ -491,7 +520,7 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
         }
     }
     // dgamma[c] += sum_{b,p} dy xhat, dbeta[c] += sum_{b,p} dy (loop over b inside: deterministic)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         float sg = 0.0f, sb = 0.0f;
         int g = c / Cg;
@@ -529,7 +558,7 @@ void silu_backward(float *din, const float *dout, const float *in, long n) {
 void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, const float *mean, const float *rstd,
                              const float *gamma, const float *beta, int B, int C, int HW, int G) {
     int Cg = C / G;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 8)
     for (int bc = 0; bc < B * C; bc++) {
         int c = bc % C, bg = (bc / C) * G + c / Cg;
         float a = rstd[bg] * gamma[c], b0 = beta[c] - mean[bg] * a;
@@ -571,9 +600,9 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
 
 #define ATT_R 128
 
-// Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | partial
-// grads (w_in, b_in, w_out, b_out); the forward uses only S, T and inv.
-typedef struct { size_t dqkv, S, dP, T, inv, dwin, dbin, dwout, dbout, total; } AttnWs;
+// Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | chunk
+// partials of the parameter grads (w_in, b_in, w_out, b_out); the forward uses only S, T and inv.
+typedef struct { size_t dqkv, S, dP, T, inv, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {
     size_t R = N < ATT_R ? N : ATT_R;
@@ -583,11 +612,14 @@ static AttnWs attention_ws_layout(int C, int N) {
     w.dP = w.S + R * N;
     w.T = w.dP + R * N;
     w.inv = w.T + R * C;
-    w.dwin = w.inv + R;
+    // one chunk's partial: dw_in | db_in | dw_out | db_out at these offsets; GRAD_CHUNKS slots
+    w.part = round16(w.inv + R);
+    w.dwin = 0;
     w.dbin = w.dwin + 3 * (size_t)C * C;
     w.dwout = w.dbin + 3 * (size_t)C;
     w.dbout = w.dwout + (size_t)C * C;
-    w.total = w.dbout + C;
+    w.psize = round16(w.dbout + C);
+    w.total = w.part + GRAD_CHUNKS * w.psize;
     return w;
 }
 
@@ -636,9 +668,8 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
     {
         float *mine = ws + (size_t)thread_id() * L.total;
         float *S = mine + L.S, *T = mine + L.T, *inv = mine + L.inv;
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
             const float *ab = a + (size_t)b * C * N;
             float *qb = qkv + (size_t)b * 3 * C * N, *ob = o + (size_t)b * C * N;
             float *yb = out + (size_t)b * C * N, *lb = lse + (size_t)b * NH * N;
@@ -686,64 +717,68 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
         nt = thread_count();
         float *mine = ws + (size_t)thread_id() * L.total;
         float *dO = mine, *dqkv = mine + L.dqkv, *S = mine + L.S, *dP = mine + L.dP, *T = mine + L.T;
-        memset(mine + L.dwin, 0, (L.total - L.dwin) * sizeof(float));
-        int lo, hi;
-        thread_range(B, &lo, &hi);
-        for (int b = lo; b < hi; b++) {
-            const float *ab = a + (size_t)b * C * N, *qb = qkv + (size_t)b * 3 * C * N;
-            const float *ob = o + (size_t)b * C * N, *dy = dout + (size_t)b * C * N;
-            const float *lb = lse + (size_t)b * NH * N;
-            // out_proj: dw_out += dy O^T, db_out += rowsum dy, dO = w_out^T dy
-            gemm(0, 1, C, C, N, dy, N, ob, N, mine + L.dwout, C, 1);
-            for (int c = 0; c < C; c++) {
-                float s = 0.0f;
-                for (int n = 0; n < N; n++) s += dy[(size_t)c * N + n];
-                mine[L.dbout + c] += s;
-            }
-            gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
-            memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
-            for (int h = 0; h < NH; h++) {
-                const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
-                            *V = qb + (size_t)(2 * C + h * D) * N;
-                const float *Oh = ob + (size_t)h * D * N, *dOh = dO + (size_t)h * D * N;
-                float *dQ = dqkv + (size_t)h * D * N, *dK = dqkv + (size_t)(C + h * D) * N,
-                      *dV = dqkv + (size_t)(2 * C + h * D) * N;
-                for (int i0 = 0; i0 < N; i0 += ATT_R) {
-                    int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-                    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);    // S = Q_blk^T K
-                    for (int i = 0; i < R; i++) {                      // P = exp(scale S - lse)
-                        float l = lb[(size_t)h * N + i0 + i];
-                        float *s = S + (size_t)i * N;
-                        for (int j = 0; j < N; j++) s[j] = exp_approx(s[j] * scale - l);
-                    }
-                    gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
-                    gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, 1);     // dV += dO_blk P
-                    for (int i = 0; i < R; i++) {                      // dS = P (dP - rowsum(dO o O)) scale
-                        float di = 0.0f;
-                        for (int d = 0; d < D; d++) di += dOh[(size_t)d * N + i0 + i] * Oh[(size_t)d * N + i0 + i];
-                        float *p = S + (size_t)i * N, *dp = dP + (size_t)i * N;
-                        for (int j = 0; j < N; j++) dp[j] = p[j] * (dp[j] - di) * scale;
-                    }
-                    gemm(0, 1, R, D, N, dP, N, K, N, T, D, 0);        // dQ_blk^T = dS K^T
-                    for (int d = 0; d < D; d++)
-                        for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] += T[(size_t)i * D + d];
-                    gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, 1);  // dK += Q_blk dS
+#pragma omp for schedule(dynamic, 1)
+        for (int ch = 0; ch < GRAD_CHUNKS; ch++) {
+            float *part = chunk_partial(ws, L.total, L.part, L.psize, ch, nt);
+            memset(part, 0, L.psize * sizeof(float));
+            int lo, hi;
+            chunk_images(ch, B, &lo, &hi);
+            for (int b = lo; b < hi; b++) {
+                const float *ab = a + (size_t)b * C * N, *qb = qkv + (size_t)b * 3 * C * N;
+                const float *ob = o + (size_t)b * C * N, *dy = dout + (size_t)b * C * N;
+                const float *lb = lse + (size_t)b * NH * N;
+                // out_proj: dw_out += dy O^T, db_out += rowsum dy, dO = w_out^T dy
+                gemm(0, 1, C, C, N, dy, N, ob, N, part + L.dwout, C, 1);
+                for (int c = 0; c < C; c++) {
+                    float s = 0.0f;
+                    for (int n = 0; n < N; n++) s += dy[(size_t)c * N + n];
+                    part[L.dbout + c] += s;
                 }
+                gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
+                memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
+                for (int h = 0; h < NH; h++) {
+                    const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
+                                *V = qb + (size_t)(2 * C + h * D) * N;
+                    const float *Oh = ob + (size_t)h * D * N, *dOh = dO + (size_t)h * D * N;
+                    float *dQ = dqkv + (size_t)h * D * N, *dK = dqkv + (size_t)(C + h * D) * N,
+                          *dV = dqkv + (size_t)(2 * C + h * D) * N;
+                    for (int i0 = 0; i0 < N; i0 += ATT_R) {
+                        int R = N - i0 < ATT_R ? N - i0 : ATT_R;
+                        gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);    // S = Q_blk^T K
+                        for (int i = 0; i < R; i++) {                      // P = exp(scale S - lse)
+                            float l = lb[(size_t)h * N + i0 + i];
+                            float *s = S + (size_t)i * N;
+                            for (int j = 0; j < N; j++) s[j] = exp_approx(s[j] * scale - l);
+                        }
+                        gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
+                        gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, 1);     // dV += dO_blk P
+                        for (int i = 0; i < R; i++) {                      // dS = P (dP - rowsum(dO o O)) scale
+                            float di = 0.0f;
+                            for (int d = 0; d < D; d++) di += dOh[(size_t)d * N + i0 + i] * Oh[(size_t)d * N + i0 + i];
+                            float *p = S + (size_t)i * N, *dp = dP + (size_t)i * N;
+                            for (int j = 0; j < N; j++) dp[j] = p[j] * (dp[j] - di) * scale;
+                        }
+                        gemm(0, 1, R, D, N, dP, N, K, N, T, D, 0);        // dQ_blk^T = dS K^T
+                        for (int d = 0; d < D; d++)
+                            for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] += T[(size_t)i * D + d];
+                        gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, 1);  // dK += Q_blk dS
+                    }
+                }
+                // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv
+                gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, part + L.dwin, C, 1);
+                for (int r = 0; r < 3 * C; r++) {
+                    float s = 0.0f;
+                    for (int n = 0; n < N; n++) s += dqkv[(size_t)r * N + n];
+                    part[L.dbin + r] += s;
+                }
+                if (da) gemm(1, 0, C, N, 3 * C, w_in, C, dqkv, N, da + (size_t)b * C * N, N, 1);
             }
-            // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv
-            gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, mine + L.dwin, C, 1);
-            for (int r = 0; r < 3 * C; r++) {
-                float s = 0.0f;
-                for (int n = 0; n < N; n++) s += dqkv[(size_t)r * N + n];
-                mine[L.dbin + r] += s;
-            }
-            if (da) gemm(1, 0, C, N, 3 * C, w_in, C, dqkv, N, da + (size_t)b * C * N, N, 1);
         }
     }
-    reduce_partials(dw_in, ws, L.total, L.dwin, 3L * C * C, nt);
-    reduce_partials(db_in, ws, L.total, L.dbin, 3L * C, nt);
-    reduce_partials(dw_out, ws, L.total, L.dwout, (long)C * C, nt);
-    reduce_partials(db_out, ws, L.total, L.dbout, C, nt);
+    reduce_chunks(dw_in, ws, L.total, L.part, L.psize, L.dwin, 3L * C * C, nt);
+    reduce_chunks(db_in, ws, L.total, L.part, L.psize, L.dbin, 3L * C, nt);
+    reduce_chunks(dw_out, ws, L.total, L.part, L.psize, L.dwout, (long)C * C, nt);
+    reduce_chunks(db_out, ws, L.total, L.part, L.psize, L.dbout, C, nt);
 }
 
 // ---------------------------------------------------------------------------------------

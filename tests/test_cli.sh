@@ -66,6 +66,12 @@ echo "-- exact resume"
   || fail "resume 10 -> 20: $(tail -3 "$TMP/log")"
 if cmp -s "$TMP/full.ckpt" "$TMP/half.ckpt"; then pass "stopped at 10 + resumed to 20 == uninterrupted 20 (byte-identical, across 2 epochs)"
 else fail "resumed checkpoint differs from the uninterrupted one"; fi
+echo "-- the thread count does not change the result (gradients are summed per fixed chunk of the batch)"
+"$DDPM" train "${COMMON[@]}" --threads 1 --steps 10 --out "$TMP/one.ckpt" 2>"$TMP/log" || fail "1-thread run: $(tail -3 "$TMP/log")"
+"$DDPM" train --resume "$TMP/one.ckpt" --data "$D" --limit 128 --threads 2 --steps 20 --save-every 0 --out "$TMP/one.ckpt" 2>"$TMP/log" \
+  || fail "2-thread resume: $(tail -3 "$TMP/log")"
+cmp -s "$TMP/full.ckpt" "$TMP/one.ckpt" && pass "10 steps on 1 thread + 10 on 2 threads == 20 on 2 threads (byte-identical)" \
+  || fail "1-thread and 2-thread training differ"
 echo "-- exact resume with cosine lr decay, gradient clipping and --keep-every"
 DEC=(--lr 2e-3 --warmup 4 --lr-decay cosine --grad-clip 0.5)
 "$DDPM" train "${COMMON[@]}" "${DEC[@]}" --steps 20 --keep-every 10 --out "$TMP/dec.ckpt" 2>"$TMP/log" || fail "cosine run: $(tail -3 "$TMP/log")"

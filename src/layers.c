@@ -77,12 +77,13 @@ static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t 
 
 // ---------------------------------------------------------------------------------------
 // im2col / col2im for one image: col[(ci K + kh) K + kw][oh Wo + ow] = in[ci][oh s - p + kh][ow s - p + kw]
+// (rows ld floats apart: ld = Ho Wo for one image, or a multiple when images sit side by side)
 
-static void im2col(float *col, const float *in, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo) {
+static void im2col(float *col, const float *in, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo, size_t ld) {
     for (int ci = 0; ci < Ci; ci++)
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                float *row = col + ((size_t)(ci * K + kh) * K + kw) * Ho * Wo;
+                float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - pad + kh;
                     float *r = row + oh * Wo;
@@ -106,11 +107,11 @@ static void im2col(float *col, const float *in, int Ci, int H, int W, int K, int
 }
 
 // in[ci][ih][iw] += col[...] (the adjoint of im2col)
-static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo) {
+static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo, size_t ld) {
     for (int ci = 0; ci < Ci; ci++)
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                const float *row = col + ((size_t)(ci * K + kh) * K + kw) * Ho * Wo;
+                const float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - pad + kh;
                     if (ih < 0 || ih >= H) continue;
@@ -155,6 +156,16 @@ static void bias_grad_add(float *dbias, const float *dy, int C, int P) {
 static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 static int is_same(int K, int stride, int pad) { return K > 1 && stride == 1 && 2 * pad == K - 1; }
 
+// Small outputs (7x7) would waste much of a GEMM on the wide columns (9 of every 7) and on a
+// last, partly filled 16-column panel (49 = 3 x 16 + 1): there the im2col matrices of a group
+// of G images sit side by side, col[CKK, G P], and one GEMM serves the group (G P ~ GROUP_COLS
+// columns: 8 images at 7x7). Weight gradients are kept transposed (dw^T[CKK, Co] = col dY^T),
+// as for the implicit same convs. (At 14x14 the im2col traffic costs more than it saves.)
+#define GROUP_MAX_P 49
+#define GROUP_COLS 400
+static int is_grouped(int K, int stride, int pad, int P) { return !is_pointwise(K, stride, pad) && P <= GROUP_MAX_P; }
+static int group_images(int P) { return GROUP_COLS / P > 1 ? GROUP_COLS / P : 1; }
+
 #define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 1 past its end
 
 // xp = zero-padded copy of x[C][H][W] with p on every side ([C][H + 2p][W + 2p] + PAD_SLACK zeros)
@@ -182,6 +193,10 @@ static size_t padded_floats(int C, int H, int W, int K) {
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
+    if (is_grouped(K, stride, pad, (int)P)) {
+        size_t gp = (size_t)group_images((int)P) * P; // col, dcol, Y / dY of a group, partials
+        return round16(2 * ckk * gp) + round16((size_t)Co * gp) + GRAD_CHUNKS * round16(ckk * Co + Co);
+    }
     if (is_same(K, stride, pad)) {
         size_t wide = (size_t)H * (W + K - 1), ok = (size_t)Co * K * K;
         size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
@@ -209,8 +224,26 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
-    int same = is_same(K, stride, pad);
+    int same = is_same(K, stride, pad), G = group_images(P);
     int Hp = H + K - 1, Wp = W + K - 1;
+    if (is_grouped(K, stride, pad, P)) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int b0 = 0; b0 < B; b0 += G) {
+            int ng = B - b0 < G ? B - b0 : G;
+            size_t ld = (size_t)ng * P;
+            float *col = ws + (size_t)thread_id() * wsz, *yg = col + round16(2 * (size_t)CKK * G * P);
+            for (int j = 0; j < ng; j++) im2col(col + (size_t)j * P, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+            gemm(0, 0, Co, (int)ld, CKK, w, CKK, col, (int)ld, yg, (int)ld, 0); // yg[Co, ng P] = w col
+            for (int j = 0; j < ng; j++)
+                for (int co = 0; co < Co; co++) {
+                    float bv = bias ? bias[co] : 0.0f, *yc = out + ((size_t)(b0 + j) * Co + co) * P;
+                    const float *src = yg + (size_t)co * ld + (size_t)j * P;
+                    if (accumulate) for (int p = 0; p < P; p++) yc[p] += src[p] + bv;
+                    else for (int p = 0; p < P; p++) yc[p] = src[p] + bv;
+                }
+        }
+        return;
+    }
 #pragma omp parallel
     {
         float *col = ws + (size_t)thread_id() * wsz;
@@ -235,7 +268,7 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
             }
             const float *cb = x;
             if (!is_pointwise(K, stride, pad)) {
-                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, P);
                 cb = col;
             }
             gemm(0, 0, Co, P, CKK, w, CKK, cb, P, y, P, 1);
@@ -284,16 +317,42 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
     }
 }
 
+// the grouped-conv backward of images [lo, hi), G at a time: dw^T and dbias into one chunk's partials
+static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *dbp, const float *dout,
+                                    const float *in, const float *w, int lo, int hi, int G, int Ci, int H,
+                                    int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    float *col = mine, *dcol = col + (size_t)CKK * G * P, *dyg = mine + round16(2 * (size_t)CKK * G * P);
+    for (int b0 = lo; b0 < hi; b0 += G) {
+        int ng = hi - b0 < G ? hi - b0 : G;
+        size_t ld = (size_t)ng * P;
+        for (int j = 0; j < ng; j++) { // dyg[Co, ng P] and col[CKK, ng P]: the group side by side
+            const float *dy = dout + (size_t)(b0 + j) * Co * P;
+            bias_grad_add(dbp, dy, Co, P);
+            for (int co = 0; co < Co; co++) memcpy(dyg + (size_t)co * ld + (size_t)j * P, dy + (size_t)co * P, P * sizeof(float));
+            im2col(col + (size_t)j * P, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        }
+        gemm(0, 1, CKK, Co, (int)ld, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
+        if (din) {                                                           // dx += col2im(w^T dY)
+            gemm(1, 0, CKK, (int)ld, Co, w, CKK, dyg, (int)ld, dcol, (int)ld, 0);
+            for (int j = 0; j < ng; j++)
+                col2im(din + (size_t)(b0 + j) * Ci * H * W, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        }
+    }
+}
+
 void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                      const float *w, int B, int Ci, int H, int W, int Co, int K, int stride,
                      int pad, float *ws) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
-    int same = is_same(K, stride, pad);
-    // where the chunk partials (dw, or dw^T for same convs, then dbias) start in a thread's region
+    int same = is_same(K, stride, pad), grouped = is_grouped(K, stride, pad, P), G = group_images(P);
+    // where the chunk partials (dw, or dw^T for same and grouped convs, then dbias) start in a thread's region
     size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
-    if (same)
+    if (grouped) off_part = round16(2 * (size_t)CKK * G * P) + round16((size_t)Co * G * P);
+    else if (same)
         off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
                    padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + K - 1) + (size_t)Ci * Co * K * K;
     int nt = 1;
@@ -304,13 +363,17 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         float *mine = ws + (size_t)thread_id() * wsz;
         float *col = mine, *dcol = mine + (size_t)CKK * P;
         SameBwd sb;
-        if (same) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
+        if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
             float *dwp = chunk_partial(ws, wsz, off_part, psize, c, nt), *dbp = dwp + (size_t)Co * CKK;
             memset(dwp, 0, psize * sizeof(float));
             int lo, hi;
             chunk_images(c, B, &lo, &hi);
+            if (grouped) {
+                conv2d_grouped_backward(mine, din, dwp, dbp, dout, in, w, lo, hi, G, Ci, H, W, Co, K, stride, pad);
+                continue;
+            }
             if (same) {
                 conv2d_same_backward(&sb, din, dwp, dbp, dout, in, lo, hi, Ci, H, W, Co, K, pad);
                 continue;
@@ -322,7 +385,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                 // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
                 const float *cb = x;
                 if (!is_pointwise(K, stride, pad)) {
-                    im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+                    im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, P);
                     cb = col;
                 }
                 gemm(0, 1, Co, CKK, P, dy, P, cb, P, dwp, CKK, 1);
@@ -333,13 +396,13 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                         gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dx, P, 1);
                     } else {
                         gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dcol, P, 0);
-                        col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo);
+                        col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo, P);
                     }
                 }
             }
         }
     }
-    if (same) { // dw[co][k] += sum_c dw^T_c[k][co] in chunk order
+    if (same || grouped) { // dw[co][k] += sum_c dw^T_c[k][co] in chunk order
         if (dw) {
 #pragma omp parallel for schedule(static)
             for (int k = 0; k < CKK; k++)
@@ -379,7 +442,7 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w, const
             for (int co = 0; co < Co; co++)
                 for (int p = 0; p < Ho * Wo; p++) y[(size_t)co * Ho * Wo + p] = bias ? bias[co] : 0.0f;
             gemm(1, 0, CKK, P, Ci, w, CKK, x, P, col, P, 0);
-            col2im(y, col, Co, Ho, Wo, K, stride, pad, H, W);
+            col2im(y, col, Co, Ho, Wo, K, stride, pad, H, W, P);
         }
     }
 }
@@ -407,7 +470,7 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
                 const float *x = in + (size_t)b * Ci * P;
                 const float *dy = dout + (size_t)b * Co * Ho * Wo;
                 bias_grad_add(dbp, dy, Co, Ho * Wo);
-                im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W); // dcol[CKK, P]
+                im2col(col, dy, Co, Ho, Wo, K, stride, pad, H, W, P); // dcol[CKK, P]
                 gemm(0, 1, Ci, CKK, P, x, P, col, P, dwp, CKK, 1);  // dw[Ci, CKK] += x dcol^T
                 if (din) gemm(0, 0, Ci, P, CKK, w, CKK, col, P, din + (size_t)b * Ci * P, P, 1); // dx += w dcol
             }

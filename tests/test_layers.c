@@ -941,9 +941,18 @@ int main(void) {
     RUN(test_conv(0, 3, 3, 6, 6, 4, 4, 2, 1));
     RUN(test_conv(0, 2, 3, 5, 7, 4, 4, 2, 1));
     RUN(test_conv(0, 2, 3, 5, 6, 4, 3, 1, 0));
-    // same convs are implicit GEMMs: 5x5 pad 2, and channel counts past the 6 x 16 GEMM tile
+    // small outputs (<= 49 positions) are grouped im2col GEMMs: 5x5 pad 2, channel counts past the
+    // 6 x 16 GEMM tile, and batches of several groups with a partial last one (G = 13 at 5x6,
+    // G = 8 at 7x7; at B = 33 the backward's chunks of 2-3 images are groups too)
     RUN(test_conv(0, 2, 2, 7, 6, 3, 5, 1, 2));
+    RUN(test_conv(0, 2, 7, 6, 7, 17, 3, 1, 1));
+    RUN(test_conv(0, 33, 2, 5, 6, 3, 3, 1, 1));
+    RUN(test_conv(0, 9, 2, 14, 14, 3, 4, 2, 1));
+    // larger same convs are implicit GEMMs (3x3, 5x5, 17 output channels)
+    RUN(test_conv(0, 2, 3, 15, 14, 4, 3, 1, 1));
+    RUN(test_conv(0, 2, 2, 14, 15, 3, 5, 1, 2));
     RUN(test_conv(0, 2, 7, 9, 8, 17, 3, 1, 1));
+    RUN(test_conv(0, 5, 3, 10, 10, 4, 3, 1, 1));
     // conv_transpose2d: 4x4 stride 2 pad 1
     RUN(test_conv(1, 2, 3, 3, 4, 4, 4, 2, 1));
     RUN(test_conv(1, 3, 4, 5, 5, 3, 4, 2, 1));

@@ -2,11 +2,12 @@
 # bench.sh: ddpm.c against PyTorch (Debian python3-torch) on the same configs, batch and
 # threads, one after the other in one run; prints both and the ratios.
 #   bash tools/bench.sh [CONFIG...]     (default: models/small.cfg models/reference.cfg)
-# Env: THREADS (2), BATCH (64), STEPS (5). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
+# Env: THREADS (2), BATCH (64), STEPS (5), SCALING (1: also run ddpm.c on 1 thread and print the
+# 1 -> THREADS speed-up). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
 # AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
 set -u
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}
+THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}; SCALING=${SCALING:-1}
 CONFIGS=("$@"); [ ${#CONFIGS[@]} = 0 ] && CONFIGS=(models/small.cfg models/reference.cfg)
 if grep -qw avx512f /proc/cpuinfo; then CORE=SkylakeX; else CORE=Haswell; fi
 PY=/usr/bin/python3
@@ -18,6 +19,12 @@ for cfg in "${CONFIGS[@]}"; do
   c_all=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS"); echo "$c_all"
   c_out=$(tail -1 <<< "$c_all")
   row="$(basename "$cfg" .cfg): ddpm.c train $(field train_img_s "$c_out") img/s, sample $(field sample_img_steps_s "$c_out") img-steps/s, $(field gflops "$c_out") GFLOP/s = $(awk -v e="$(field efficiency "$c_out")" 'BEGIN{printf "%.0f%%", 100*e}') of peak, RSS $(field peak_rss_mb "$c_out") MB"
+  if [ "$SCALING" = 1 ] && [ "$THREADS" -gt 1 ]; then
+    echo "== ddpm.c: $cfg on 1 thread"
+    one_all=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads 1 --steps "$STEPS"); echo "$one_all"
+    one_out=$(tail -1 <<< "$one_all")
+    row="$row, 1 -> $THREADS threads $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$one_out")" 'BEGIN{printf "%.2fx", a/b}') (train; 1 thread $(awk -v e="$(field efficiency "$one_out")" 'BEGIN{printf "%.0f%%", 100*e}') of its peak)"
+  fi
   if [ $have_torch = 1 ]; then
     echo "== PyTorch: $cfg (OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1)"
     t_all=$(OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1 $PY tools/bench_torch.py --config "$cfg" --batch "$BATCH" \

@@ -22,7 +22,9 @@ typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 #define MR 6
 #define NR (2 * VL)
+#ifndef KC
 #define KC 256
+#endif
 #define MC 96
 #define NC 1024
 

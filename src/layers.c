@@ -79,56 +79,54 @@ static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t 
 // im2col / col2im for one image: col[(ci K + kh) K + kw][oh Wo + ow] = in[ci][oh s - p + kh][ow s - p + kw]
 // (rows ld floats apart: ld = Ho Wo for one image, or a multiple when images sit side by side)
 
+// the output columns [*lo, *hi) whose input column ow s - p + kw lies inside [0, W)
+static void valid_cols(int W, int Wo, int stride, int pad, int kw, int *lo, int *hi) {
+    int off = kw - pad, l = 0, h = Wo;
+    while (l < Wo && l * stride + off < 0) l++;
+    while (h > l && (h - 1) * stride + off >= W) h--;
+    *lo = l;
+    *hi = h;
+}
+
 static void im2col(float *col, const float *in, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo, size_t ld) {
-    for (int ci = 0; ci < Ci; ci++)
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++) {
+    for (int kw = 0; kw < K; kw++) {
+        int lo, hi, off = kw - pad; // iw = ow s + off, inside the image for ow in [lo, hi)
+        valid_cols(W, Wo, stride, pad, kw, &lo, &hi);
+        for (int ci = 0; ci < Ci; ci++)
+            for (int kh = 0; kh < K; kh++) {
                 float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - pad + kh;
                     float *r = row + oh * Wo;
                     if (ih < 0 || ih >= H) { memset(r, 0, Wo * sizeof(float)); continue; }
-                    const float *src = in + ((size_t)ci * H + ih) * W;
-                    if (stride == 1) {
-                        int off = kw - pad; // iw = ow + off
-                        int lo = off < 0 ? -off : 0, hi = W - off < Wo ? W - off : Wo;
-                        if (hi < lo) hi = lo;
-                        for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
-                        memcpy(r + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
-                        for (int ow = hi; ow < Wo; ow++) r[ow] = 0.0f;
-                    } else {
-                        for (int ow = 0; ow < Wo; ow++) {
-                            int iw = ow * stride - pad + kw;
-                            r[ow] = (iw >= 0 && iw < W) ? src[iw] : 0.0f;
-                        }
-                    }
+                    const float *src = in + ((size_t)ci * H + ih) * W + off;
+                    for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+                    if (stride == 1) memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+                    else for (int ow = lo; ow < hi; ow++) r[ow] = src[ow * stride];
+                    for (int ow = hi; ow < Wo; ow++) r[ow] = 0.0f;
                 }
             }
+    }
 }
 
 // in[ci][ih][iw] += col[...] (the adjoint of im2col)
 static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo, size_t ld) {
-    for (int ci = 0; ci < Ci; ci++)
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++) {
+    for (int kw = 0; kw < K; kw++) {
+        int lo, hi, off = kw - pad;
+        valid_cols(W, Wo, stride, pad, kw, &lo, &hi);
+        for (int ci = 0; ci < Ci; ci++)
+            for (int kh = 0; kh < K; kh++) {
                 const float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - pad + kh;
                     if (ih < 0 || ih >= H) continue;
-                    float *dst = in + ((size_t)ci * H + ih) * W;
+                    float *dst = in + ((size_t)ci * H + ih) * W + off;
                     const float *r = row + oh * Wo;
-                    if (stride == 1) {
-                        int off = kw - pad; // iw = ow + off
-                        int lo = off < 0 ? -off : 0, hi = W - off < Wo ? W - off : Wo;
-                        for (int ow = lo; ow < hi; ow++) dst[ow + off] += r[ow];
-                    } else {
-                        for (int ow = 0; ow < Wo; ow++) {
-                            int iw = ow * stride - pad + kw;
-                            if (iw >= 0 && iw < W) dst[iw] += r[ow];
-                        }
-                    }
+                    if (stride == 1) for (int ow = lo; ow < hi; ow++) dst[ow] += r[ow];
+                    else for (int ow = lo; ow < hi; ow++) dst[ow * stride] += r[ow];
                 }
             }
+    }
 }
 
 // dbias[c] += sum_p dy[c, p] for one image
@@ -171,10 +169,17 @@ static int group_images(int P) { return GROUP_COLS / P > 1 ? GROUP_COLS / P : 1;
 // xp = zero-padded copy of x[C][H][W] with p on every side ([C][H + 2p][W + 2p] + PAD_SLACK zeros)
 static void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
     int Hp = H + 2 * p, Wp = W + 2 * p;
-    memset(xp, 0, ((size_t)C * Hp * Wp + PAD_SLACK) * sizeof(float));
-    for (int c = 0; c < C; c++)
-        for (int h = 0; h < H; h++)
-            memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p, x + ((size_t)c * H + h) * W, W * sizeof(float));
+    for (int c = 0; c < C; c++) {
+        float *xc = xp + (size_t)c * Hp * Wp;
+        memset(xc, 0, ((size_t)p * Wp + p) * sizeof(float)); // top rows, left pad of row p
+        for (int h = 0; h < H; h++) {
+            float *r = xc + (size_t)(h + p) * Wp + p;
+            memcpy(r, x + ((size_t)c * H + h) * W, W * sizeof(float));
+            memset(r + W, 0, 2 * p * sizeof(float)); // right pad of this row, left pad of the next
+        }
+        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof(float)); // bottom rows
+    }
+    memset(xp + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof(float));
 }
 
 // off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw

@@ -966,6 +966,7 @@ int main(void) {
     RUN(test_attention(2, 8, 5, 2, 1.5f));
     RUN(test_attention(1, 8, 7, 1, 1.5f));
     RUN(test_attention(3, 8, 130, 2, 2.0f));
+    RUN(test_attention(2, 16, 130, 2, 2.0f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
     RUN(test_concat(2, 3, 2, 7));

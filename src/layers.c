@@ -142,10 +142,11 @@ static void bias_grad_add(float *dbias, const float *dy, int C, int P) {
 // conv2d: per image, out[Co, P] = w[Co, Ci K K] col[Ci K K, P] (+ bias), P = Ho Wo
 //
 // "Same" convolutions (stride 1, pad (K-1)/2: every 3x3 conv of the U-Net) are implicit GEMMs:
-// the image is copied once into a zero-padded Xp[Ci][Hp][Wp] (Hp = H + K - 1), and row
-// k = (ci K + kh) K + kw of the im2col matrix is Xp itself shifted by ci Hp Wp + kh Wp + kw,
+// the image is copied once into a zero-padded Xp[Ci][Hp][Wp] (Hp = H + 2p, Wp = W + p: each row
+// is p zeros then W pixels, so the zeros before row r + 1 are also the right pad of row r), and
+// row k = (ci K + kh) K + kw of the im2col matrix is Xp itself shifted by ci Hp Wp + kh Wp + kw,
 // read in place through a row table. The output is computed at the Wp-wide positions
-// p' = oh Wp + ow; the K - 1 columns ow >= W of each row are discarded.
+// p' = oh Wp + ow; the p columns ow >= W of each row are discarded.
 // The data gradient of a same conv is a same conv of dY with wf[ci][co][kh][kw] =
 // w[co][ci][K-1-kh][K-1-kw], and dw^T[CKK, Co] = Xrows[CKK, P'] dY'[Co, P']^T where dY' is dY
 // in Wp-wide positions with zeros in the discarded columns (a view of the padded dY).
@@ -164,18 +165,18 @@ static int is_same(int K, int stride, int pad) { return K > 1 && stride == 1 && 
 static int is_grouped(int K, int stride, int pad, int P) { return !is_pointwise(K, stride, pad) && P <= GROUP_MAX_P; }
 static int group_images(int P) { return GROUP_COLS / P > 1 ? GROUP_COLS / P : 1; }
 
-#define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 1 past its end
+#define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 2 past its end
 
-// xp = zero-padded copy of x[C][H][W] with p on every side ([C][H + 2p][W + 2p] + PAD_SLACK zeros)
+// xp = zero-padded copy of x[C][H][W]: [C][H + 2p][p zeros, W pixels] + PAD_SLACK zeros
 static void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
-    int Hp = H + 2 * p, Wp = W + 2 * p;
+    int Hp = H + 2 * p, Wp = W + p;
     for (int c = 0; c < C; c++) {
         float *xc = xp + (size_t)c * Hp * Wp;
         memset(xc, 0, ((size_t)p * Wp + p) * sizeof(float)); // top rows, left pad of row p
         for (int h = 0; h < H; h++) {
             float *r = xc + (size_t)(h + p) * Wp + p;
             memcpy(r, x + ((size_t)c * H + h) * W, W * sizeof(float));
-            memset(r + W, 0, 2 * p * sizeof(float)); // right pad of this row, left pad of the next
+            memset(r + W, 0, p * sizeof(float)); // left pad of the next row = right pad of this one
         }
         memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof(float)); // bottom rows
     }
@@ -192,7 +193,7 @@ static void shift_table(long *off, int C, int K, int Hp, int Wp) {
 // floats of a table of n longs in a float workspace (rounded up to keep 64-byte alignment)
 static size_t table_floats(size_t n) { return (n * sizeof(long) / sizeof(float) + 15) / 16 * 16; }
 static size_t padded_floats(int C, int H, int W, int K) {
-    return ((size_t)C * (H + K - 1) * (W + K - 1) + PAD_SLACK + 15) / 16 * 16;
+    return ((size_t)C * (H + K - 1) * (W + (K - 1) / 2) + PAD_SLACK + 15) / 16 * 16;
 }
 
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
@@ -203,7 +204,7 @@ size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad
         return round16(2 * ckk * gp) + round16((size_t)Co * gp) + GRAD_CHUNKS * round16(ckk * Co + Co);
     }
     if (is_same(K, stride, pad)) {
-        size_t wide = (size_t)H * (W + K - 1), ok = (size_t)Co * K * K;
+        size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
         size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
         size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
                      (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
@@ -230,7 +231,7 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
     int same = is_same(K, stride, pad), G = group_images(P);
-    int Hp = H + K - 1, Wp = W + K - 1;
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2;
     if (is_grouped(K, stride, pad, P)) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (int b0 = 0; b0 < B; b0 += G) {
@@ -285,7 +286,7 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
 typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf; } SameBwd;
 
 static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, int Ci, int H, int W, int Co, int K) {
-    int Hp = H + K - 1, Wp = W + K - 1, CKK = Ci * K * K, OKK = Co * K * K;
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2, CKK = Ci * K * K, OKK = Co * K * K;
     SameBwd s;
     s.off_x = (long *)mine;
     s.off_dy = (long *)(mine + table_floats(CKK));
@@ -306,7 +307,7 @@ static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, int
 // the same-conv backward of images [lo, hi): dw^T and dbias into one chunk's partials
 static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float *dbp, const float *dout,
                                  const float *in, int lo, int hi, int Ci, int H, int W, int Co, int K, int pad) {
-    int Hp = H + K - 1, Wp = W + K - 1, OKK = Co * K * K, HWp = H * Wp;
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2, OKK = Co * K * K, HWp = H * Wp;
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
@@ -359,7 +360,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     if (grouped) off_part = round16(2 * (size_t)CKK * G * P) + round16((size_t)Co * G * P);
     else if (same)
         off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
-                   padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + K - 1) + (size_t)Ci * Co * K * K;
+                   padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + (K - 1) / 2) + (size_t)Ci * Co * K * K;
     int nt = 1;
 #pragma omp parallel
     {

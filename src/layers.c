@@ -75,6 +75,27 @@ static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t 
     }
 }
 
+// 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 -march=native, split in two SSE
+// halves otherwise) for the reductions, which the compiler does not vectorise on its own
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline float hsum8(v8f v) {
+    float s = 0.0f;
+    for (int k = 0; k < 8; k++) s += v[k];
+    return s;
+}
+
+// sum of x[n] on 16 float lanes (fixed order)
+static float sum16(const float *x, long n) {
+    v8f a = {0}, b = {0};
+    long i = 0;
+    for (; i + 16 <= n; i += 16) { a += load8(x + i); b += load8(x + i + 8); }
+    float s = hsum8(a + b);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
 // ---------------------------------------------------------------------------------------
 // im2col / col2im for one image: col[(ci K + kh) K + kw][oh Wo + ow] = in[ci][oh s - p + kh][ow s - p + kw]
 // (rows ld floats apart: ld = Ho Wo for one image, or a multiple when images sit side by side)
@@ -131,11 +152,7 @@ static void col2im(float *in, const float *col, int Ci, int H, int W, int K, int
 
 // dbias[c] += sum_p dy[c, p] for one image
 static void bias_grad_add(float *dbias, const float *dy, int C, int P) {
-    for (int c = 0; c < C; c++) {
-        float s = 0.0f;
-        for (int p = 0; p < P; p++) s += dy[(size_t)c * P + p];
-        dbias[c] += s;
-    }
+    for (int c = 0; c < C; c++) dbias[c] += sum16(dy + (size_t)c * P, P);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,15 +230,17 @@ size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad
     return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
 }
 
-// y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row)
-static void from_wide(float *y, const float *wide, int C, int H, int W, int Wp, int accumulate) {
-    for (int c = 0; c < C; c++)
+// y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row) + bias[C] (bias may be NULL)
+static void from_wide(float *y, const float *wide, const float *bias, int C, int H, int W, int Wp, int accumulate) {
+    for (int c = 0; c < C; c++) {
+        float bv = bias ? bias[c] : 0.0f;
         for (int h = 0; h < H; h++) {
             float *yr = y + ((size_t)c * H + h) * W;
             const float *wr = wide + ((size_t)c * H + h) * Wp;
-            if (accumulate) for (int w = 0; w < W; w++) yr[w] += wr[w];
-            else memcpy(yr, wr, W * sizeof(float));
+            if (accumulate) for (int w = 0; w < W; w++) yr[w] += wr[w] + bv;
+            else for (int w = 0; w < W; w++) yr[w] = wr[w] + bv;
         }
+    }
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *bias,
@@ -260,17 +279,17 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
         for (int b = 0; b < B; b++) {
             const float *x = in + (size_t)b * Ci * H * W;
             float *y = out + (size_t)b * Co * P;
+            if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]; y (+)= yw + bias
+                pad_image(xp, x, Ci, H, W, pad);
+                gemm_rows(0, 0, Co, H * Wp, CKK, w, CKK, NULL, xp, 0, off, yw, H * Wp, 0);
+                from_wide(y, yw, bias, Co, H, W, Wp, accumulate);
+                continue;
+            }
             for (int co = 0; co < Co; co++) {
                 float bv = bias ? bias[co] : 0.0f;
                 float *yc = y + (size_t)co * P;
                 if (accumulate) for (int p = 0; p < P; p++) yc[p] += bv;
                 else for (int p = 0; p < P; p++) yc[p] = bv;
-            }
-            if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]
-                pad_image(xp, x, Ci, H, W, pad);
-                gemm_rows(0, 0, Co, H * Wp, CKK, w, CKK, NULL, xp, 0, off, yw, H * Wp, 0);
-                from_wide(y, yw, Co, H, W, Wp, 1);
-                continue;
             }
             const float *cb = x;
             if (!is_pointwise(K, stride, pad)) {
@@ -311,14 +330,14 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
-        bias_grad_add(dbp, dy, Co, H * W);
         pad_image(s->xp, x, Ci, H, W, pad);
         pad_image(s->dyp, dy, Co, H, W, pad);
+        bias_grad_add(dbp, dy, Co, H * W);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
         gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
         if (din) { // dx += same conv of dy with wf
             gemm_rows(0, 0, Ci, HWp, OKK, s->wf, OKK, NULL, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
-            from_wide(din + (size_t)b * Ci * H * W, s->dxw, Ci, H, W, Wp, 1);
+            from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
         }
     }
 }
@@ -493,20 +512,25 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
 // mean and 1/sqrt(var + 1e-5) of x[n]: two passes with 16 float partial sums each (they
 // vectorise), combined in double
 static void mean_rstd(const float *x, long n, float *mean, float *rstd) {
-    float acc[16] = {0};
+    v8f a = {0}, b = {0}; // lanes 0-7 and 8-15
     long i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+    for (; i + 16 <= n; i += 16) { a += load8(x + i); b += load8(x + i + 8); }
     double s = 0.0;
     for (; i < n; i++) s += x[i];
-    for (int j = 0; j < 16; j++) s += acc[j];
+    for (int j = 0; j < 8; j++) s += a[j];
+    for (int j = 0; j < 8; j++) s += b[j];
     float m = (float)(s / n);
-    for (int j = 0; j < 16; j++) acc[j] = 0.0f;
-    for (i = 0; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) { float d = x[i + j] - m; acc[j] += d * d; }
+    a = (v8f){0};
+    b = (v8f){0};
+    for (i = 0; i + 16 <= n; i += 16) {
+        v8f d0 = load8(x + i) - m, d1 = load8(x + i + 8) - m;
+        a += d0 * d0;
+        b += d1 * d1;
+    }
     double ss = 0.0;
     for (; i < n; i++) { double d = x[i] - m; ss += d * d; }
-    for (int j = 0; j < 16; j++) ss += acc[j];
+    for (int j = 0; j < 8; j++) ss += a[j];
+    for (int j = 0; j < 8; j++) ss += b[j];
     *mean = m;
     *rstd = (float)(1.0 / sqrt(ss / n + 1e-5));
 }
@@ -555,6 +579,23 @@ void groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, co
 }
 
 // din = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma[c] (means over the group)
+// sum_p dy[p] and sum_p dy[p] (x[p] - m) over n positions, on 16 float lanes (they vectorise)
+static void dy_sums(const float *dy, const float *x, float m, int n, float *s_dy, float *s_dyx) {
+    v8f a0 = {0}, a1 = {0}, c0 = {0}, c1 = {0};
+    int p = 0;
+    for (; p + 16 <= n; p += 16) {
+        v8f d0 = load8(dy + p), d1 = load8(dy + p + 8);
+        a0 += d0;
+        a1 += d1;
+        c0 += d0 * (load8(x + p) - m);
+        c1 += d1 * (load8(x + p + 8) - m);
+    }
+    float sa = hsum8(a0 + a1), sc = hsum8(c0 + c1);
+    for (; p < n; p++) { sa += dy[p]; sc += dy[p] * (x[p] - m); }
+    *s_dy = sa;
+    *s_dyx = sc;
+}
+
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                         const float *in, const float *mean, const float *rstd,
                         const float *gamma, int B, int C, int HW, int G) {
@@ -567,24 +608,20 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
             float *dx = din + (size_t)bg * n;
             float m = mean[bg], r = rstd[bg];
             int g = bg % G;
+            // md = mean(dy gamma), mdx = mean(dy gamma xhat), from per-channel sums
             double sd = 0.0, sdx = 0.0;
             for (int cc = 0; cc < Cg; cc++) {
-                float gm = gamma[g * Cg + cc];
-                for (int p = 0; p < HW; p++) {
-                    long i = (long)cc * HW + p;
-                    float dxh = dy[i] * gm;
-                    sd += dxh;
-                    sdx += dxh * (x[i] - m) * r;
-                }
+                float gm = gamma[g * Cg + cc], s_dy, s_dyx;
+                dy_sums(dy + (size_t)cc * HW, x + (size_t)cc * HW, m, HW, &s_dy, &s_dyx);
+                sd += (double)gm * s_dy;
+                sdx += (double)gm * s_dyx * r;
             }
             float md = (float)(sd / n), mdx = (float)(sdx / n);
-            for (int cc = 0; cc < Cg; cc++) {
+            for (int cc = 0; cc < Cg; cc++) { // dx += r (dy gamma - md - xhat mdx)
                 float gm = gamma[g * Cg + cc];
-                for (int p = 0; p < HW; p++) {
-                    long i = (long)cc * HW + p;
-                    float xh = (x[i] - m) * r;
-                    dx[i] += r * (dy[i] * gm - md - xh * mdx);
-                }
+                const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
+                float *dxc = dx + (size_t)cc * HW;
+                for (int p = 0; p < HW; p++) dxc[p] += r * (dyc[p] * gm - md - (xc[p] - m) * r * mdx);
             }
         }
     }
@@ -594,12 +631,10 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
         float sg = 0.0f, sb = 0.0f;
         int g = c / Cg;
         for (int b = 0; b < B; b++) {
-            const float *x = in + ((size_t)b * C + c) * HW, *dy = dout + ((size_t)b * C + c) * HW;
-            float m = mean[b * G + g], r = rstd[b * G + g];
-            for (int p = 0; p < HW; p++) {
-                sg += dy[p] * (x[p] - m) * r;
-                sb += dy[p];
-            }
+            float s_dy, s_dyx;
+            dy_sums(dout + ((size_t)b * C + c) * HW, in + ((size_t)b * C + c) * HW, mean[b * G + g], HW, &s_dy, &s_dyx);
+            sg += s_dyx * rstd[b * G + g];
+            sb += s_dy;
         }
         dgamma[c] += sg;
         dbeta[c] += sb;
@@ -700,8 +735,6 @@ size_t attention_ws_floats(int C, int N, int NH) {
 // s[j] <- exp(scale s[j] - m), m = max_j scale s[j]; returns sum_j exp(..) and sets *max.
 // The max runs on 8-float vectors (a compare-and-select: C has no vector ?:), the sum on 16
 // lanes, so both vectorise; the order is fixed, so the result is deterministic.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
 static float softmax_exp_row(float *s, int n, float scale, float *max) {
     v8f mx;
     for (int k = 0; k < 8; k++) mx[k] = -INFINITY;
@@ -798,11 +831,7 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                 const float *lb = lse + (size_t)b * NH * N;
                 // out_proj: dw_out += dy O^T, db_out += rowsum dy, dO = w_out^T dy
                 gemm(0, 1, C, C, N, dy, N, ob, N, part + L.dwout, C, 1);
-                for (int c = 0; c < C; c++) {
-                    float s = 0.0f;
-                    for (int n = 0; n < N; n++) s += dy[(size_t)c * N + n];
-                    part[L.dbout + c] += s;
-                }
+                for (int c = 0; c < C; c++) part[L.dbout + c] += sum16(dy + (size_t)c * N, N);
                 gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
                 memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
                 for (int h = 0; h < NH; h++) {
@@ -835,11 +864,7 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                 }
                 // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv
                 gemm(0, 1, 3 * C, C, N, dqkv, N, ab, N, part + L.dwin, C, 1);
-                for (int r = 0; r < 3 * C; r++) {
-                    float s = 0.0f;
-                    for (int n = 0; n < N; n++) s += dqkv[(size_t)r * N + n];
-                    part[L.dbin + r] += s;
-                }
+                for (int r = 0; r < 3 * C; r++) part[L.dbin + r] += sum16(dqkv + (size_t)r * N, N);
                 if (da) gemm(1, 0, C, N, 3 * C, w_in, C, dqkv, N, da + (size_t)b * C * N, N, 1);
             }
         }
@@ -932,10 +957,7 @@ void add_bias_bc_forward(float *out, const float *bias, int B, int C, int HW) {
 void add_bias_bc_backward(float *dbias, const float *dout, int B, int C, int HW) {
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
-        float s = 0.0f;
-        const float *d = dout + (size_t)bc * HW;
-        for (int p = 0; p < HW; p++) s += d[p];
-        dbias[bc] += s;
+        dbias[bc] += sum16(dout + (size_t)bc * HW, HW);
     }
 }
 

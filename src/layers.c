@@ -79,10 +79,13 @@ static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t 
 // halves otherwise) for the reductions, which the compiler does not vectorise on its own
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
-static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline float hsum8(v8f v) {
+// an unaligned load (the may_alias, 4-byte-aligned vector type is GCC's idiom for one); macros,
+// since passing 32-byte vectors to functions changes the ABI on targets without AVX
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+#define load8(p) ((v8f)(*(const v8f_u *)(p)))
+static inline float hsum8(const v8f *v) {
     float s = 0.0f;
-    for (int k = 0; k < 8; k++) s += v[k];
+    for (int k = 0; k < 8; k++) s += (*v)[k];
     return s;
 }
 
@@ -91,7 +94,8 @@ static float sum16(const float *x, long n) {
     v8f a = {0}, b = {0};
     long i = 0;
     for (; i + 16 <= n; i += 16) { a += load8(x + i); b += load8(x + i + 8); }
-    float s = hsum8(a + b);
+    a += b;
+    float s = hsum8(&a);
     for (; i < n; i++) s += x[i];
     return s;
 }
@@ -590,7 +594,9 @@ static void dy_sums(const float *dy, const float *x, float m, int n, float *s_dy
         c0 += d0 * (load8(x + p) - m);
         c1 += d1 * (load8(x + p + 8) - m);
     }
-    float sa = hsum8(a0 + a1), sc = hsum8(c0 + c1);
+    a0 += a1;
+    c0 += c1;
+    float sa = hsum8(&a0), sc = hsum8(&c0);
     for (; p < n; p++) { sa += dy[p]; sc += dy[p] * (x[p] - m); }
     *s_dy = sa;
     *s_dyx = sc;

@@ -22,9 +22,7 @@ typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 #define MR 6
 #define NR (2 * VL)
-#ifndef KC
 #define KC 256
-#endif
 #define MC 96
 #define NC 1024
 
@@ -186,9 +184,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
 
 // Reading B in place (no packing) pays off when each B panel is used by few rows of A: the
 // copy would cost as much as the arithmetic it feeds.
-#ifndef DIRECT_B_MAX_M
 #define DIRECT_B_MAX_M 1000000
-#endif
 #define DIRECT_A_MAX_N (4 * NR)
 
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,

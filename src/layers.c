@@ -44,6 +44,7 @@ static int thread_count(void) {
     return 1;
 #endif
 }
+
 // Parameter gradients are summed over the batch in GRAD_CHUNKS fixed chunks of images (chunk c =
 // images [c B / GRAD_CHUNKS, (c + 1) B / GRAD_CHUNKS)). The chunks are handed to the threads
 // dynamically, so a thread the machine slows down takes fewer of them; each chunk has its own
@@ -55,13 +56,17 @@ static int thread_count(void) {
 // n rounded up to whole 64-byte lines (so every thread region and partial stays aligned)
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
-static void chunk_images(int c, int B, int *lo, int *hi) {
-    *lo = (int)((long)B * c / GRAD_CHUNKS);
-    *hi = (int)((long)B * (c + 1) / GRAD_CHUNKS);
-}
-
 static float *chunk_partial(float *ws, size_t wsz, size_t off, size_t psize, int c, int nt) {
     return ws + (size_t)(c % nt) * wsz + off + (size_t)(c / nt) * psize;
+}
+
+// start chunk c: its images [*lo, *hi) and its partial, zeroed
+static float *chunk_begin(float *ws, size_t wsz, size_t off, size_t psize, int c, int nt, int B, int *lo, int *hi) {
+    float *part = chunk_partial(ws, wsz, off, psize, c, nt);
+    memset(part, 0, psize * sizeof(float));
+    *lo = (int)((long)B * c / GRAD_CHUNKS);
+    *hi = (int)((long)B * (c + 1) / GRAD_CHUNKS);
+    return part;
 }
 
 // dst[i] += sum_c partial_c[poff + i], c = 0 .. GRAD_CHUNKS - 1 in order
@@ -395,10 +400,8 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
-            float *dwp = chunk_partial(ws, wsz, off_part, psize, c, nt), *dbp = dwp + (size_t)Co * CKK;
-            memset(dwp, 0, psize * sizeof(float));
             int lo, hi;
-            chunk_images(c, B, &lo, &hi);
+            float *dwp = chunk_begin(ws, wsz, off_part, psize, c, nt, B, &lo, &hi), *dbp = dwp + (size_t)Co * CKK;
             if (grouped) {
                 conv2d_grouped_backward(mine, din, dwp, dbp, dout, in, w, lo, hi, G, Ci, H, W, Co, K, stride, pad);
                 continue;
@@ -491,10 +494,8 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
         float *col = ws + (size_t)thread_id() * wsz;
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
-            float *dwp = chunk_partial(ws, wsz, off_part, psize, c, nt), *dbp = dwp + (size_t)Ci * CKK;
-            memset(dwp, 0, psize * sizeof(float));
             int lo, hi;
-            chunk_images(c, B, &lo, &hi);
+            float *dwp = chunk_begin(ws, wsz, off_part, psize, c, nt, B, &lo, &hi), *dbp = dwp + (size_t)Ci * CKK;
             for (int b = lo; b < hi; b++) {
                 const float *x = in + (size_t)b * Ci * P;
                 const float *dy = dout + (size_t)b * Co * Ho * Wo;
@@ -827,10 +828,8 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
         float *dO = mine, *dqkv = mine + L.dqkv, *S = mine + L.S, *dP = mine + L.dP, *T = mine + L.T;
 #pragma omp for schedule(dynamic, 1)
         for (int ch = 0; ch < GRAD_CHUNKS; ch++) {
-            float *part = chunk_partial(ws, L.total, L.part, L.psize, ch, nt);
-            memset(part, 0, L.psize * sizeof(float));
             int lo, hi;
-            chunk_images(ch, B, &lo, &hi);
+            float *part = chunk_begin(ws, L.total, L.part, L.psize, ch, nt, B, &lo, &hi);
             for (int b = lo; b < hi; b++) {
                 const float *ab = a + (size_t)b * C * N, *qb = qkv + (size_t)b * 3 * C * N;
                 const float *ob = o + (size_t)b * C * N, *dy = dout + (size_t)b * C * N;

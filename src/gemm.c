@@ -139,6 +139,18 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
     } else if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
     else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
 #undef FMA_ROW_K
+    if (mr == MR && nr == NR) { // full tile: store straight from the registers
+#define STORE_ROW(i, x0, x1)                                                                                     \
+    {                                                                                                             \
+        float *ci = c + (size_t)(i) * ldc;                                                                        \
+        if (acc) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(ci)); x1 = _mm256_add_ps(x1, _mm256_loadu_ps(ci + 8)); } \
+        _mm256_storeu_ps(ci, x0); _mm256_storeu_ps(ci + 8, x1);                                                   \
+    }
+        STORE_ROW(0, r00, r01) STORE_ROW(1, r10, r11) STORE_ROW(2, r20, r21)
+        STORE_ROW(3, r30, r31) STORE_ROW(4, r40, r41) STORE_ROW(5, r50, r51)
+#undef STORE_ROW
+        return;
+    }
     c0[0] = (vf)r00; c1[0] = (vf)r01; c0[1] = (vf)r10; c1[1] = (vf)r11; c0[2] = (vf)r20; c1[2] = (vf)r21;
     c0[3] = (vf)r30; c1[3] = (vf)r31; c0[4] = (vf)r40; c1[4] = (vf)r41; c0[5] = (vf)r50; c1[5] = (vf)r51;
 #else

@@ -706,14 +706,259 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
 // Queries are processed in blocks of ATT_R rows so only an ATT_R x N block of S exists at a
 // time; the forward keeps lse_i = log sum_j exp(S_ij), and the backward recomputes
 // P_ij = exp(S_ij - lse_i). dS = P (dP - rowsum(dO o O)), dQ = scale K dS^T, dK = scale Q dS.
-// Products with a row block of P or dS on the left are taken transposed (O_blk^T = P V^T,
-// dQ_blk^T = dS K^T) so the R x N block is read in place and only V or K (D x N) is packed.
+// Heads are narrow (D = 4 to 64), so a GEMM over d (K = D) would spend more time loading and
+// storing its tile than multiplying: the scores are fused kernels instead, 16 keys by 2 or 4
+// queries per step, with the exponential, max and dS computed while the tile is in registers.
+// The products over keys (O^T = P V^T, dQ^T = dS K^T) are dot products of rows (rowdot); the
+// products over queries (dV += dO_blk P, dK += Q_blk dS) are GEMMs.
 
 #define ATT_R 128
+#define ATT_J 16 // keys per step of the score kernels
 
-// Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | chunk
-// partials of the parameter grads (w_in, b_in, w_out, b_out); the forward uses only S, T and inv.
-typedef struct { size_t dqkv, S, dP, T, inv, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
+#define V8(x) ((v8f){x, x, x, x, x, x, x, x})
+#define store8(p, v) (*(v8f_u *)(p) = (v))
+#define VSEL(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
+
+// exp_approx on 8 lanes, the same steps (in place)
+static inline void exp8(v8f *x) {
+    v8f v = *x;
+    v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
+    v = VSEL(v > V8(88.0f), V8(88.0f), v);
+    v8f n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    v8f r = v - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+    v8f p = V8(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+    *x = p * (v8f)e;
+}
+
+// a [D, N] array as panels of ATT_J keys: t[(j / ATT_J) D ATT_J + d ATT_J + j % ATT_J], the last
+// panel zero-padded: the score kernels then read one contiguous stream of D x ATT_J per step
+static void key_panels(float *t, const float *X, int D, int N) {
+    for (int j0 = 0; j0 < N; j0 += ATT_J, t += (size_t)D * ATT_J) {
+        int n = N - j0 < ATT_J ? N - j0 : ATT_J;
+        for (int d = 0; d < D; d++) {
+            memcpy(t + d * ATT_J, X + (size_t)d * N + j0, n * sizeof(float));
+            for (int j = n; j < ATT_J; j++) t[d * ATT_J + j] = 0.0f;
+        }
+    }
+}
+
+// 4 query rows x 16 keys: s_r[j..j+16) = q_r . k_j, with q_r = q[r D ..] and k_j = k[d ld + j]
+static inline __attribute__((always_inline)) void score4_tile(float *const *s, int j, const float *k, long ld,
+                                                              const float *q, int D, v8f *m, int track_max) {
+    v8f lo[4] = {{0}}, hi[4] = {{0}};
+    for (int d = 0; d < D; d++) {
+        v8f kl = load8(k + d * ld), kh = load8(k + d * ld + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            v8f qr = V8(q[r * D + d]);
+            lo[r] += qr * kl;
+            hi[r] += qr * kh;
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        store8(s[r] + j, lo[r]);
+        store8(s[r] + j + 8, hi[r]);
+        if (track_max) {
+            m[r] = VSEL(lo[r] > m[r], lo[r], m[r]);
+            m[r] = VSEL(hi[r] > m[r], hi[r], m[r]);
+        }
+    }
+}
+
+// Forward scores of query rows [i0, i0 + R) of one head: S[i][j] = (scale q_{i0+i}) . k_j and
+// mx[i] = max_j S[i][j]. Q: [D, N]; kp = key_panels(K); qg: 4 D floats of scratch.
+static void attn_scores_forward(float *S, float *mx, float *qg, const float *Q, const float *kp,
+                                int D, int N, int i0, int R, float scale) {
+    int nj = N / ATT_J * ATT_J, nt = N - nj;
+    for (int i = 0; i < R; i += 4) {
+        float *s[4];
+        v8f m[4];
+        for (int r = 0; r < 4; r++) { // rows past R repeat row i (same values, written twice)
+            int ir = i + r < R ? i + r : i;
+            s[r] = S + (size_t)ir * N;
+            for (int d = 0; d < D; d++) qg[r * D + d] = Q[(size_t)d * N + i0 + ir] * scale;
+            m[r] = V8(-INFINITY);
+        }
+        for (int j = 0; j < nj; j += ATT_J) score4_tile(s, j, kp + (size_t)j * D, ATT_J, qg, D, m, 1);
+        float tail[4][ATT_J];
+        if (nt) {
+            float *ts[4] = {tail[0], tail[1], tail[2], tail[3]};
+            score4_tile(ts, 0, kp + (size_t)nj * D, ATT_J, qg, D, m, 0);
+        }
+        for (int r = 0; r < 4 && i + r < R; r++) {
+            float mr = -INFINITY;
+            for (int u = 0; u < 8; u++) mr = m[r][u] > mr ? m[r][u] : mr;
+            for (int j = 0; j < nt; j++) {
+                s[r][nj + j] = tail[r][j];
+                mr = tail[r][j] > mr ? tail[r][j] : mr;
+            }
+            mx[i + r] = mr;
+        }
+    }
+}
+
+// 2 query rows x 16 keys of the backward: P_rj = exp(q_r . k_j - l_r) (q pre-scaled),
+// dS_rj = scale P_rj (g_r . v_j - di_r) with g_r = dO[:, i_r]
+static inline __attribute__((always_inline)) void score2_bwd_tile(float *const *p, float *const *ds, int j,
+                                                                  const float *k, const float *v, long ld,
+                                                                  const float *q, const float *g, int D,
+                                                                  const float *l, const float *di, float scale) {
+    v8f sl[2] = {{0}}, sh[2] = {{0}}, gl[2] = {{0}}, gh[2] = {{0}};
+    for (int d = 0; d < D; d++) {
+        v8f kl = load8(k + d * ld), kh = load8(k + d * ld + 8);
+        v8f vl = load8(v + d * ld), vh = load8(v + d * ld + 8);
+#pragma GCC unroll 2
+        for (int r = 0; r < 2; r++) {
+            v8f qr = V8(q[r * D + d]), gr = V8(g[r * D + d]);
+            sl[r] += qr * kl;
+            sh[r] += qr * kh;
+            gl[r] += gr * vl;
+            gh[r] += gr * vh;
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++) {
+        sl[r] -= l[r];
+        sh[r] -= l[r];
+        exp8(&sl[r]);
+        exp8(&sh[r]);
+        store8(p[r] + j, sl[r]);
+        store8(p[r] + j + 8, sh[r]);
+        store8(ds[r] + j, sl[r] * (gl[r] - di[r]) * scale);
+        store8(ds[r] + j + 8, sh[r] * (gh[r] - di[r]) * scale);
+    }
+}
+
+// Backward scores of query rows [i0, i0 + R) of one head: P[i][j] and dS[i][j] (above) for all
+// keys j. lse, di: per query; kp, vp = key_panels(K), key_panels(V); qg: 4 D floats of scratch.
+static void attn_scores_backward(float *P, float *dS, float *qg, const float *Q, const float *dO,
+                                 const float *kp, const float *vp, const float *lse,
+                                 const float *di, int D, int N, int i0, int R, float scale) {
+    int nj = N / ATT_J * ATT_J, nt = N - nj;
+    for (int i = 0; i < R; i += 2) {
+        float *p[2], *ds[2], l[2], dd[2];
+        float *q = qg, *g = qg + 2 * D;
+        for (int r = 0; r < 2; r++) { // a missing second row repeats the first
+            int ir = i + r < R ? i + r : i;
+            p[r] = P + (size_t)ir * N;
+            ds[r] = dS + (size_t)ir * N;
+            l[r] = lse[i0 + ir];
+            dd[r] = di[i0 + ir];
+            for (int d = 0; d < D; d++) {
+                q[r * D + d] = Q[(size_t)d * N + i0 + ir] * scale;
+                g[r * D + d] = dO[(size_t)d * N + i0 + ir];
+            }
+        }
+        for (int j = 0; j < nj; j += ATT_J)
+            score2_bwd_tile(p, ds, j, kp + (size_t)j * D, vp + (size_t)j * D, ATT_J, q, g, D, l, dd, scale);
+        if (nt) {
+            float tp[2][ATT_J], tds[2][ATT_J];
+            float *pp[2] = {tp[0], tp[1]}, *dp[2] = {tds[0], tds[1]};
+            score2_bwd_tile(pp, dp, 0, kp + (size_t)nj * D, vp + (size_t)nj * D, ATT_J, q, g, D, l, dd, scale);
+            for (int r = 0; r < 2; r++) {
+                memcpy(p[r] + nj, tp[r], nt * sizeof(float));
+                memcpy(ds[r] + nj, tds[r], nt * sizeof(float));
+            }
+        }
+    }
+}
+
+// P[i][j] <- exp(P[i][j] - m) for j < n; returns sum_j (16 lanes, fixed order)
+static float exp_row_sum(float *s, int n, float m) {
+    v8f a = {0}, b = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v8f x = load8(s + j) - m, y = load8(s + j + 8) - m;
+        exp8(&x);
+        exp8(&y);
+        store8(s + j, x);
+        store8(s + j + 8, y);
+        a += x;
+        b += y;
+    }
+    a += b;
+    float sum = hsum8(&a);
+    for (; j < n; j++) { s[j] = exp_approx(s[j] - m); sum += s[j]; }
+    return sum;
+}
+
+// s[j] <- scale s[j] for j < n; returns max_j s[j] (8 lanes, then the tail)
+static float scale_max_row(float *s, int n, float scale) {
+    v8f mx = V8(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f v = load8(s + j) * scale;
+        store8(s + j, v);
+        mx = VSEL(v > mx, v, mx);
+    }
+    float m = -INFINITY;
+    for (int k = 0; k < 8; k++) m = mx[k] > m ? mx[k] : m;
+    for (; j < n; j++) { s[j] *= scale; m = s[j] > m ? s[j] : m; }
+    return m;
+}
+
+// one query row of the backward from its scores s and dP: p_j = exp(scale s_j - l),
+// ds_j = scale p_j (dP_j - di), in place (s <- p, dp <- ds)
+static void p_ds_row(float *s, float *dp, int n, float scale, float l, float di) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f p = load8(s + j) * scale - l;
+        exp8(&p);
+        store8(s + j, p);
+        store8(dp + j, p * (load8(dp + j) - di) * scale);
+    }
+    for (; j < n; j++) {
+        s[j] = exp_approx(s[j] * scale - l);
+        dp[j] = s[j] * (dp[j] - di) * scale;
+    }
+}
+
+// T[i][d] = sum_j A[i lda + j] B[d ldb + j] for i < R, d < D: tiles of 2 rows x 4 columns of T,
+// 8 keys per step (rows and columns past the end repeat the last ones and are not stored)
+static void rowdot(float *T, int ldt, const float *A, int lda, const float *B, int ldb, int R, int D, int N) {
+    for (int i = 0; i < R; i += 2) {
+        const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < R ? a0 + lda : a0;
+        for (int d = 0; d < D; d += 4) {
+            const float *b[4];
+            for (int u = 0; u < 4; u++) b[u] = B + (size_t)(d + u < D ? d + u : D - 1) * ldb;
+            v8f c0[4], c1[4];
+            for (int u = 0; u < 4; u++) c0[u] = c1[u] = V8(0.0f);
+            int j = 0;
+            for (; j + 8 <= N; j += 8) {
+                v8f x0 = load8(a0 + j), x1 = load8(a1 + j);
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++) {
+                    v8f y = load8(b[u] + j);
+                    c0[u] += x0 * y;
+                    c1[u] += x1 * y;
+                }
+            }
+            for (int u = 0; u < 4 && d + u < D; u++) {
+                float t0 = 0.0f, t1 = 0.0f;
+                for (int k = 0; k < 8; k++) { t0 += c0[u][k]; t1 += c1[u][k]; }
+                for (int jj = j; jj < N; jj++) {
+                    t0 += a0[jj] * b[u][jj];
+                    t1 += a1[jj] * b[u][jj];
+                }
+                T[(size_t)i * ldt + d + u] = t0;
+                if (i + 1 < R) T[(size_t)(i + 1) * ldt + d + u] = t1;
+            }
+        }
+    }
+}
+
+// Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | mx[R] |
+// di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | chunk partials of the parameter grads (w_in, b_in, w_out,
+// b_out); the forward uses only S, T, inv, mx, kp and qg.
+typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {
     size_t R = N < ATT_R ? N : ATT_R;
@@ -723,8 +968,13 @@ static AttnWs attention_ws_layout(int C, int N) {
     w.dP = w.S + R * N;
     w.T = w.dP + R * N;
     w.inv = w.T + R * C;
+    w.mx = w.inv + R;
+    w.di = w.mx + R;
+    w.kp = w.di + N;
+    w.vp = w.kp + (size_t)C * (N + ATT_J);
+    w.qg = w.vp + (size_t)C * (N + ATT_J);
     // one chunk's partial: dw_in | db_in | dw_out | db_out at these offsets; GRAD_CHUNKS slots
-    w.part = round16(w.inv + R);
+    w.part = round16(w.qg + 4 * (size_t)C);
     w.dwin = 0;
     w.dbin = w.dwin + 3 * (size_t)C * C;
     w.dwout = w.dbin + 3 * (size_t)C;
@@ -739,32 +989,39 @@ size_t attention_ws_floats(int C, int N, int NH) {
     return attention_ws_layout(C, N).total;
 }
 
-// s[j] <- exp(scale s[j] - m), m = max_j scale s[j]; returns sum_j exp(..) and sets *max.
-// The max runs on 8-float vectors (a compare-and-select: C has no vector ?:), the sum on 16
-// lanes, so both vectorise; the order is fixed, so the result is deterministic.
-static float softmax_exp_row(float *s, int n, float scale, float *max) {
-    v8f mx;
-    for (int k = 0; k < 8; k++) mx[k] = -INFINITY;
-    int j = 0;
-    for (; j + 8 <= n; j += 8) {
-        v8f v;
-        memcpy(&v, s + j, sizeof v);
-        v *= scale;
-        memcpy(s + j, &v, sizeof v);
-        v8i gt = v > mx;
-        mx = (v8f)(((v8i)v & gt) | ((v8i)mx & ~gt));
+// Heads up to NARROW_D wide take the fused score kernels and rowdot; wider ones GEMMs, whose
+// 6 x 16 register tiles reuse each load more than the fused kernels can (measured: at D = 16
+// the GEMMs are faster, at D = 4 and 8 the fused kernels)
+#define NARROW_D 8
+
+// Scores of query rows [i0, i0 + R): S[i][j] = scale q_{i0+i} . k_j, mx[i] = max_j S[i][j]
+static void block_scores(float *S, float *mx, float *qg, const float *Q, const float *K, const float *kp, int D,
+                         int N, int i0, int R, float scale) {
+    if (D <= NARROW_D) {
+        attn_scores_forward(S, mx, qg, Q, kp, D, N, i0, R, scale);
+        return;
     }
-    float m = -INFINITY;
-    for (; j < n; j++) { s[j] *= scale; m = s[j] > m ? s[j] : m; }
-    for (int k = 0; k < 8; k++) m = mx[k] > m ? mx[k] : m;
-    float acc[16] = {0};
-    for (j = 0; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) { float v = exp_approx(s[j + k] - m); s[j + k] = v; acc[k] += v; }
-    float sum = 0.0f;
-    for (; j < n; j++) { s[j] = exp_approx(s[j] - m); sum += s[j]; }
-    for (int k = 0; k < 16; k++) sum += acc[k];
-    *max = m;
-    return sum;
+    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);
+    for (int i = 0; i < R; i++) mx[i] = scale_max_row(S + (size_t)i * N, N, scale);
+}
+
+// P and dS of query rows [i0, i0 + R) for the backward (attn_scores_backward)
+static void block_p_ds(float *P, float *dS, float *qg, const float *Q, const float *K, const float *V,
+                       const float *dO, const float *kp, const float *vp, const float *lse, const float *di,
+                       int D, int N, int i0, int R, float scale) {
+    if (D <= NARROW_D) {
+        attn_scores_backward(P, dS, qg, Q, dO, kp, vp, lse, di, D, N, i0, R, scale);
+        return;
+    }
+    gemm(1, 0, R, N, D, Q + i0, N, K, N, P, N, 0);  // S = Q_blk^T K
+    gemm(1, 0, R, N, D, dO + i0, N, V, N, dS, N, 0); // dP = dO_blk^T V
+    for (int i = 0; i < R; i++) p_ds_row(P + (size_t)i * N, dS + (size_t)i * N, N, scale, lse[i0 + i], di[i0 + i]);
+}
+
+// T[R,D] = A[R,N] B[D,N]^T, a product over keys
+static void keys_product(float *T, const float *A, const float *B, int R, int D, int N) {
+    if (D <= NARROW_D) rowdot(T, D, A, N, B, N, R, D, N);
+    else gemm(0, 1, R, D, N, A, N, B, N, T, D, 0);
 }
 
 void attention_forward(float *out, float *qkv, float *o, float *lse, const float *a,
@@ -776,7 +1033,8 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
 #pragma omp parallel
     {
         float *mine = ws + (size_t)thread_id() * L.total;
-        float *S = mine + L.S, *T = mine + L.T, *inv = mine + L.inv;
+        float *S = mine + L.S, *T = mine + L.T, *inv = mine + L.inv, *mx = mine + L.mx, *kp = mine + L.kp,
+              *qg = mine + L.qg;
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             const float *ab = a + (size_t)b * C * N;
@@ -790,16 +1048,17 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                 const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                             *V = qb + (size_t)(2 * C + h * D) * N;
                 float *Oh = ob + (size_t)h * D * N;
+                if (D <= NARROW_D) key_panels(kp, K, D, N);
                 for (int i0 = 0; i0 < N; i0 += ATT_R) {
                     int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-                    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0); // S[R,N] = Q_blk^T K
-                    for (int i = 0; i < R; i++) {                  // S <- exp(scale S - max), unnormalised
-                        float mx, sum = softmax_exp_row(S + (size_t)i * N, N, scale, &mx);
+                    block_scores(S, mx, qg, Q, K, kp, D, N, i0, R, scale);
+                    for (int i = 0; i < R; i++) { // S <- exp(S - max), unnormalised
+                        float sum = exp_row_sum(S + (size_t)i * N, N, mx[i]);
                         inv[i] = 1.0f / sum;
-                        lb[(size_t)h * N + i0 + i] = mx + logf(sum);
+                        lb[(size_t)h * N + i0 + i] = mx[i] + logf(sum);
                     }
-                    // O[:, blk]^T = P V^T = (S V^T) / rowsum: P is read in place, V^T is a small pack
-                    gemm(0, 1, R, D, N, S, N, V, N, T, D, 0);
+                    // O[:, blk]^T = P V^T = (S V^T) / rowsum
+                    keys_product(T, S, V, R, D, N);
                     for (int d = 0; d < D; d++)
                         for (int i = 0; i < R; i++) Oh[(size_t)d * N + i0 + i] = T[(size_t)i * D + d] * inv[i];
                 }
@@ -826,6 +1085,7 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
         nt = thread_count();
         float *mine = ws + (size_t)thread_id() * L.total;
         float *dO = mine, *dqkv = mine + L.dqkv, *S = mine + L.S, *dP = mine + L.dP, *T = mine + L.T;
+        float *di = mine + L.di, *kp = mine + L.kp, *vp = mine + L.vp, *qg = mine + L.qg;
 #pragma omp for schedule(dynamic, 1)
         for (int ch = 0; ch < GRAD_CHUNKS; ch++) {
             int lo, hi;
@@ -838,33 +1098,29 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                 gemm(0, 1, C, C, N, dy, N, ob, N, part + L.dwout, C, 1);
                 for (int c = 0; c < C; c++) part[L.dbout + c] += sum16(dy + (size_t)c * N, N);
                 gemm(1, 0, C, N, C, w_out, C, dy, N, dO, N, 0);
-                memset(dqkv, 0, 3 * (size_t)C * N * sizeof(float));
                 for (int h = 0; h < NH; h++) {
                     const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                                 *V = qb + (size_t)(2 * C + h * D) * N;
                     const float *Oh = ob + (size_t)h * D * N, *dOh = dO + (size_t)h * D * N;
                     float *dQ = dqkv + (size_t)h * D * N, *dK = dqkv + (size_t)(C + h * D) * N,
                           *dV = dqkv + (size_t)(2 * C + h * D) * N;
+                    // di_i = rowsum(dO o O)_i = sum_d dO[d,i] O[d,i]
+                    for (int i = 0; i < N; i++) di[i] = 0.0f;
+                    for (int d = 0; d < D; d++)
+                        for (int i = 0; i < N; i++) di[i] += dOh[(size_t)d * N + i] * Oh[(size_t)d * N + i];
+                    if (D <= NARROW_D) {
+                        key_panels(kp, K, D, N);
+                        key_panels(vp, V, D, N);
+                    }
                     for (int i0 = 0; i0 < N; i0 += ATT_R) {
                         int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-                        gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);    // S = Q_blk^T K
-                        for (int i = 0; i < R; i++) {                      // P = exp(scale S - lse)
-                            float l = lb[(size_t)h * N + i0 + i];
-                            float *s = S + (size_t)i * N;
-                            for (int j = 0; j < N; j++) s[j] = exp_approx(s[j] * scale - l);
-                        }
-                        gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
-                        gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, 1);     // dV += dO_blk P
-                        for (int i = 0; i < R; i++) {                      // dS = P (dP - rowsum(dO o O)) scale
-                            float di = 0.0f;
-                            for (int d = 0; d < D; d++) di += dOh[(size_t)d * N + i0 + i] * Oh[(size_t)d * N + i0 + i];
-                            float *p = S + (size_t)i * N, *dp = dP + (size_t)i * N;
-                            for (int j = 0; j < N; j++) dp[j] = p[j] * (dp[j] - di) * scale;
-                        }
-                        gemm(0, 1, R, D, N, dP, N, K, N, T, D, 0);        // dQ_blk^T = dS K^T
+                        // S <- P, dP <- dS of the block
+                        block_p_ds(S, dP, qg, Q, K, V, dOh, kp, vp, lb + (size_t)h * N, di, D, N, i0, R, scale);
+                        gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, i0 > 0);  // dV (+)= dO_blk P
+                        keys_product(T, dP, K, R, D, N);                         // dQ_blk^T = dS K^T
                         for (int d = 0; d < D; d++)
-                            for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] += T[(size_t)i * D + d];
-                        gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, 1);  // dK += Q_blk dS
+                            for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] = T[(size_t)i * D + d];
+                        gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, i0 > 0);   // dK (+)= Q_blk dS
                     }
                 }
                 // in_proj: dw_in += dqkv a^T, db_in += rowsum dqkv, da += w_in^T dqkv

@@ -967,6 +967,12 @@ int main(void) {
     RUN(test_attention(1, 8, 7, 1, 1.5f));
     RUN(test_attention(3, 8, 130, 2, 2.0f));
     RUN(test_attention(2, 16, 130, 2, 2.0f));
+    // the fused score kernels: 4-query / 2-query tiles with a short last tile, key tails of
+    // 1 and 4 columns, odd head widths (D = 3, 5), D = 16 and 32 (the GEMM side)
+    RUN(test_attention(2, 12, 49, 4, 1.5f));
+    RUN(test_attention(3, 20, 36, 4, 1.5f));
+    RUN(test_attention(2, 16, 67, 1, 1.0f));
+    RUN(test_attention(2, 32, 20, 1, 1.0f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
     RUN(test_concat(2, 3, 2, 7));

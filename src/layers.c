@@ -88,6 +88,28 @@ typedef int v8i __attribute__((vector_size(32)));
 // since passing 32-byte vectors to functions changes the ABI on targets without AVX
 typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
 #define load8(p) ((v8f)(*(const v8f_u *)(p)))
+#define V8(x) ((v8f){x, x, x, x, x, x, x, x})
+#define store8(p, v) (*(v8f_u *)(p) = (v))
+#define VSEL(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
+
+// exp_approx on 8 lanes, the same steps (in place)
+static inline void exp8(v8f *x) {
+    v8f v = *x;
+    v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
+    v = VSEL(v > V8(88.0f), V8(88.0f), v);
+    v8f n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    v8f r = v - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+    v8f p = V8(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+    *x = p * (v8f)e;
+}
+
 static inline float hsum8(const v8f *v) {
     float s = 0.0f;
     for (int k = 0; k < 8; k++) s += (*v)[k];
@@ -222,12 +244,86 @@ static size_t padded_floats(int C, int H, int W, int K) {
     return ((size_t)C * (H + K - 1) * (W + (K - 1) / 2) + PAD_SLACK + 15) / 16 * 16;
 }
 
+// Grouped convs (7x7 outputs) of stride 1 and "same" padding build their im2col columns from a
+// zero-padded copy xp of each image (pad_image): the row segment of (ci, kh, kw, oh) is
+// xp[ci][oh + kh][kw .. kw + Wo), one 8-float vector when Wo <= 8, with no bounds to test. A
+// segment's vector also covers the first column of the next one, which is written after it;
+// the last segment of each row is copied by element, so nothing is written past the image.
+static int padded_im2col(int K, int stride, int pad, int Wo) { return is_same(K, stride, pad) && Wo <= 8; }
+
+static void im2col_padded8(float *col, const float *xp, int Ci, int K, int Hp, int Wp, int Ho, int Wo, size_t ld) {
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+                float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
+                const float *src = xp + ((size_t)ci * Hp + kh) * Wp + kw;
+                int oh = 0;
+                for (; oh < Ho - 1; oh++) store8(row + oh * Wo, load8(src + (size_t)oh * Wp));
+                for (int ow = 0; ow < Wo; ow++) row[oh * Wo + ow] = src[(size_t)oh * Wp + ow];
+            }
+}
+
+// the adjoint: dxp[ci][oh + kh][kw + ow] += col[..][oh Wo + ow], lanes ow >= Wo masked off
+static void col2im_padded8(float *dxp, const float *col, int Ci, int K, int Hp, int Wp, int Ho, int Wo, size_t ld) {
+    v8i keep;
+    for (int k = 0; k < 8; k++) keep[k] = k < Wo ? -1 : 0;
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+                const float *row = col + ((size_t)(ci * K + kh) * K + kw) * ld;
+                float *dst = dxp + ((size_t)ci * Hp + kh) * Wp + kw;
+                int oh = 0;
+                for (; oh < Ho - 1; oh++) {
+                    float *d = dst + (size_t)oh * Wp;
+                    store8(d, load8(d) + (v8f)((v8i)load8(row + oh * Wo) & keep));
+                }
+                for (int ow = 0; ow < Wo; ow++) dst[(size_t)oh * Wp + ow] += row[oh * Wo + ow];
+            }
+}
+
+// Per-thread workspace of a grouped conv: col | dcol [CKK, G P] | Y or dY [Co, G P] | xp (one
+// padded image, or its gradient) | chunk partials. Offsets of Y, xp and the partials:
+static size_t grouped_off_y(int Ci, int K, int G, int P) { return round16(2 * (size_t)Ci * K * K * G * P); }
+static size_t grouped_off_xp(int Ci, int K, int G, int P, int Co) { return grouped_off_y(Ci, K, G, P) + round16((size_t)Co * G * P); }
+static size_t grouped_off_part(int Ci, int H, int W, int K, int G, int P, int Co) {
+    return grouped_off_xp(Ci, K, G, P, Co) + padded_floats(Ci, H, W, K);
+}
+
+// im2col of image x into columns [j P, (j + 1) P) of col (rows ld apart), through xp if padded_im2col
+static void im2col_group(float *col, float *xp, const float *x, int Ci, int H, int W, int K, int stride, int pad,
+                         int Ho, int Wo, size_t ld) {
+    if (!padded_im2col(K, stride, pad, Wo)) {
+        im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        return;
+    }
+    pad_image(xp, x, Ci, H, W, pad);
+    im2col_padded8(col, xp, Ci, K, H + 2 * pad, W + pad, Ho, Wo, ld);
+}
+
+// dx += col2im(col), through the padded gradient dxp if padded_im2col
+static void col2im_group(float *dx, float *dxp, const float *col, int Ci, int H, int W, int K, int stride, int pad,
+                         int Ho, int Wo, size_t ld) {
+    if (!padded_im2col(K, stride, pad, Wo)) {
+        col2im(dx, col, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        return;
+    }
+    int Hp = H + 2 * pad, Wp = W + pad;
+    memset(dxp, 0, ((size_t)Ci * Hp * Wp + PAD_SLACK) * sizeof(float));
+    col2im_padded8(dxp, col, Ci, K, Hp, Wp, Ho, Wo, ld);
+    for (int ci = 0; ci < Ci; ci++) // the pixels of dxp: rows pad.., columns pad.. of each
+        for (int h = 0; h < H; h++) {
+            float *d = dx + ((size_t)ci * H + h) * W;
+            const float *src = dxp + ((size_t)ci * Hp + h + pad) * Wp + pad;
+            for (int w = 0; w < W; w++) d[w] += src[w];
+        }
+}
+
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
     if (is_grouped(K, stride, pad, (int)P)) {
-        size_t gp = (size_t)group_images((int)P) * P; // col, dcol, Y / dY of a group, partials
-        return round16(2 * ckk * gp) + round16((size_t)Co * gp) + GRAD_CHUNKS * round16(ckk * Co + Co);
+        int G = group_images((int)P);
+        return grouped_off_part(Ci, H, W, K, G, (int)P, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
     }
     if (is_same(K, stride, pad)) {
         size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
@@ -265,8 +361,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
         for (int b0 = 0; b0 < B; b0 += G) {
             int ng = B - b0 < G ? B - b0 : G;
             size_t ld = (size_t)ng * P;
-            float *col = ws + (size_t)thread_id() * wsz, *yg = col + round16(2 * (size_t)CKK * G * P);
-            for (int j = 0; j < ng; j++) im2col(col + (size_t)j * P, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+            float *col = ws + (size_t)thread_id() * wsz, *yg = col + grouped_off_y(Ci, K, G, P);
+            float *xp = col + grouped_off_xp(Ci, K, G, P, Co);
+            for (int j = 0; j < ng; j++)
+                im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
             gemm(0, 0, Co, (int)ld, CKK, w, CKK, col, (int)ld, yg, (int)ld, 0); // yg[Co, ng P] = w col
             for (int j = 0; j < ng; j++)
                 for (int co = 0; co < Co; co++) {
@@ -357,7 +455,8 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
                                     int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
-    float *col = mine, *dcol = col + (size_t)CKK * G * P, *dyg = mine + round16(2 * (size_t)CKK * G * P);
+    float *col = mine, *dcol = col + (size_t)CKK * G * P, *dyg = mine + grouped_off_y(Ci, K, G, P);
+    float *xp = mine + grouped_off_xp(Ci, K, G, P, Co);
     for (int b0 = lo; b0 < hi; b0 += G) {
         int ng = hi - b0 < G ? hi - b0 : G;
         size_t ld = (size_t)ng * P;
@@ -365,13 +464,13 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
             const float *dy = dout + (size_t)(b0 + j) * Co * P;
             bias_grad_add(dbp, dy, Co, P);
             for (int co = 0; co < Co; co++) memcpy(dyg + (size_t)co * ld + (size_t)j * P, dy + (size_t)co * P, P * sizeof(float));
-            im2col(col + (size_t)j * P, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+            im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }
         gemm(0, 1, CKK, Co, (int)ld, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
         if (din) {                                                           // dx += col2im(w^T dY)
             gemm(1, 0, CKK, (int)ld, Co, w, CKK, dyg, (int)ld, dcol, (int)ld, 0);
             for (int j = 0; j < ng; j++)
-                col2im(din + (size_t)(b0 + j) * Ci * H * W, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+                col2im_group(din + (size_t)(b0 + j) * Ci * H * W, xp, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }
     }
 }
@@ -385,7 +484,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     int same = is_same(K, stride, pad), grouped = is_grouped(K, stride, pad, P), G = group_images(P);
     // where the chunk partials (dw, or dw^T for same and grouped convs, then dbias) start in a thread's region
     size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
-    if (grouped) off_part = round16(2 * (size_t)CKK * G * P) + round16((size_t)Co * G * P);
+    if (grouped) off_part = grouped_off_part(Ci, H, W, K, G, P, Co);
     else if (same)
         off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
                    padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + (K - 1) / 2) + (size_t)Ci * Co * K * K;
@@ -564,7 +663,13 @@ static void groupnorm_forward_impl(float *out, float *act, float *mean, float *r
             }
             if (act) {
                 float *ac = act + (size_t)bg * n + (size_t)cc * HW;
-                for (int p = 0; p < HW; p++) {
+                int p = 0;
+                for (; p + 8 <= HW; p += 8) {
+                    v8f v = load8(xc + p) * a + b0, e = -v;
+                    exp8(&e);
+                    store8(ac + p, v / (1.0f + e));
+                }
+                for (; p < HW; p++) {
                     float v = xc[p] * a + b0;
                     ac[p] = v / (1.0f + exp_approx(-v));
                 }
@@ -675,7 +780,14 @@ void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, con
         float a = rstd[bg] * gamma[c], b0 = beta[c] - mean[bg] * a;
         const float *x = in + (size_t)bc * HW, *da = dact + (size_t)bc * HW;
         float *dg = dgn + (size_t)bc * HW;
-        for (int p = 0; p < HW; p++) {
+        int p = 0;
+        for (; p + 8 <= HW; p += 8) {
+            v8f v = load8(x + p) * a + b0, e = -v;
+            exp8(&e);
+            v8f sg = 1.0f / (1.0f + e);
+            store8(dg + p, load8(dg + p) + load8(da + p) * sg * (1.0f + v * (1.0f - sg)));
+        }
+        for (; p < HW; p++) {
             float v = x[p] * a + b0, sg = 1.0f / (1.0f + exp_approx(-v));
             dg[p] += da[p] * sg * (1.0f + v * (1.0f - sg));
         }
@@ -714,28 +826,6 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
 
 #define ATT_R 128
 #define ATT_J 16 // keys per step of the score kernels
-
-#define V8(x) ((v8f){x, x, x, x, x, x, x, x})
-#define store8(p, v) (*(v8f_u *)(p) = (v))
-#define VSEL(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
-
-// exp_approx on 8 lanes, the same steps (in place)
-static inline void exp8(v8f *x) {
-    v8f v = *x;
-    v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
-    v = VSEL(v > V8(88.0f), V8(88.0f), v);
-    v8f n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    v8f r = v - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
-    v8f p = V8(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
-    *x = p * (v8f)e;
-}
 
 // a [D, N] array as panels of ATT_J keys: t[(j / ATT_J) D ATT_J + d ATT_J + j % ATT_J], the last
 // panel zero-padded: the score kernels then read one contiguous stream of D x ATT_J per step

@@ -948,6 +948,9 @@ int main(void) {
     RUN(test_conv(0, 2, 7, 6, 7, 17, 3, 1, 1));
     RUN(test_conv(0, 33, 2, 5, 6, 3, 3, 1, 1));
     RUN(test_conv(0, 9, 2, 14, 14, 3, 4, 2, 1));
+    // grouped 7x7 and 6x8 (Wo = 8: the row vector has no spare lane) through the padded im2col
+    RUN(test_conv(0, 9, 3, 7, 7, 5, 3, 1, 1));
+    RUN(test_conv(0, 3, 2, 6, 8, 3, 3, 1, 1));
     // larger same convs are implicit GEMMs (3x3, 5x5, 17 output channels)
     RUN(test_conv(0, 2, 3, 15, 14, 4, 3, 1, 1));
     RUN(test_conv(0, 2, 2, 14, 15, 3, 5, 1, 2));

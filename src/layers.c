@@ -980,18 +980,17 @@ static float exp_row_sum(float *s, int n, float m) {
     return sum;
 }
 
-// s[j] <- scale s[j] for j < n; returns max_j s[j] (8 lanes, then the tail)
-static float scale_max_row(float *s, int n, float scale) {
+// max_j s[j] for j < n (8 lanes, then the tail)
+static float max_row(const float *s, int n) {
     v8f mx = V8(-INFINITY);
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        v8f v = load8(s + j) * scale;
-        store8(s + j, v);
+        v8f v = load8(s + j);
         mx = VSEL(v > mx, v, mx);
     }
     float m = -INFINITY;
     for (int k = 0; k < 8; k++) m = mx[k] > m ? mx[k] : m;
-    for (; j < n; j++) { s[j] *= scale; m = s[j] > m ? s[j] : m; }
+    for (; j < n; j++) m = s[j] > m ? s[j] : m;
     return m;
 }
 
@@ -1047,7 +1046,8 @@ static void rowdot(float *T, int ldt, const float *A, int lda, const float *B, i
 
 // Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | mx[R] |
 // di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | chunk partials of the parameter grads (w_in, b_in, w_out,
-// b_out); the forward uses only S, T, inv, mx, kp and qg.
+// b_out). The forward uses S, T, inv, mx, kp and qg, and keeps (scale Q)^T and V^T of a wide
+// head (2 N D <= 4 C N floats) where the backward has dO and dqkv.
 typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {
@@ -1084,15 +1084,22 @@ size_t attention_ws_floats(int C, int N, int NH) {
 // the GEMMs are faster, at D = 4 and 8 the fused kernels)
 #define NARROW_D 8
 
-// Scores of query rows [i0, i0 + R): S[i][j] = scale q_{i0+i} . k_j, mx[i] = max_j S[i][j]
-static void block_scores(float *S, float *mx, float *qg, const float *Q, const float *K, const float *kp, int D,
-                         int N, int i0, int R, float scale) {
+// Scores of query rows [i0, i0 + R): S[i][j] = scale q_{i0+i} . k_j, mx[i] = max_j S[i][j].
+// Narrow heads read kp = key_panels(K); wide ones qst = (scale Q)^T [N, D], a plain GEMM operand.
+static void block_scores(float *S, float *mx, float *qg, const float *Q, const float *qst, const float *K,
+                         const float *kp, int D, int N, int i0, int R, float scale) {
     if (D <= NARROW_D) {
         attn_scores_forward(S, mx, qg, Q, kp, D, N, i0, R, scale);
         return;
     }
-    gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);
-    for (int i = 0; i < R; i++) mx[i] = scale_max_row(S + (size_t)i * N, N, scale);
+    gemm(0, 0, R, N, D, qst + (size_t)i0 * D, D, K, N, S, N, 0);
+    for (int i = 0; i < R; i++) mx[i] = max_row(S + (size_t)i * N, N);
+}
+
+// xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)
+static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) xt[(size_t)n * D + d] = X[(size_t)d * N + n] * a;
 }
 
 // P and dS of query rows [i0, i0 + R) for the backward (attn_scores_backward)
@@ -1108,10 +1115,10 @@ static void block_p_ds(float *P, float *dS, float *qg, const float *Q, const flo
     for (int i = 0; i < R; i++) p_ds_row(P + (size_t)i * N, dS + (size_t)i * N, N, scale, lse[i0 + i], di[i0 + i]);
 }
 
-// T[R,D] = A[R,N] B[D,N]^T, a product over keys
-static void keys_product(float *T, const float *A, const float *B, int R, int D, int N) {
+// T[R,D] = A[R,N] B[D,N]^T, a product over keys; wide heads take bt = B^T [N, D], read in place
+static void keys_product(float *T, const float *A, const float *B, const float *bt, int R, int D, int N) {
     if (D <= NARROW_D) rowdot(T, D, A, N, B, N, R, D, N);
-    else gemm(0, 1, R, D, N, A, N, B, N, T, D, 0);
+    else gemm(0, 0, R, D, N, A, N, bt, D, T, D, 0);
 }
 
 void attention_forward(float *out, float *qkv, float *o, float *lse, const float *a,
@@ -1138,17 +1145,23 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                 const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                             *V = qb + (size_t)(2 * C + h * D) * N;
                 float *Oh = ob + (size_t)h * D * N;
+                // narrow heads: K in panels; wide: (scale Q)^T and V^T (in the backward's dO region)
+                float *qst = mine, *vt = mine + (size_t)N * D;
                 if (D <= NARROW_D) key_panels(kp, K, D, N);
+                else {
+                    transpose_scaled(qst, Q, D, N, scale);
+                    transpose_scaled(vt, V, D, N, 1.0f);
+                }
                 for (int i0 = 0; i0 < N; i0 += ATT_R) {
                     int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-                    block_scores(S, mx, qg, Q, K, kp, D, N, i0, R, scale);
+                    block_scores(S, mx, qg, Q, qst, K, kp, D, N, i0, R, scale);
                     for (int i = 0; i < R; i++) { // S <- exp(S - max), unnormalised
                         float sum = exp_row_sum(S + (size_t)i * N, N, mx[i]);
                         inv[i] = 1.0f / sum;
                         lb[(size_t)h * N + i0 + i] = mx[i] + logf(sum);
                     }
                     // O[:, blk]^T = P V^T = (S V^T) / rowsum
-                    keys_product(T, S, V, R, D, N);
+                    keys_product(T, S, V, vt, R, D, N);
                     for (int d = 0; d < D; d++)
                         for (int i = 0; i < R; i++) Oh[(size_t)d * N + i0 + i] = T[(size_t)i * D + d] * inv[i];
                 }
@@ -1201,13 +1214,13 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                     if (D <= NARROW_D) {
                         key_panels(kp, K, D, N);
                         key_panels(vp, V, D, N);
-                    }
+                    } else transpose_scaled(kp, K, D, N, 1.0f); // K^T [N, D] for dQ
                     for (int i0 = 0; i0 < N; i0 += ATT_R) {
                         int R = N - i0 < ATT_R ? N - i0 : ATT_R;
                         // S <- P, dP <- dS of the block
                         block_p_ds(S, dP, qg, Q, K, V, dOh, kp, vp, lb + (size_t)h * N, di, D, N, i0, R, scale);
                         gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, i0 > 0);  // dV (+)= dO_blk P
-                        keys_product(T, dP, K, R, D, N);                         // dQ_blk^T = dS K^T
+                        keys_product(T, dP, K, kp, R, D, N);                         // dQ_blk^T = dS K^T
                         for (int d = 0; d < D; d++)
                             for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] = T[(size_t)i * D + d];
                         gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, i0 > 0);   // dK (+)= Q_blk dS

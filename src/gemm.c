@@ -124,7 +124,21 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         ai = _mm256_broadcast_ss(ak + 4); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41); \
         ai = _mm256_broadcast_ss(ak + 5); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51); \
     }
-    if (arows) { // A in place: six sequential streams of broadcasts
+#define FMA_ROW_K_HALF(bk)                                                                                       \
+    {                                                                                                             \
+        __m256 b0 = _mm256_loadu_ps(bk);                                                                          \
+        const float *ak = a + k * MR;                                                                             \
+        r00 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 0), b0, r00);                                              \
+        r10 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 1), b0, r10);                                              \
+        r20 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 2), b0, r20);                                              \
+        r30 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 3), b0, r30);                                              \
+        r40 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 4), b0, r40);                                              \
+        r50 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 5), b0, r50);                                              \
+    }
+    if (nr <= 8 && !arows) { // a last panel of at most 8 columns: the right half would be discarded
+        if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K_HALF(b + boff[k])
+        else for (int k = 0; k < kc; k++) FMA_ROW_K_HALF(b + (size_t)k * bs)
+    } else if (arows) { // A in place: six sequential streams of broadcasts
         const float *a0 = arows[0], *a1 = arows[1], *a2 = arows[2], *a3 = arows[3], *a4 = arows[4], *a5 = arows[5];
         for (int k = 0; k < kc; k++) {
             const float *bk = b + (size_t)k * bs;
@@ -139,6 +153,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
     } else if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
     else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
 #undef FMA_ROW_K
+#undef FMA_ROW_K_HALF
     if (mr == MR && nr == NR) { // full tile: store straight from the registers
 #define STORE_ROW(i, x0, x1)                                                                                     \
     {                                                                                                             \

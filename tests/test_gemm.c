@@ -53,7 +53,7 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
 int main(void) {
     Rng r;
     rng_seed(&r, 1);
-    int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576}, {3, 784, 16}};
+    int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576}, {3, 784, 16}, {9, 24, 7}, {5, 45, 20}};
     for (int s = 0; s < 7; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)

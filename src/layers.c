@@ -92,12 +92,14 @@ typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
 #define store8(p, v) (*(v8f_u *)(p) = (v))
 #define VSEL(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
 
-// exp_approx on 8 lanes, the same steps (in place)
-static inline void exp8(v8f *x) {
+// exp_approx on 8 lanes, the same result (in place). 2^n comes from the bits of the rounding
+// sum t = x log2(e) + 1.5 2^23 itself: its low mantissa bits hold n + 2^22. `neg`: the caller
+// guarantees x <= 0 up to rounding (softmax), so only the lower clamp is needed.
+static inline void exp8_impl(v8f *x, int neg) {
     v8f v = *x;
     v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
-    v = VSEL(v > V8(88.0f), V8(88.0f), v);
-    v8f n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    if (!neg) v = VSEL(v > V8(88.0f), V8(88.0f), v);
+    v8f t = v * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
     v8f r = v - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
     v8f p = V8(1.0f / 720.0f);
     p = p * r + 1.0f / 120.0f;
@@ -106,9 +108,11 @@ static inline void exp8(v8f *x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+    v8i e = ((v8i)t + (127 - 0x4B400000)) << 23; // 0x4B400000: the bits of 1.5 2^23
     *x = p * (v8f)e;
 }
+#define exp8(x) exp8_impl(x, 0)
+#define exp8_neg(x) exp8_impl(x, 1)
 
 static inline float hsum8(const v8f *v) {
     float s = 0.0f;
@@ -918,8 +922,8 @@ static inline __attribute__((always_inline)) void score2_bwd_tile(float *const *
     for (int r = 0; r < 2; r++) {
         sl[r] -= l[r];
         sh[r] -= l[r];
-        exp8(&sl[r]);
-        exp8(&sh[r]);
+        exp8_neg(&sl[r]);
+        exp8_neg(&sh[r]);
         store8(p[r] + j, sl[r]);
         store8(p[r] + j + 8, sh[r]);
         store8(ds[r] + j, sl[r] * (gl[r] - di[r]) * scale);
@@ -967,8 +971,8 @@ static float exp_row_sum(float *s, int n, float m) {
     int j = 0;
     for (; j + 16 <= n; j += 16) {
         v8f x = load8(s + j) - m, y = load8(s + j + 8) - m;
-        exp8(&x);
-        exp8(&y);
+        exp8_neg(&x);
+        exp8_neg(&y);
         store8(s + j, x);
         store8(s + j + 8, y);
         a += x;
@@ -1000,7 +1004,7 @@ static void p_ds_row(float *s, float *dp, int n, float scale, float l, float di)
     int j = 0;
     for (; j + 8 <= n; j += 8) {
         v8f p = load8(s + j) * scale - l;
-        exp8(&p);
+        exp8_neg(&p);
         store8(s + j, p);
         store8(dp + j, p * (load8(dp + j) - di) * scale);
     }

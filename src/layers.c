@@ -12,22 +12,22 @@
 
 #include "gemm.h"
 
-// exp(x) for float, branch-free so loops over it vectorise: x = n ln2 + r, |r| <= ln2/2,
-// e^r by a degree-6 polynomial (relative error < 2e-7 over the float range), 2^n via the exponent.
+// exp(x) = 2^n e^r, x = n ln2 + r, |r| <= ln2/2 (ln2 in two parts, so r is exact), e^r by a
+// degree-6 polynomial (relative error < 2e-7 over the float range). The two macros work on
+// float and on 8-float vectors alike, so exp_approx and exp8 give the same values.
+#define EXP_REDUCE(x, n) ((x) - (n) * 0.693145751953125f - (n) * 1.42860682030941723212e-6f)
+#define EXP_POLY6(r)                                                                                   \
+    ((((((((r) * (1.0f / 720.0f) + 1.0f / 120.0f) * (r) + 1.0f / 24.0f) * (r) + 1.0f / 6.0f) * (r) +     \
+        0.5f) * (r) + 1.0f) * (r)) + 1.0f)
+
+// exp(x) for float, branch-free so loops over it vectorise; 2^n via the exponent bits
 static inline float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     const float magic = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
     float n = (x * 1.44269504088896341f + magic) - magic;
-    float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float r = EXP_REDUCE(x, n);
     union { float f; int i; } u = {.i = ((int)n + 127) << 23};
-    return p * u.f;
+    return EXP_POLY6(r) * u.f;
 }
 
 static int thread_id(void) {
@@ -100,16 +100,9 @@ static inline void exp8_impl(v8f *x, int neg) {
     v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
     if (!neg) v = VSEL(v > V8(88.0f), V8(88.0f), v);
     v8f t = v * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
-    v8f r = v - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
-    v8f p = V8(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    v8f r = EXP_REDUCE(v, n);
     v8i e = ((v8i)t + (127 - 0x4B400000)) << 23; // 0x4B400000: the bits of 1.5 2^23
-    *x = p * (v8f)e;
+    *x = EXP_POLY6(r) * (v8f)e;
 }
 #define exp8(x) exp8_impl(x, 0)
 #define exp8_neg(x) exp8_impl(x, 1)

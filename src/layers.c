@@ -11,14 +11,18 @@
 #endif
 
 #include "gemm.h"
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 // exp(x) = 2^n e^r, x = n ln2 + r, |r| <= ln2/2 (ln2 in two parts, so r is exact), e^r by a
-// degree-6 polynomial (relative error < 2e-7 over the float range). The two macros work on
-// float and on 8-float vectors alike, so exp_approx and exp8 give the same values.
+// degree-5 minimax polynomial (fitted to the relative error; evaluated in float its error is
+// < 1.7e-7, below the 2.3e-7 of the degree-6 Taylor polynomial, for one FMA less). The two
+// macros work on float and on 8-float vectors alike, so exp_approx and exp8 give the same values.
 #define EXP_REDUCE(x, n) ((x) - (n) * 0.693145751953125f - (n) * 1.42860682030941723212e-6f)
-#define EXP_POLY6(r)                                                                                   \
-    ((((((((r) * (1.0f / 720.0f) + 1.0f / 120.0f) * (r) + 1.0f / 24.0f) * (r) + 1.0f / 6.0f) * (r) +     \
-        0.5f) * (r) + 1.0f) * (r)) + 1.0f)
+#define EXP_POLY(r)                                                                                    \
+    (((((((r) * 0.00829029735f + 0.0418979116f) * (r) + 0.166676357f) * (r) + 0.499991506f) * (r) +     \
+       0.999999702f) * (r)) + 1.0f)
 
 // exp(x) for float, branch-free so loops over it vectorise; 2^n via the exponent bits
 static inline float exp_approx(float x) {
@@ -27,7 +31,7 @@ static inline float exp_approx(float x) {
     float n = (x * 1.44269504088896341f + magic) - magic;
     float r = EXP_REDUCE(x, n);
     union { float f; int i; } u = {.i = ((int)n + 127) << 23};
-    return EXP_POLY6(r) * u.f;
+    return EXP_POLY(r) * u.f;
 }
 
 static int thread_id(void) {
@@ -97,12 +101,17 @@ typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
 // guarantees x <= 0 up to rounding (softmax), so only the lower clamp is needed.
 static inline void exp8_impl(v8f *x, int neg) {
     v8f v = *x;
+#if defined(__AVX__) // max/min return their second operand when one is NaN: NaN goes through
+    v = (v8f)_mm256_max_ps((__m256)V8(-87.0f), (__m256)v);
+    if (!neg) v = (v8f)_mm256_min_ps((__m256)V8(88.0f), (__m256)v);
+#else
     v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
     if (!neg) v = VSEL(v > V8(88.0f), V8(88.0f), v);
+#endif
     v8f t = v * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
     v8f r = EXP_REDUCE(v, n);
     v8i e = ((v8i)t + (127 - 0x4B400000)) << 23; // 0x4B400000: the bits of 1.5 2^23
-    *x = EXP_POLY6(r) * (v8f)e;
+    *x = EXP_POLY(r) * (v8f)e;
 }
 #define exp8(x) exp8_impl(x, 0)
 #define exp8_neg(x) exp8_impl(x, 1)
@@ -1041,11 +1050,264 @@ static void rowdot(float *T, int ldt, const float *A, int lda, const float *B, i
     }
 }
 
+// Heads exactly 16 wide run fused ("flash") kernels: a tile of FLASH_R queries x 16 keys of
+// scores lives in registers, is exponentiated there and multiplied into O (or, in the backward,
+// into dQ, dK, dV) at once, so S and P never exist beyond one tile. The forward shifts the
+// softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij instead of the row max
+// (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m) is the same softmax.
+// A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with its true max.
+#define FLASH_D 16
+#define FLASH_R 6
+#define FLASH_WS (5 * FLASH_R * FLASH_D) // tiles: P | O or dS | q | dO | dQ
+// scratch of the flash kernels: the tiles, then K^T, dK^T, dV^T of one head (backward)
+static size_t flash_ws_floats(int N) { return FLASH_WS + 3 * (size_t)(N + 15) / 16 * 16 * FLASH_D; }
+
+// xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)
+static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) xt[(size_t)n * D + d] = X[(size_t)d * N + n] * a;
+}
+
+// lanes [0, n) of an 8-float vector kept, the others zeroed (n in 0..8)
+static inline v8f keep_first(v8f x, int n) {
+    const v8i idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    v8i nn = {n, n, n, n, n, n, n, n};
+    return (v8f)((v8i)x & (idx < nn));
+}
+
+// One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][16]) with shifts m,
+// ob[r][d] = sum_j exp(s_rj - m_r) v_j[d] and l[r] = sum_j exp(s_rj - m_r) over the keys of the
+// np panels of kp (key_panels) and vt (V^T [16 np][16]); the last panel holds nt valid keys.
+static void flash16_tile_forward(float *ob, float *l, const float *q, const float *m, const float *kp,
+                                 const float *vt, int np, int nt, float *pt) {
+    v8f sum[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) sum[r] = V8(0.0f);
+    for (int i = 0; i < FLASH_R * FLASH_D; i++) ob[i] = 0.0f;
+    for (int p = 0; p < np; p++) {
+        const float *k = kp + (size_t)p * 16 * FLASH_D, *v = vt + (size_t)p * 16 * FLASH_D;
+        // s[r][j] = q_r . k_j: 16 steps over d of a FLASH_R x 16 register tile
+        v8f lo[FLASH_R], hi[FLASH_R];
+        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
+        for (int d = 0; d < FLASH_D; d++) {
+            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f qr = V8(q[r * FLASH_D + d]);
+                lo[r] += qr * kl;
+                hi[r] += qr * kh;
+            }
+        }
+        int n = p == np - 1 ? nt : 16;
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) { // p = exp(s - m), keys past N masked to 0
+            v8f x = lo[r] - m[r], y = hi[r] - m[r];
+            exp8_neg(&x);
+            exp8_neg(&y);
+            if (n < 16) { x = keep_first(x, n < 8 ? n : 8); y = keep_first(y, n > 8 ? n - 8 : 0); }
+            sum[r] += x + y;
+            store8(pt + r * 16, x);
+            store8(pt + r * 16 + 8, y);
+        }
+        // ob[r] += sum_j p[r][j] v_j: 16 steps over keys of a FLASH_R x 16 register tile
+        v8f ol[FLASH_R], oh[FLASH_R];
+        for (int r = 0; r < FLASH_R; r++) { ol[r] = load8(ob + r * 16); oh[r] = load8(ob + r * 16 + 8); }
+        for (int j = 0; j < 16; j++) {
+            v8f vl = load8(v + j * 16), vh = load8(v + j * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f pr = V8(pt[r * 16 + j]);
+                ol[r] += pr * vl;
+                oh[r] += pr * vh;
+            }
+        }
+        for (int r = 0; r < FLASH_R; r++) { store8(ob + r * 16, ol[r]); store8(ob + r * 16 + 8, oh[r]); }
+    }
+    for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
+}
+
+// Flash forward of one 16-wide head: O[d][i] = sum_j P_ij V[d][j], P = softmax_j(scale q_i . k_j),
+// lse[i] = log sum_j exp(scale q_i . k_j). kp = key_panels(K); vt = V^T [16 np][16], rows past N
+// zero; fl: FLASH_WS floats of scratch.
+static void flash16_forward(float *O, float *lse, const float *Q, const float *kp, const float *vt, int N,
+                            float scale, float *fl) {
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    float *pt = fl, *ob = fl + FLASH_R * FLASH_D, *q = fl + 2 * FLASH_R * FLASH_D;
+    float kmax = 0.0f; // max_j |k_j|
+    for (int j = 0; j < N; j++) {
+        const float *k = kp + (size_t)(j / 16) * 16 * FLASH_D + j % 16;
+        float n2 = 0.0f;
+        for (int d = 0; d < FLASH_D; d++) n2 += k[d * 16] * k[d * 16];
+        kmax = n2 > kmax ? n2 : kmax;
+    }
+    kmax = sqrtf(kmax);
+    for (int i = 0; i < N; i += FLASH_R) {
+        float m[FLASH_R], l[FLASH_R];
+        for (int r = 0; r < FLASH_R; r++) { // rows past N repeat row N - 1 (not stored)
+            int ir = i + r < N ? i + r : N - 1;
+            float n2 = 0.0f;
+            for (int d = 0; d < FLASH_D; d++) {
+                float x = Q[(size_t)d * N + ir] * scale;
+                q[r * FLASH_D + d] = x;
+                n2 += x * x;
+            }
+            m[r] = sqrtf(n2) * kmax;
+        }
+        flash16_tile_forward(ob, l, q, m, kp, vt, np, nt, pt);
+        int redo = 0;
+        for (int r = 0; r < FLASH_R; r++)
+            if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
+                float mx = -INFINITY;
+                for (int j = 0; j < N; j++) {
+                    const float *k = kp + (size_t)(j / 16) * 16 * FLASH_D + j % 16;
+                    float sj = 0.0f;
+                    for (int d = 0; d < FLASH_D; d++) sj += q[r * FLASH_D + d] * k[d * 16];
+                    mx = sj > mx ? sj : mx;
+                }
+                if (mx == mx && mx != m[r]) { m[r] = mx; redo = 1; }
+            }
+        if (redo) flash16_tile_forward(ob, l, q, m, kp, vt, np, nt, pt);
+        for (int r = 0; r < FLASH_R && i + r < N; r++) {
+            float inv = 1.0f / l[r];
+            for (int d = 0; d < FLASH_D; d++) O[(size_t)d * N + i + r] = ob[r * FLASH_D + d] * inv;
+            lse[i + r] = m[r] + logf(l[r]);
+        }
+    }
+}
+
+// One query tile of the flash backward (flash16_backward) against all np key panels: with
+// p_rj = exp(scale q_r . k_j - l_r) and ds_rj = scale p_rj (g_r . v_j - dd_r) (zero for keys
+// past N and rows r >= rows): dq[r] = sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r,
+// dvt[j] += sum_r p_rj g_r. q, g: [FLASH_R][16] rows of Q (unscaled) and dO; kp, vp: key
+// panels of K and V; kt: K^T [16 np][16]; pt, dst: FLASH_R x 16 tiles of scratch.
+static void flash16_tile_backward(float *dq, float *dkt, float *dvt, const float *q, const float *g,
+                                  const float *l, const float *dd, int rows, const float *kp, const float *vp,
+                                  const float *kt, int np, int nt, float scale, float *pt, float *dst) {
+    for (int i = 0; i < FLASH_R * FLASH_D; i++) dq[i] = 0.0f;
+    for (int p = 0; p < np; p++) {
+        size_t po = (size_t)p * 16 * FLASH_D;
+        const float *k = kp + po, *v = vp + po, *ktp = kt + po;
+        float *dkp = dkt + po, *dvp = dvt + po;
+        int n = p == np - 1 ? nt : 16;
+        v8f lo[FLASH_R], hi[FLASH_R];
+        // p = exp(scale q . k - l): a FLASH_R x 16 register tile over d
+        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
+        for (int d = 0; d < FLASH_D; d++) {
+            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f qr = V8(q[r * FLASH_D + d]);
+                lo[r] += qr * kl;
+                hi[r] += qr * kh;
+            }
+        }
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) {
+            v8f x = lo[r] * scale - l[r], y = hi[r] * scale - l[r];
+            exp8_neg(&x);
+            exp8_neg(&y);
+            if (n < 16) { x = keep_first(x, n < 8 ? n : 8); y = keep_first(y, n > 8 ? n - 8 : 0); }
+            if (r >= rows) x = y = V8(0.0f);
+            store8(pt + r * 16, x);
+            store8(pt + r * 16 + 8, y);
+        }
+        // ds = scale p (g . v - dd)
+        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
+        for (int d = 0; d < FLASH_D; d++) {
+            v8f vl = load8(v + d * 16), vh = load8(v + d * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f gr = V8(g[r * FLASH_D + d]);
+                lo[r] += gr * vl;
+                hi[r] += gr * vh;
+            }
+        }
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) {
+            store8(dst + r * 16, load8(pt + r * 16) * (lo[r] - dd[r]) * scale);
+            store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * (hi[r] - dd[r]) * scale);
+        }
+        // dq[r] += sum_j ds_rj k_j: over the 16 keys, rows of K^T
+        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(dq + r * 16); hi[r] = load8(dq + r * 16 + 8); }
+        for (int j = 0; j < 16; j++) {
+            v8f kl = load8(ktp + j * 16), kh = load8(ktp + j * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f sr = V8(dst[r * 16 + j]);
+                lo[r] += sr * kl;
+                hi[r] += sr * kh;
+            }
+        }
+        for (int r = 0; r < FLASH_R; r++) { store8(dq + r * 16, lo[r]); store8(dq + r * 16 + 8, hi[r]); }
+        // dvt[j] += sum_r p_rj g_r, with the g rows in registers
+        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(g + r * 16); hi[r] = load8(g + r * 16 + 8); }
+        for (int j = 0; j < 16; j++) {
+            v8f al = load8(dvp + j * 16), ah = load8(dvp + j * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f pr = V8(pt[r * 16 + j]);
+                al += pr * lo[r];
+                ah += pr * hi[r];
+            }
+            store8(dvp + j * 16, al);
+            store8(dvp + j * 16 + 8, ah);
+        }
+        // dkt[j] += sum_r ds_rj q_r, with the q rows in registers
+        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(q + r * 16); hi[r] = load8(q + r * 16 + 8); }
+        for (int j = 0; j < 16; j++) {
+            v8f al = load8(dkp + j * 16), ah = load8(dkp + j * 16 + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < FLASH_R; r++) {
+                v8f sr = V8(dst[r * 16 + j]);
+                al += sr * lo[r];
+                ah += sr * hi[r];
+            }
+            store8(dkp + j * 16, al);
+            store8(dkp + j * 16 + 8, ah);
+        }
+    }
+}
+
+// Flash backward of one 16-wide head (see attention_backward): dQ, dK, dV [16, N] written from
+// Q, K, V, dO [16, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K and V;
+// fl: flash_ws_floats(N) floats of scratch (tiles, K^T, dK^T, dV^T).
+static void flash16_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *dO,
+                             const float *lse, const float *di, const float *kp, const float *vp, int N,
+                             float scale, float *fl) {
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    size_t n16 = (size_t)np * 16 * FLASH_D;
+    float *pt = fl, *dst = pt + FLASH_R * FLASH_D, *q = dst + FLASH_R * FLASH_D, *g = q + FLASH_R * FLASH_D;
+    float *dq = g + FLASH_R * FLASH_D, *kt = fl + FLASH_WS, *dkt = kt + n16, *dvt = dkt + n16;
+    transpose_scaled(kt, K, FLASH_D, N, 1.0f);
+    memset(kt + (size_t)N * FLASH_D, 0, (n16 - (size_t)N * FLASH_D) * sizeof(float));
+    memset(dkt, 0, 2 * n16 * sizeof(float));
+    for (int i = 0; i < N; i += FLASH_R) {
+        int rows = N - i < FLASH_R ? N - i : FLASH_R;
+        float l[FLASH_R], dd[FLASH_R];
+        for (int r = 0; r < FLASH_R; r++) { // rows past N repeat row i (masked in the tile)
+            int ir = r < rows ? i + r : i;
+            l[r] = lse[ir];
+            dd[r] = di[ir];
+            for (int d = 0; d < FLASH_D; d++) {
+                q[r * FLASH_D + d] = Q[(size_t)d * N + ir];
+                g[r * FLASH_D + d] = dO[(size_t)d * N + ir];
+            }
+        }
+        flash16_tile_backward(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+        for (int r = 0; r < rows; r++)
+            for (int d = 0; d < FLASH_D; d++) dQ[(size_t)d * N + i + r] = dq[r * FLASH_D + d];
+    }
+    for (int d = 0; d < FLASH_D; d++)
+        for (int j = 0; j < N; j++) {
+            dK[(size_t)d * N + j] = dkt[(size_t)j * FLASH_D + d];
+            dV[(size_t)d * N + j] = dvt[(size_t)j * FLASH_D + d];
+        }
+}
+
 // Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | mx[R] |
 // di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | chunk partials of the parameter grads (w_in, b_in, w_out,
 // b_out). The forward uses S, T, inv, mx, kp and qg, and keeps (scale Q)^T and V^T of a wide
 // head (2 N D <= 4 C N floats) where the backward has dO and dqkv.
-typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
+typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, fl, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {
     size_t R = N < ATT_R ? N : ATT_R;
@@ -1060,8 +1322,9 @@ static AttnWs attention_ws_layout(int C, int N) {
     w.kp = w.di + N;
     w.vp = w.kp + (size_t)C * (N + ATT_J);
     w.qg = w.vp + (size_t)C * (N + ATT_J);
+    w.fl = round16(w.qg + 4 * (size_t)C);
     // one chunk's partial: dw_in | db_in | dw_out | db_out at these offsets; GRAD_CHUNKS slots
-    w.part = round16(w.qg + 4 * (size_t)C);
+    w.part = round16(w.fl + flash_ws_floats(N));
     w.dwin = 0;
     w.dbin = w.dwin + 3 * (size_t)C * C;
     w.dwout = w.dbin + 3 * (size_t)C;
@@ -1093,11 +1356,6 @@ static void block_scores(float *S, float *mx, float *qg, const float *Q, const f
     for (int i = 0; i < R; i++) mx[i] = max_row(S + (size_t)i * N, N);
 }
 
-// xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)
-static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
-    for (int n = 0; n < N; n++)
-        for (int d = 0; d < D; d++) xt[(size_t)n * D + d] = X[(size_t)d * N + n] * a;
-}
 
 // P and dS of query rows [i0, i0 + R) for the backward (attn_scores_backward)
 static void block_p_ds(float *P, float *dS, float *qg, const float *Q, const float *K, const float *V,
@@ -1144,6 +1402,15 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                 float *Oh = ob + (size_t)h * D * N;
                 // narrow heads: K in panels; wide: (scale Q)^T and V^T (in the backward's dO region)
                 float *qst = mine, *vt = mine + (size_t)N * D;
+                if (D == FLASH_D) {
+                    float *vtp = mine + L.vp; // V^T, zero rows up to a multiple of 16
+                    int np = (N + 15) / 16;
+                    key_panels(kp, K, D, N);
+                    transpose_scaled(vtp, V, D, N, 1.0f);
+                    memset(vtp + (size_t)N * D, 0, (size_t)(np * 16 - N) * D * sizeof(float));
+                    flash16_forward(Oh, lb + (size_t)h * N, Q, kp, vtp, N, scale, mine + L.fl);
+                    continue;
+                }
                 if (D <= NARROW_D) key_panels(kp, K, D, N);
                 else {
                     transpose_scaled(qst, Q, D, N, scale);
@@ -1208,6 +1475,12 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                     for (int i = 0; i < N; i++) di[i] = 0.0f;
                     for (int d = 0; d < D; d++)
                         for (int i = 0; i < N; i++) di[i] += dOh[(size_t)d * N + i] * Oh[(size_t)d * N + i];
+                    if (D == FLASH_D) {
+                        key_panels(kp, K, D, N);
+                        key_panels(vp, V, D, N);
+                        flash16_backward(dQ, dK, dV, Q, K, dOh, lb + (size_t)h * N, di, kp, vp, N, scale, mine + L.fl);
+                        continue;
+                    }
                     if (D <= NARROW_D) {
                         key_panels(kp, K, D, N);
                         key_panels(vp, V, D, N);

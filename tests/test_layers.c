@@ -976,6 +976,11 @@ int main(void) {
     RUN(test_attention(3, 20, 36, 4, 1.5f));
     RUN(test_attention(2, 16, 67, 1, 1.0f));
     RUN(test_attention(2, 32, 20, 1, 1.0f));
+    // 16-wide heads (flash kernels): a key tail of 2, whole panels only, and logits ~ 1e2
+    // wide, where the Cauchy-Schwarz shift would underflow the row sum and rows are redone
+    RUN(test_attention(2, 32, 130, 2, 1.5f));
+    RUN(test_attention(1, 16, 32, 1, 1.0f));
+    RUN(test_attention(2, 16, 23, 1, 4.0f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
     RUN(test_concat(2, 3, 2, 7));

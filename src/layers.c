@@ -1050,17 +1050,21 @@ static void rowdot(float *T, int ldt, const float *A, int lda, const float *B, i
     }
 }
 
-// Heads exactly 16 wide run fused ("flash") kernels: a tile of FLASH_R queries x 16 keys of
-// scores lives in registers, is exponentiated there and multiplied into O (or, in the backward,
-// into dQ, dK, dV) at once, so S and P never exist beyond one tile. The forward shifts the
-// softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij instead of the row max
-// (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m) is the same softmax.
-// A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with its true max.
-#define FLASH_D 16
+// Heads whose width D is a multiple of 16 run fused ("flash") kernels: a tile of FLASH_R
+// queries x 16 keys of scores lives in registers, is exponentiated there and multiplied into O
+// (or, in the backward, into dQ, dK, dV) at once, so S and P never exist beyond one tile.
+// The forward shifts the softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij
+// instead of the row max (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m)
+// is the same softmax. A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with
+// its true max. Products over d run in 16-wide chunks (a FLASH_R x 16 register tile each).
 #define FLASH_R 6
-#define FLASH_WS (5 * FLASH_R * FLASH_D) // tiles: P | O or dS | q | dO | dQ
-// scratch of the flash kernels: the tiles, then K^T, dK^T, dV^T of one head (backward)
-static size_t flash_ws_floats(int N) { return FLASH_WS + 3 * (size_t)(N + 15) / 16 * 16 * FLASH_D; }
+static int is_flash(int D) { return D % 16 == 0; }
+
+// scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, dO and
+// O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward)
+static size_t flash_ws_floats(int C, int N) {
+    return 2 * FLASH_R * 16 + 3 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
+}
 
 // xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)
 static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
@@ -1075,24 +1079,24 @@ static inline v8f keep_first(v8f x, int n) {
     return (v8f)((v8i)x & (idx < nn));
 }
 
-// One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][16]) with shifts m,
+// One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][D]) with shifts m,
 // ob[r][d] = sum_j exp(s_rj - m_r) v_j[d] and l[r] = sum_j exp(s_rj - m_r) over the keys of the
-// np panels of kp (key_panels) and vt (V^T [16 np][16]); the last panel holds nt valid keys.
-static void flash16_tile_forward(float *ob, float *l, const float *q, const float *m, const float *kp,
-                                 const float *vt, int np, int nt, float *pt) {
+// np panels of kp (key_panels) and vt (V^T [16 np][D]); the last panel holds nt valid keys.
+static inline __attribute__((always_inline)) void flash_tile_forward(float *ob, float *l, const float *q,
+        const float *m, const float *kp, const float *vt, int D, int np, int nt, float *pt) {
     v8f sum[FLASH_R];
     for (int r = 0; r < FLASH_R; r++) sum[r] = V8(0.0f);
-    for (int i = 0; i < FLASH_R * FLASH_D; i++) ob[i] = 0.0f;
+    for (int i = 0; i < FLASH_R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
-        const float *k = kp + (size_t)p * 16 * FLASH_D, *v = vt + (size_t)p * 16 * FLASH_D;
-        // s[r][j] = q_r . k_j: 16 steps over d of a FLASH_R x 16 register tile
+        const float *k = kp + (size_t)p * 16 * D, *v = vt + (size_t)p * 16 * D;
+        // s[r][j] = q_r . k_j: D steps over d of a FLASH_R x 16 register tile
         v8f lo[FLASH_R], hi[FLASH_R];
         for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < FLASH_D; d++) {
+        for (int d = 0; d < D; d++) {
             v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
 #pragma GCC unroll 6
             for (int r = 0; r < FLASH_R; r++) {
-                v8f qr = V8(q[r * FLASH_D + d]);
+                v8f qr = V8(q[r * D + d]);
                 lo[r] += qr * kl;
                 hi[r] += qr * kh;
             }
@@ -1108,35 +1112,50 @@ static void flash16_tile_forward(float *ob, float *l, const float *q, const floa
             store8(pt + r * 16, x);
             store8(pt + r * 16 + 8, y);
         }
-        // ob[r] += sum_j p[r][j] v_j: 16 steps over keys of a FLASH_R x 16 register tile
-        v8f ol[FLASH_R], oh[FLASH_R];
-        for (int r = 0; r < FLASH_R; r++) { ol[r] = load8(ob + r * 16); oh[r] = load8(ob + r * 16 + 8); }
-        for (int j = 0; j < 16; j++) {
-            v8f vl = load8(v + j * 16), vh = load8(v + j * 16 + 8);
+        // ob[r][c..c+16) += sum_j p[r][j] v_j[c..c+16): 16 steps over keys per chunk
+        for (int c = 0; c < D; c += 16) {
+            v8f ol[FLASH_R], oh[FLASH_R];
+            for (int r = 0; r < FLASH_R; r++) { ol[r] = load8(ob + r * D + c); oh[r] = load8(ob + r * D + c + 8); }
+            for (int j = 0; j < 16; j++) {
+                v8f vl = load8(v + j * D + c), vh = load8(v + j * D + c + 8);
 #pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f pr = V8(pt[r * 16 + j]);
-                ol[r] += pr * vl;
-                oh[r] += pr * vh;
+                for (int r = 0; r < FLASH_R; r++) {
+                    v8f pr = V8(pt[r * 16 + j]);
+                    ol[r] += pr * vl;
+                    oh[r] += pr * vh;
+                }
             }
+            for (int r = 0; r < FLASH_R; r++) { store8(ob + r * D + c, ol[r]); store8(ob + r * D + c + 8, oh[r]); }
         }
-        for (int r = 0; r < FLASH_R; r++) { store8(ob + r * 16, ol[r]); store8(ob + r * 16 + 8, oh[r]); }
     }
     for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
 }
 
-// Flash forward of one 16-wide head: O[d][i] = sum_j P_ij V[d][j], P = softmax_j(scale q_i . k_j),
-// lse[i] = log sum_j exp(scale q_i . k_j). kp = key_panels(K); vt = V^T [16 np][16], rows past N
-// zero; fl: FLASH_WS floats of scratch.
-static void flash16_forward(float *O, float *lse, const float *Q, const float *kp, const float *vt, int N,
-                            float scale, float *fl) {
+// the tile kernels compiled for D = 16, 32, 64 (constant trip counts) and for any other D
+#define FLASH_FWD_ARGS float *ob, float *l, const float *q, const float *m, const float *kp, const float *vt, int np, int nt, float *pt
+#define FLASH_FWD_CALL(D) flash_tile_forward(ob, l, q, m, kp, vt, D, np, nt, pt)
+static __attribute__((noinline)) void flash_tile_forward16(FLASH_FWD_ARGS) { FLASH_FWD_CALL(16); }
+static __attribute__((noinline)) void flash_tile_forward32(FLASH_FWD_ARGS) { FLASH_FWD_CALL(32); }
+static __attribute__((noinline)) void flash_tile_forward64(FLASH_FWD_ARGS) { FLASH_FWD_CALL(64); }
+static __attribute__((noinline)) void flash_tile_forward_d(int D, FLASH_FWD_ARGS) {
+    if (D == 16) flash_tile_forward16(ob, l, q, m, kp, vt, np, nt, pt);
+    else if (D == 32) flash_tile_forward32(ob, l, q, m, kp, vt, np, nt, pt);
+    else if (D == 64) flash_tile_forward64(ob, l, q, m, kp, vt, np, nt, pt);
+    else FLASH_FWD_CALL(D);
+}
+
+// Flash forward of one head (D a multiple of 16): O[d][i] = sum_j P_ij V[d][j] with
+// P = softmax_j(scale q_i . k_j), lse[i] = log sum_j exp(scale q_i . k_j). kp = key_panels(K);
+// vt = V^T [16 np][D], rows past N zero; fl: flash_ws_floats scratch.
+static void flash_forward(float *O, float *lse, const float *Q, const float *kp, const float *vt, int D, int N,
+                          float scale, float *fl) {
     int np = (N + 15) / 16, nt = N - (np - 1) * 16;
-    float *pt = fl, *ob = fl + FLASH_R * FLASH_D, *q = fl + 2 * FLASH_R * FLASH_D;
+    float *pt = fl, *q = fl + 2 * FLASH_R * 16, *ob = q + 2 * FLASH_R * D;
     float kmax = 0.0f; // max_j |k_j|
     for (int j = 0; j < N; j++) {
-        const float *k = kp + (size_t)(j / 16) * 16 * FLASH_D + j % 16;
+        const float *k = kp + (size_t)(j / 16) * 16 * D + j % 16;
         float n2 = 0.0f;
-        for (int d = 0; d < FLASH_D; d++) n2 += k[d * 16] * k[d * 16];
+        for (int d = 0; d < D; d++) n2 += k[d * 16] * k[d * 16];
         kmax = n2 > kmax ? n2 : kmax;
     }
     kmax = sqrtf(kmax);
@@ -1145,57 +1164,57 @@ static void flash16_forward(float *O, float *lse, const float *Q, const float *k
         for (int r = 0; r < FLASH_R; r++) { // rows past N repeat row N - 1 (not stored)
             int ir = i + r < N ? i + r : N - 1;
             float n2 = 0.0f;
-            for (int d = 0; d < FLASH_D; d++) {
+            for (int d = 0; d < D; d++) {
                 float x = Q[(size_t)d * N + ir] * scale;
-                q[r * FLASH_D + d] = x;
+                q[r * D + d] = x;
                 n2 += x * x;
             }
             m[r] = sqrtf(n2) * kmax;
         }
-        flash16_tile_forward(ob, l, q, m, kp, vt, np, nt, pt);
+        flash_tile_forward_d(D, ob, l, q, m, kp, vt, np, nt, pt);
         int redo = 0;
         for (int r = 0; r < FLASH_R; r++)
             if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
                 float mx = -INFINITY;
                 for (int j = 0; j < N; j++) {
-                    const float *k = kp + (size_t)(j / 16) * 16 * FLASH_D + j % 16;
+                    const float *k = kp + (size_t)(j / 16) * 16 * D + j % 16;
                     float sj = 0.0f;
-                    for (int d = 0; d < FLASH_D; d++) sj += q[r * FLASH_D + d] * k[d * 16];
+                    for (int d = 0; d < D; d++) sj += q[r * D + d] * k[d * 16];
                     mx = sj > mx ? sj : mx;
                 }
                 if (mx == mx && mx != m[r]) { m[r] = mx; redo = 1; }
             }
-        if (redo) flash16_tile_forward(ob, l, q, m, kp, vt, np, nt, pt);
+        if (redo) flash_tile_forward_d(D, ob, l, q, m, kp, vt, np, nt, pt);
         for (int r = 0; r < FLASH_R && i + r < N; r++) {
             float inv = 1.0f / l[r];
-            for (int d = 0; d < FLASH_D; d++) O[(size_t)d * N + i + r] = ob[r * FLASH_D + d] * inv;
+            for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
             lse[i + r] = m[r] + logf(l[r]);
         }
     }
 }
 
-// One query tile of the flash backward (flash16_backward) against all np key panels: with
+// One query tile of the flash backward (flash_backward) against all np key panels: with
 // p_rj = exp(scale q_r . k_j - l_r) and ds_rj = scale p_rj (g_r . v_j - dd_r) (zero for keys
 // past N and rows r >= rows): dq[r] = sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r,
-// dvt[j] += sum_r p_rj g_r. q, g: [FLASH_R][16] rows of Q (unscaled) and dO; kp, vp: key
-// panels of K and V; kt: K^T [16 np][16]; pt, dst: FLASH_R x 16 tiles of scratch.
-static void flash16_tile_backward(float *dq, float *dkt, float *dvt, const float *q, const float *g,
-                                  const float *l, const float *dd, int rows, const float *kp, const float *vp,
-                                  const float *kt, int np, int nt, float scale, float *pt, float *dst) {
-    for (int i = 0; i < FLASH_R * FLASH_D; i++) dq[i] = 0.0f;
+// dvt[j] += sum_r p_rj g_r. q, g: [FLASH_R][D] rows of Q (unscaled) and dO; kp, vp: key
+// panels of K and V; kt: K^T [16 np][D]; pt, dst: FLASH_R x 16 tiles of scratch.
+static inline __attribute__((always_inline)) void flash_tile_backward(float *dq, float *dkt, float *dvt,
+        const float *q, const float *g, const float *l, const float *dd, int rows, const float *kp, const float *vp,
+        const float *kt, int D, int np, int nt, float scale, float *pt, float *dst) {
+    for (int i = 0; i < FLASH_R * D; i++) dq[i] = 0.0f;
     for (int p = 0; p < np; p++) {
-        size_t po = (size_t)p * 16 * FLASH_D;
+        size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po, *ktp = kt + po;
         float *dkp = dkt + po, *dvp = dvt + po;
         int n = p == np - 1 ? nt : 16;
         v8f lo[FLASH_R], hi[FLASH_R];
         // p = exp(scale q . k - l): a FLASH_R x 16 register tile over d
         for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < FLASH_D; d++) {
+        for (int d = 0; d < D; d++) {
             v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
 #pragma GCC unroll 6
             for (int r = 0; r < FLASH_R; r++) {
-                v8f qr = V8(q[r * FLASH_D + d]);
+                v8f qr = V8(q[r * D + d]);
                 lo[r] += qr * kl;
                 hi[r] += qr * kh;
             }
@@ -1212,11 +1231,11 @@ static void flash16_tile_backward(float *dq, float *dkt, float *dvt, const float
         }
         // ds = scale p (g . v - dd)
         for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < FLASH_D; d++) {
+        for (int d = 0; d < D; d++) {
             v8f vl = load8(v + d * 16), vh = load8(v + d * 16 + 8);
 #pragma GCC unroll 6
             for (int r = 0; r < FLASH_R; r++) {
-                v8f gr = V8(g[r * FLASH_D + d]);
+                v8f gr = V8(g[r * D + d]);
                 lo[r] += gr * vl;
                 hi[r] += gr * vh;
             }
@@ -1226,59 +1245,75 @@ static void flash16_tile_backward(float *dq, float *dkt, float *dvt, const float
             store8(dst + r * 16, load8(pt + r * 16) * (lo[r] - dd[r]) * scale);
             store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * (hi[r] - dd[r]) * scale);
         }
-        // dq[r] += sum_j ds_rj k_j: over the 16 keys, rows of K^T
-        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(dq + r * 16); hi[r] = load8(dq + r * 16 + 8); }
-        for (int j = 0; j < 16; j++) {
-            v8f kl = load8(ktp + j * 16), kh = load8(ktp + j * 16 + 8);
+        for (int c = 0; c < D; c += 16) {
+            // dq[r][c..c+16) += sum_j ds_rj k_j[c..c+16): over the 16 keys, rows of K^T
+            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(dq + r * D + c); hi[r] = load8(dq + r * D + c + 8); }
+            for (int j = 0; j < 16; j++) {
+                v8f kl = load8(ktp + j * D + c), kh = load8(ktp + j * D + c + 8);
 #pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f sr = V8(dst[r * 16 + j]);
-                lo[r] += sr * kl;
-                hi[r] += sr * kh;
+                for (int r = 0; r < FLASH_R; r++) {
+                    v8f sr = V8(dst[r * 16 + j]);
+                    lo[r] += sr * kl;
+                    hi[r] += sr * kh;
+                }
             }
-        }
-        for (int r = 0; r < FLASH_R; r++) { store8(dq + r * 16, lo[r]); store8(dq + r * 16 + 8, hi[r]); }
-        // dvt[j] += sum_r p_rj g_r, with the g rows in registers
-        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(g + r * 16); hi[r] = load8(g + r * 16 + 8); }
-        for (int j = 0; j < 16; j++) {
-            v8f al = load8(dvp + j * 16), ah = load8(dvp + j * 16 + 8);
+            for (int r = 0; r < FLASH_R; r++) { store8(dq + r * D + c, lo[r]); store8(dq + r * D + c + 8, hi[r]); }
+            // dvt[j][c..c+16) += sum_r p_rj g_r[c..c+16), with the g chunks in registers
+            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(g + r * D + c); hi[r] = load8(g + r * D + c + 8); }
+            for (int j = 0; j < 16; j++) {
+                v8f al = load8(dvp + j * D + c), ah = load8(dvp + j * D + c + 8);
 #pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f pr = V8(pt[r * 16 + j]);
-                al += pr * lo[r];
-                ah += pr * hi[r];
+                for (int r = 0; r < FLASH_R; r++) {
+                    v8f pr = V8(pt[r * 16 + j]);
+                    al += pr * lo[r];
+                    ah += pr * hi[r];
+                }
+                store8(dvp + j * D + c, al);
+                store8(dvp + j * D + c + 8, ah);
             }
-            store8(dvp + j * 16, al);
-            store8(dvp + j * 16 + 8, ah);
-        }
-        // dkt[j] += sum_r ds_rj q_r, with the q rows in registers
-        for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(q + r * 16); hi[r] = load8(q + r * 16 + 8); }
-        for (int j = 0; j < 16; j++) {
-            v8f al = load8(dkp + j * 16), ah = load8(dkp + j * 16 + 8);
+            // dkt[j][c..c+16) += sum_r ds_rj q_r[c..c+16), with the q chunks in registers
+            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(q + r * D + c); hi[r] = load8(q + r * D + c + 8); }
+            for (int j = 0; j < 16; j++) {
+                v8f al = load8(dkp + j * D + c), ah = load8(dkp + j * D + c + 8);
 #pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f sr = V8(dst[r * 16 + j]);
-                al += sr * lo[r];
-                ah += sr * hi[r];
+                for (int r = 0; r < FLASH_R; r++) {
+                    v8f sr = V8(dst[r * 16 + j]);
+                    al += sr * lo[r];
+                    ah += sr * hi[r];
+                }
+                store8(dkp + j * D + c, al);
+                store8(dkp + j * D + c + 8, ah);
             }
-            store8(dkp + j * 16, al);
-            store8(dkp + j * 16 + 8, ah);
         }
     }
 }
 
-// Flash backward of one 16-wide head (see attention_backward): dQ, dK, dV [16, N] written from
-// Q, K, V, dO [16, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K and V;
-// fl: flash_ws_floats(N) floats of scratch (tiles, K^T, dK^T, dV^T).
-static void flash16_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *dO,
-                             const float *lse, const float *di, const float *kp, const float *vp, int N,
-                             float scale, float *fl) {
+#define FLASH_BWD_ARGS float *dq, float *dkt, float *dvt, const float *q, const float *g, const float *l, \
+        const float *dd, int rows, const float *kp, const float *vp, const float *kt, int np, int nt, float scale, \
+        float *pt, float *dst
+#define FLASH_BWD_CALL(D) flash_tile_backward(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, D, np, nt, scale, pt, dst)
+static __attribute__((noinline)) void flash_tile_backward16(FLASH_BWD_ARGS) { FLASH_BWD_CALL(16); }
+static __attribute__((noinline)) void flash_tile_backward32(FLASH_BWD_ARGS) { FLASH_BWD_CALL(32); }
+static __attribute__((noinline)) void flash_tile_backward64(FLASH_BWD_ARGS) { FLASH_BWD_CALL(64); }
+static __attribute__((noinline)) void flash_tile_backward_d(int D, FLASH_BWD_ARGS) {
+    if (D == 16) flash_tile_backward16(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+    else if (D == 32) flash_tile_backward32(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+    else if (D == 64) flash_tile_backward64(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+    else FLASH_BWD_CALL(D);
+}
+
+// Flash backward of one head (D a multiple of 16; see attention_backward): dQ, dK, dV [D, N]
+// written from Q, K, dO [D, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K
+// and V; fl: flash_ws_floats scratch (tiles, K^T, dK^T, dV^T).
+static void flash_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *dO,
+                           const float *lse, const float *di, const float *kp, const float *vp, int D, int N,
+                           float scale, float *fl) {
     int np = (N + 15) / 16, nt = N - (np - 1) * 16;
-    size_t n16 = (size_t)np * 16 * FLASH_D;
-    float *pt = fl, *dst = pt + FLASH_R * FLASH_D, *q = dst + FLASH_R * FLASH_D, *g = q + FLASH_R * FLASH_D;
-    float *dq = g + FLASH_R * FLASH_D, *kt = fl + FLASH_WS, *dkt = kt + n16, *dvt = dkt + n16;
-    transpose_scaled(kt, K, FLASH_D, N, 1.0f);
-    memset(kt + (size_t)N * FLASH_D, 0, (n16 - (size_t)N * FLASH_D) * sizeof(float));
+    size_t n16 = (size_t)np * 16 * D;
+    float *pt = fl, *dst = pt + FLASH_R * 16, *q = dst + FLASH_R * 16, *g = q + FLASH_R * D, *dq = g + FLASH_R * D;
+    float *kt = dq + FLASH_R * D, *dkt = kt + n16, *dvt = dkt + n16;
+    transpose_scaled(kt, K, D, N, 1.0f);
+    memset(kt + (size_t)N * D, 0, (n16 - (size_t)N * D) * sizeof(float));
     memset(dkt, 0, 2 * n16 * sizeof(float));
     for (int i = 0; i < N; i += FLASH_R) {
         int rows = N - i < FLASH_R ? N - i : FLASH_R;
@@ -1287,19 +1322,19 @@ static void flash16_backward(float *dQ, float *dK, float *dV, const float *Q, co
             int ir = r < rows ? i + r : i;
             l[r] = lse[ir];
             dd[r] = di[ir];
-            for (int d = 0; d < FLASH_D; d++) {
-                q[r * FLASH_D + d] = Q[(size_t)d * N + ir];
-                g[r * FLASH_D + d] = dO[(size_t)d * N + ir];
+            for (int d = 0; d < D; d++) {
+                q[r * D + d] = Q[(size_t)d * N + ir];
+                g[r * D + d] = dO[(size_t)d * N + ir];
             }
         }
-        flash16_tile_backward(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+        flash_tile_backward_d(D, dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
         for (int r = 0; r < rows; r++)
-            for (int d = 0; d < FLASH_D; d++) dQ[(size_t)d * N + i + r] = dq[r * FLASH_D + d];
+            for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
     }
-    for (int d = 0; d < FLASH_D; d++)
+    for (int d = 0; d < D; d++)
         for (int j = 0; j < N; j++) {
-            dK[(size_t)d * N + j] = dkt[(size_t)j * FLASH_D + d];
-            dV[(size_t)d * N + j] = dvt[(size_t)j * FLASH_D + d];
+            dK[(size_t)d * N + j] = dkt[(size_t)j * D + d];
+            dV[(size_t)d * N + j] = dvt[(size_t)j * D + d];
         }
 }
 
@@ -1324,7 +1359,7 @@ static AttnWs attention_ws_layout(int C, int N) {
     w.qg = w.vp + (size_t)C * (N + ATT_J);
     w.fl = round16(w.qg + 4 * (size_t)C);
     // one chunk's partial: dw_in | db_in | dw_out | db_out at these offsets; GRAD_CHUNKS slots
-    w.part = round16(w.fl + flash_ws_floats(N));
+    w.part = round16(w.fl + flash_ws_floats(C, N));
     w.dwin = 0;
     w.dbin = w.dwin + 3 * (size_t)C * C;
     w.dwout = w.dbin + 3 * (size_t)C;
@@ -1402,13 +1437,13 @@ void attention_forward(float *out, float *qkv, float *o, float *lse, const float
                 float *Oh = ob + (size_t)h * D * N;
                 // narrow heads: K in panels; wide: (scale Q)^T and V^T (in the backward's dO region)
                 float *qst = mine, *vt = mine + (size_t)N * D;
-                if (D == FLASH_D) {
+                if (is_flash(D)) {
                     float *vtp = mine + L.vp; // V^T, zero rows up to a multiple of 16
                     int np = (N + 15) / 16;
                     key_panels(kp, K, D, N);
                     transpose_scaled(vtp, V, D, N, 1.0f);
                     memset(vtp + (size_t)N * D, 0, (size_t)(np * 16 - N) * D * sizeof(float));
-                    flash16_forward(Oh, lb + (size_t)h * N, Q, kp, vtp, N, scale, mine + L.fl);
+                    flash_forward(Oh, lb + (size_t)h * N, Q, kp, vtp, D, N, scale, mine + L.fl);
                     continue;
                 }
                 if (D <= NARROW_D) key_panels(kp, K, D, N);
@@ -1475,10 +1510,10 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                     for (int i = 0; i < N; i++) di[i] = 0.0f;
                     for (int d = 0; d < D; d++)
                         for (int i = 0; i < N; i++) di[i] += dOh[(size_t)d * N + i] * Oh[(size_t)d * N + i];
-                    if (D == FLASH_D) {
+                    if (is_flash(D)) {
                         key_panels(kp, K, D, N);
                         key_panels(vp, V, D, N);
-                        flash16_backward(dQ, dK, dV, Q, K, dOh, lb + (size_t)h * N, di, kp, vp, N, scale, mine + L.fl);
+                        flash_backward(dQ, dK, dV, Q, K, dOh, lb + (size_t)h * N, di, kp, vp, D, N, scale, mine + L.fl);
                         continue;
                     }
                     if (D <= NARROW_D) {

@@ -971,16 +971,19 @@ int main(void) {
     RUN(test_attention(3, 8, 130, 2, 2.0f));
     RUN(test_attention(2, 16, 130, 2, 2.0f));
     // the fused score kernels: 4-query / 2-query tiles with a short last tile, key tails of
-    // 1 and 4 columns, odd head widths (D = 3, 5), D = 16 and 32 (the GEMM side)
+    // 1 and 4 columns, odd head widths (D = 3, 5)
     RUN(test_attention(2, 12, 49, 4, 1.5f));
     RUN(test_attention(3, 20, 36, 4, 1.5f));
     RUN(test_attention(2, 16, 67, 1, 1.0f));
     RUN(test_attention(2, 32, 20, 1, 1.0f));
-    // 16-wide heads (flash kernels): a key tail of 2, whole panels only, and logits ~ 1e2
-    // wide, where the Cauchy-Schwarz shift would underflow the row sum and rows are redone
+    // heads 16, 32, 64 wide (flash kernels): a key tail of 2, whole panels only, one key past
+    // a panel (N = 49), and logits ~ 1e2 wide, where the Cauchy-Schwarz shift would underflow
+    // the row sum and rows are redone; D = 24 takes the GEMM path
     RUN(test_attention(2, 32, 130, 2, 1.5f));
     RUN(test_attention(1, 16, 32, 1, 1.0f));
     RUN(test_attention(2, 16, 23, 1, 4.0f));
+    RUN(test_attention(1, 128, 49, 2, 1.0f));
+    RUN(test_attention(2, 48, 40, 2, 1.5f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
     RUN(test_concat(2, 3, 2, 7));

@@ -111,6 +111,11 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
     vf c0[MR], c1[MR];
 #if defined(__AVX2__) && defined(__FMA__) && VL == 8
     // AVX2 + FMA: 12 accumulators, 2 B vectors, 1 broadcast = 15 ymm registers
+    if (acc) // the C tile is read at the end: start fetching it now (it is often far, e.g. a gradient)
+        for (int i = 0; i < mr; i++) {
+            _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR - 1), _MM_HINT_T0);
+        }
     __m256 r00 = _mm256_setzero_ps(), r01 = r00, r10 = r00, r11 = r00, r20 = r00, r21 = r00,
            r30 = r00, r31 = r00, r40 = r00, r41 = r00, r50 = r00, r51 = r00;
 #define FMA_ROW_K(bk)                                                                                             \

@@ -1072,12 +1072,9 @@ static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
         for (int d = 0; d < D; d++) xt[(size_t)n * D + d] = X[(size_t)d * N + n] * a;
 }
 
-// lanes [0, n) of an 8-float vector kept, the others zeroed (n in 0..8)
-static inline v8f keep_first(v8f x, int n) {
-    const v8i idx = {0, 1, 2, 3, 4, 5, 6, 7};
-    v8i nn = {n, n, n, n, n, n, n, n};
-    return (v8f)((v8i)x & (idx < nn));
-}
+// lanes [0, n) of an 8-float vector kept, the others zeroed (n in 0..8); a macro, like load8
+#define keep_first(x, n)                                                                           \
+    ((v8f)((v8i)(x) & ((v8i){0, 1, 2, 3, 4, 5, 6, 7} < (v8i){(n), (n), (n), (n), (n), (n), (n), (n)})))
 
 // One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][D]) with shifts m,
 // ob[r][d] = sum_j exp(s_rj - m_r) v_j[d] and l[r] = sum_j exp(s_rj - m_r) over the keys of the

@@ -55,6 +55,8 @@ static void pack_a(int transA, const float *A, int lda, const long *aoff, int i0
                     for (int k = 0; k < kc; k++) p[k * MR + i] = 0.0f;
                 }
             }
+        } else if (mr == MR) { // A^T: MR contiguous floats per k, one fixed-size copy
+            for (int k = 0; k < kc; k++) memcpy(p + k * MR, row_at(A, lda, aoff, k0 + k) + i0 + ir, MR * sizeof(float));
         } else {
             for (int k = 0; k < kc; k++) {
                 const float *src = row_at(A, lda, aoff, k0 + k) + i0 + ir;

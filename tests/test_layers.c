@@ -982,8 +982,12 @@ int main(void) {
     RUN(test_attention(2, 32, 130, 2, 1.5f));
     RUN(test_attention(1, 16, 32, 1, 1.0f));
     RUN(test_attention(2, 16, 23, 1, 4.0f));
-    RUN(test_attention(1, 128, 49, 2, 1.0f));
+    RUN(test_attention(1, 64, 49, 1, 1.0f));
     RUN(test_attention(2, 48, 40, 2, 1.5f));
+    // images side by side in the projections (N <= 49): groups of 8 and a last one of 1 (B = 9),
+    // and backward chunks of 2-3 images (B = 33)
+    RUN(test_attention(9, 16, 49, 1, 1.0f));
+    RUN(test_attention(33, 8, 10, 2, 1.5f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
     RUN(test_concat(2, 3, 2, 7));

@@ -965,7 +965,7 @@ int main(void) {
     RUN(test_groupnorm(2, 8, 9, 8));
     RUN(test_silu(301));
     RUN(test_linear(3, 7, 5));
-    // attention: one query block, and N = 130 > 128 crossing the query-block boundary
+    // attention: one query block, and N = 130 crossing query-block boundaries (ATT_R = 32)
     RUN(test_attention(2, 8, 5, 2, 1.5f));
     RUN(test_attention(1, 8, 7, 1, 1.5f));
     RUN(test_attention(3, 8, 130, 2, 2.0f));

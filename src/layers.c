@@ -287,10 +287,14 @@ static void col2im_padded8(float *dxp, const float *col, int Ci, int K, int Hp, 
             }
 }
 
-// Per-thread workspace of a grouped conv: col | dcol [CKK, G P] | Y or dY [Co, G P] | xp (one
+// Per-thread workspace of a grouped conv: col | dcol [CKK, ld] | Y or dY [Co, ld] | xp (one
 // padded image, or its gradient) | chunk partials. Offsets of Y, xp and the partials:
-static size_t grouped_off_y(int Ci, int K, int G, int P) { return round16(2 * (size_t)Ci * K * K * G * P); }
-static size_t grouped_off_xp(int Ci, int K, int G, int P, int Co) { return grouped_off_y(Ci, K, G, P) + round16((size_t)Co * G * P); }
+// Rows of a group are ld = group_ld(ng, P) >= ng P floats apart, a multiple of 16: rows that
+// start on a cache line keep a 16-column panel of B (read in place by the GEMM) at one line per
+// row instead of two (measured 1-5% faster GEMMs).
+static size_t group_ld(int ng, int P) { return round16((size_t)ng * P); }
+static size_t grouped_off_y(int Ci, int K, int G, int P) { return 2 * (size_t)Ci * K * K * group_ld(G, P); }
+static size_t grouped_off_xp(int Ci, int K, int G, int P, int Co) { return grouped_off_y(Ci, K, G, P) + (size_t)Co * group_ld(G, P); }
 static size_t grouped_off_part(int Ci, int H, int W, int K, int G, int P, int Co) {
     return grouped_off_xp(Ci, K, G, P, Co) + padded_floats(Ci, H, W, K);
 }
@@ -366,12 +370,12 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
 #pragma omp parallel for schedule(dynamic, 1)
         for (int b0 = 0; b0 < B; b0 += G) {
             int ng = B - b0 < G ? B - b0 : G;
-            size_t ld = (size_t)ng * P;
+            size_t ld = group_ld(ng, P);
             float *col = ws + (size_t)thread_id() * wsz, *yg = col + grouped_off_y(Ci, K, G, P);
             float *xp = col + grouped_off_xp(Ci, K, G, P, Co);
             for (int j = 0; j < ng; j++)
                 im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
-            gemm(0, 0, Co, (int)ld, CKK, w, CKK, col, (int)ld, yg, (int)ld, 0); // yg[Co, ng P] = w col
+            gemm(0, 0, Co, ng * P, CKK, w, CKK, col, (int)ld, yg, (int)ld, 0); // yg[Co, ng P] = w col
             for (int j = 0; j < ng; j++)
                 for (int co = 0; co < Co; co++) {
                     float bv = bias ? bias[co] : 0.0f, *yc = out + ((size_t)(b0 + j) * Co + co) * P;
@@ -461,20 +465,20 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
                                     int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
-    float *col = mine, *dcol = col + (size_t)CKK * G * P, *dyg = mine + grouped_off_y(Ci, K, G, P);
+    float *col = mine, *dcol = col + (size_t)CKK * group_ld(G, P), *dyg = mine + grouped_off_y(Ci, K, G, P);
     float *xp = mine + grouped_off_xp(Ci, K, G, P, Co);
     for (int b0 = lo; b0 < hi; b0 += G) {
         int ng = hi - b0 < G ? hi - b0 : G;
-        size_t ld = (size_t)ng * P;
+        size_t ld = group_ld(ng, P);
         for (int j = 0; j < ng; j++) { // dyg[Co, ng P] and col[CKK, ng P]: the group side by side
             const float *dy = dout + (size_t)(b0 + j) * Co * P;
             bias_grad_add(dbp, dy, Co, P);
             for (int co = 0; co < Co; co++) memcpy(dyg + (size_t)co * ld + (size_t)j * P, dy + (size_t)co * P, P * sizeof(float));
             im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }
-        gemm(0, 1, CKK, Co, (int)ld, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
+        gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
         if (din) {                                                           // dx += col2im(w^T dY)
-            gemm(1, 0, CKK, (int)ld, Co, w, CKK, dyg, (int)ld, dcol, (int)ld, 0);
+            gemm(1, 0, CKK, ng * P, Co, w, CKK, dyg, (int)ld, dcol, (int)ld, 0);
             for (int j = 0; j < ng; j++)
                 col2im_group(din + (size_t)(b0 + j) * Ci * H * W, xp, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }

@@ -142,9 +142,21 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         r40 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 4), b0, r40);                                              \
         r50 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 5), b0, r50);                                              \
     }
+#define FMA_ROW_K4(bk)                                                                                            \
+    {                                                                                                             \
+        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8), ai;                                      \
+        const float *ak = a + k * MR;                                                                             \
+        ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01); \
+        ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11); \
+        ai = _mm256_broadcast_ss(ak + 2); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21); \
+        ai = _mm256_broadcast_ss(ak + 3); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31); \
+    }
     if (nr <= 8 && !arows) { // a last panel of at most 8 columns: the right half would be discarded
         if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K_HALF(b + boff[k])
         else for (int k = 0; k < kc; k++) FMA_ROW_K_HALF(b + (size_t)k * bs)
+    } else if (mr <= 4 && !arows) { // a last tile of at most 4 rows (e.g. M = 4, 16, 64): rows 4, 5 would be discarded
+        if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K4(b + boff[k])
+        else for (int k = 0; k < kc; k++) FMA_ROW_K4(b + (size_t)k * bs)
     } else if (arows) { // A in place: six sequential streams of broadcasts
         const float *a0 = arows[0], *a1 = arows[1], *a2 = arows[2], *a3 = arows[3], *a4 = arows[4], *a5 = arows[5];
         for (int k = 0; k < kc; k++) {
@@ -160,6 +172,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
     } else if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
     else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
 #undef FMA_ROW_K
+#undef FMA_ROW_K4
 #undef FMA_ROW_K_HALF
     if (mr == MR && nr == NR) { // full tile: store straight from the registers
 #define STORE_ROW(i, x0, x1)                                                                                     \

@@ -53,8 +53,10 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
 int main(void) {
     Rng r;
     rng_seed(&r, 1);
-    int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576}, {3, 784, 16}, {9, 24, 7}, {5, 45, 20}};
-    for (int s = 0; s < 7; s++)
+    // last tiles of 1-5 rows (4 and fewer take the 4-row kernel), last panels of 1-16 columns
+    int shapes[][3] = {{1, 1, 1},    {7, 33, 5},   {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576},
+                       {3, 784, 16}, {9, 24, 7},   {5, 45, 20},  {4, 784, 32},  {16, 50, 9}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++)

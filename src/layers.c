@@ -1342,9 +1342,10 @@ static void flash_backward(float *dQ, float *dK, float *dV, const float *Q, cons
 }
 
 // Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | mx[R] |
-// di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | chunk partials of the parameter grads (w_in, b_in, w_out,
-// b_out). The forward uses S, T, inv, mx, kp and qg, and keeps (scale Q)^T and V^T of a wide
-// head (2 N D <= 4 C N floats) where the backward has dO and dqkv.
+// di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | fl (flash_ws_floats) |
+// grp (grouped projections) | chunk partials of the parameter grads (w_in, b_in, w_out, b_out).
+// The forward uses S, T, inv, mx, kp and qg, and keeps (scale Q)^T and V^T of a wide head
+// (2 N D <= 4 C N floats) where the backward has dO and dqkv; flash heads keep V^T in vp.
 typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, fl, grp, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {

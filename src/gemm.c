@@ -120,17 +120,19 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         }
     __m256 r00 = _mm256_setzero_ps(), r01 = r00, r10 = r00, r11 = r00, r20 = r00, r21 = r00,
            r30 = r00, r31 = r00, r40 = r00, r41 = r00, r50 = r00, r51 = r00;
-#define FMA_ROW_K(bk)                                                                                             \
+// one row i of the tile: r_i0 += a[k][i] b0, r_i1 += a[k][i] b1 (b0, b1 and ak in scope)
+#define FMA_ROW(i, x0, x1)                                                                                       \
+    { __m256 ai = _mm256_broadcast_ss(ak + (i)); x0 = _mm256_fmadd_ps(ai, b0, x0); x1 = _mm256_fmadd_ps(ai, b1, x1); }
+// step k of the first `rows` tile rows (4 or 6); `rows` is a constant, so the branch folds away
+#define FMA_ROWS_K(bk, rows)                                                                                      \
     {                                                                                                             \
-        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8), ai;                                      \
+        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8);                                          \
         const float *ak = a + k * MR;                                                                             \
-        ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01); \
-        ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11); \
-        ai = _mm256_broadcast_ss(ak + 2); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21); \
-        ai = _mm256_broadcast_ss(ak + 3); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31); \
-        ai = _mm256_broadcast_ss(ak + 4); r40 = _mm256_fmadd_ps(ai, b0, r40); r41 = _mm256_fmadd_ps(ai, b1, r41); \
-        ai = _mm256_broadcast_ss(ak + 5); r50 = _mm256_fmadd_ps(ai, b0, r50); r51 = _mm256_fmadd_ps(ai, b1, r51); \
+        FMA_ROW(0, r00, r01) FMA_ROW(1, r10, r11) FMA_ROW(2, r20, r21) FMA_ROW(3, r30, r31)                      \
+        if ((rows) > 4) { FMA_ROW(4, r40, r41) FMA_ROW(5, r50, r51) }                                             \
     }
+#define FMA_ROW_K(bk) FMA_ROWS_K(bk, 6)
+#define FMA_ROW_K4(bk) FMA_ROWS_K(bk, 4)
 #define FMA_ROW_K_HALF(bk)                                                                                       \
     {                                                                                                             \
         __m256 b0 = _mm256_loadu_ps(bk);                                                                          \
@@ -141,15 +143,6 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         r30 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 3), b0, r30);                                              \
         r40 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 4), b0, r40);                                              \
         r50 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 5), b0, r50);                                              \
-    }
-#define FMA_ROW_K4(bk)                                                                                            \
-    {                                                                                                             \
-        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps((bk) + 8), ai;                                      \
-        const float *ak = a + k * MR;                                                                             \
-        ai = _mm256_broadcast_ss(ak + 0); r00 = _mm256_fmadd_ps(ai, b0, r00); r01 = _mm256_fmadd_ps(ai, b1, r01); \
-        ai = _mm256_broadcast_ss(ak + 1); r10 = _mm256_fmadd_ps(ai, b0, r10); r11 = _mm256_fmadd_ps(ai, b1, r11); \
-        ai = _mm256_broadcast_ss(ak + 2); r20 = _mm256_fmadd_ps(ai, b0, r20); r21 = _mm256_fmadd_ps(ai, b1, r21); \
-        ai = _mm256_broadcast_ss(ak + 3); r30 = _mm256_fmadd_ps(ai, b0, r30); r31 = _mm256_fmadd_ps(ai, b1, r31); \
     }
     if (nr <= 8 && !arows) { // a last panel of at most 8 columns: the right half would be discarded
         if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K_HALF(b + boff[k])
@@ -171,6 +164,8 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         }
     } else if (boff) for (int k = 0; k < kc; k++) FMA_ROW_K(b + boff[k])
     else for (int k = 0; k < kc; k++) FMA_ROW_K(b + (size_t)k * bs)
+#undef FMA_ROW
+#undef FMA_ROWS_K
 #undef FMA_ROW_K
 #undef FMA_ROW_K4
 #undef FMA_ROW_K_HALF

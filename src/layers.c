@@ -1082,6 +1082,59 @@ static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
 #define keep_first(x, n)                                                                           \
     ((v8f)((v8i)(x) & ((v8i){0, 1, 2, 3, 4, 5, 6, 7} < (v8i){(n), (n), (n), (n), (n), (n), (n), (n)})))
 
+// The three products of the flash kernels, on a FLASH_R x 16 tile (register accumulators lo, hi:
+// columns 0-7 and 8-15), inlined into the kernels:
+// lo/hi[r] = sum_d a[r D + d] panel[d][0..16): a row of scores against one key panel
+static inline __attribute__((always_inline)) void flash_scores(v8f *lo, v8f *hi, const float *a, const float *panel,
+                                                               int D) {
+    for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
+    for (int d = 0; d < D; d++) {
+        v8f bl = load8(panel + d * 16), bh = load8(panel + d * 16 + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) {
+            v8f ar = V8(a[r * D + d]);
+            lo[r] += ar * bl;
+            hi[r] += ar * bh;
+        }
+    }
+}
+
+// acc[r][0..16) (rows ld apart) += sum_j t[r][j] x[j][0..16) (rows ldx apart): over 16 keys
+static inline __attribute__((always_inline)) void flash_keys_product(float *acc, int ld, const float *t,
+                                                                     const float *x, int ldx) {
+    v8f lo[FLASH_R], hi[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(acc + r * ld); hi[r] = load8(acc + r * ld + 8); }
+    for (int j = 0; j < 16; j++) {
+        v8f xl = load8(x + j * ldx), xh = load8(x + j * ldx + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) {
+            v8f tr = V8(t[r * 16 + j]);
+            lo[r] += tr * xl;
+            hi[r] += tr * xh;
+        }
+    }
+    for (int r = 0; r < FLASH_R; r++) { store8(acc + r * ld, lo[r]); store8(acc + r * ld + 8, hi[r]); }
+}
+
+// acc[j][0..16) (rows ld apart) += sum_r t[r][j] x[r][0..16) (rows ld apart): over the FLASH_R
+// queries, with the x rows in registers
+static inline __attribute__((always_inline)) void flash_queries_product(float *acc, const float *t, const float *x,
+                                                                        int ld) {
+    v8f lo[FLASH_R], hi[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(x + r * ld); hi[r] = load8(x + r * ld + 8); }
+    for (int j = 0; j < 16; j++) {
+        v8f al = load8(acc + j * ld), ah = load8(acc + j * ld + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < FLASH_R; r++) {
+            v8f tr = V8(t[r * 16 + j]);
+            al += tr * lo[r];
+            ah += tr * hi[r];
+        }
+        store8(acc + j * ld, al);
+        store8(acc + j * ld + 8, ah);
+    }
+}
+
 // One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][D]) with shifts m,
 // ob[r][d] = sum_j exp(s_rj - m_r) v_j[d] and l[r] = sum_j exp(s_rj - m_r) over the keys of the
 // np panels of kp (key_panels) and vt (V^T [16 np][D]); the last panel holds nt valid keys.
@@ -1092,18 +1145,8 @@ static inline __attribute__((always_inline)) void flash_tile_forward(float *ob, 
     for (int i = 0; i < FLASH_R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vt + (size_t)p * 16 * D;
-        // s[r][j] = q_r . k_j: D steps over d of a FLASH_R x 16 register tile
         v8f lo[FLASH_R], hi[FLASH_R];
-        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < D; d++) {
-            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
-#pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f qr = V8(q[r * D + d]);
-                lo[r] += qr * kl;
-                hi[r] += qr * kh;
-            }
-        }
+        flash_scores(lo, hi, q, k, D); // s[r][j] = q_r . k_j
         int n = p == np - 1 ? nt : 16;
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) { // p = exp(s - m), keys past N masked to 0
@@ -1115,21 +1158,8 @@ static inline __attribute__((always_inline)) void flash_tile_forward(float *ob, 
             store8(pt + r * 16, x);
             store8(pt + r * 16 + 8, y);
         }
-        // ob[r][c..c+16) += sum_j p[r][j] v_j[c..c+16): 16 steps over keys per chunk
-        for (int c = 0; c < D; c += 16) {
-            v8f ol[FLASH_R], oh[FLASH_R];
-            for (int r = 0; r < FLASH_R; r++) { ol[r] = load8(ob + r * D + c); oh[r] = load8(ob + r * D + c + 8); }
-            for (int j = 0; j < 16; j++) {
-                v8f vl = load8(v + j * D + c), vh = load8(v + j * D + c + 8);
-#pragma GCC unroll 6
-                for (int r = 0; r < FLASH_R; r++) {
-                    v8f pr = V8(pt[r * 16 + j]);
-                    ol[r] += pr * vl;
-                    oh[r] += pr * vh;
-                }
-            }
-            for (int r = 0; r < FLASH_R; r++) { store8(ob + r * D + c, ol[r]); store8(ob + r * D + c + 8, oh[r]); }
-        }
+        // ob[r][c..c+16) += sum_j p[r][j] v_j[c..c+16)
+        for (int c = 0; c < D; c += 16) flash_keys_product(ob + c, D, pt, v + c, D);
     }
     for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
 }
@@ -1211,17 +1241,7 @@ static inline __attribute__((always_inline)) void flash_tile_backward(float *dq,
         float *dkp = dkt + po, *dvp = dvt + po;
         int n = p == np - 1 ? nt : 16;
         v8f lo[FLASH_R], hi[FLASH_R];
-        // p = exp(scale q . k - l): a FLASH_R x 16 register tile over d
-        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < D; d++) {
-            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
-#pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f qr = V8(q[r * D + d]);
-                lo[r] += qr * kl;
-                hi[r] += qr * kh;
-            }
-        }
+        flash_scores(lo, hi, q, k, D); // p = exp(scale q . k - l)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
             v8f x = lo[r] * scale - l[r], y = hi[r] * scale - l[r];
@@ -1232,61 +1252,16 @@ static inline __attribute__((always_inline)) void flash_tile_backward(float *dq,
             store8(pt + r * 16, x);
             store8(pt + r * 16 + 8, y);
         }
-        // ds = scale p (g . v - dd)
-        for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
-        for (int d = 0; d < D; d++) {
-            v8f vl = load8(v + d * 16), vh = load8(v + d * 16 + 8);
-#pragma GCC unroll 6
-            for (int r = 0; r < FLASH_R; r++) {
-                v8f gr = V8(g[r * D + d]);
-                lo[r] += gr * vl;
-                hi[r] += gr * vh;
-            }
-        }
+        flash_scores(lo, hi, g, v, D); // ds = scale p (g . v - dd)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
             store8(dst + r * 16, load8(pt + r * 16) * (lo[r] - dd[r]) * scale);
             store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * (hi[r] - dd[r]) * scale);
         }
         for (int c = 0; c < D; c += 16) {
-            // dq[r][c..c+16) += sum_j ds_rj k_j[c..c+16): over the 16 keys, rows of K^T
-            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(dq + r * D + c); hi[r] = load8(dq + r * D + c + 8); }
-            for (int j = 0; j < 16; j++) {
-                v8f kl = load8(ktp + j * D + c), kh = load8(ktp + j * D + c + 8);
-#pragma GCC unroll 6
-                for (int r = 0; r < FLASH_R; r++) {
-                    v8f sr = V8(dst[r * 16 + j]);
-                    lo[r] += sr * kl;
-                    hi[r] += sr * kh;
-                }
-            }
-            for (int r = 0; r < FLASH_R; r++) { store8(dq + r * D + c, lo[r]); store8(dq + r * D + c + 8, hi[r]); }
-            // dvt[j][c..c+16) += sum_r p_rj g_r[c..c+16), with the g chunks in registers
-            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(g + r * D + c); hi[r] = load8(g + r * D + c + 8); }
-            for (int j = 0; j < 16; j++) {
-                v8f al = load8(dvp + j * D + c), ah = load8(dvp + j * D + c + 8);
-#pragma GCC unroll 6
-                for (int r = 0; r < FLASH_R; r++) {
-                    v8f pr = V8(pt[r * 16 + j]);
-                    al += pr * lo[r];
-                    ah += pr * hi[r];
-                }
-                store8(dvp + j * D + c, al);
-                store8(dvp + j * D + c + 8, ah);
-            }
-            // dkt[j][c..c+16) += sum_r ds_rj q_r[c..c+16), with the q chunks in registers
-            for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(q + r * D + c); hi[r] = load8(q + r * D + c + 8); }
-            for (int j = 0; j < 16; j++) {
-                v8f al = load8(dkp + j * D + c), ah = load8(dkp + j * D + c + 8);
-#pragma GCC unroll 6
-                for (int r = 0; r < FLASH_R; r++) {
-                    v8f sr = V8(dst[r * 16 + j]);
-                    al += sr * lo[r];
-                    ah += sr * hi[r];
-                }
-                store8(dkp + j * D + c, al);
-                store8(dkp + j * D + c + 8, ah);
-            }
+            flash_keys_product(dq + c, D, dst, ktp + c, D); // dq[r] += sum_j ds_rj k_j (rows of K^T)
+            flash_queries_product(dvp + c, pt, g + c, D);   // dvt[j] += sum_r p_rj g_r
+            flash_queries_product(dkp + c, dst, q + c, D);  // dkt[j] += sum_r ds_rj q_r
         }
     }
 }

@@ -116,6 +116,26 @@ static inline void exp8_impl(v8f *x, int neg) {
 #define exp8(x) exp8_impl(x, 0)
 #define exp8_neg(x) exp8_impl(x, 1)
 
+// 2^x on 8 lanes (in place) for x <= 0 up to rounding: the flash kernels' softmax, whose scores
+// are scaled by log2(e). x = n + r with n = round(x) and r = x - n (exact), |r| <= 1/2; 2^r by a
+// degree-5 minimax polynomial (relative error < 2e-7 in float) in Estrin's form, whose chain
+// of dependent operations is 3 FMAs long instead of 5: the kernels are bound by that latency.
+#define LOG2E 1.44269504088896341f
+#define LN2 0.693147180559945309f
+static inline void exp2_8_neg(v8f *x) {
+    v8f v = *x;
+#if defined(__AVX__)
+    v = (v8f)_mm256_max_ps((__m256)V8(-126.0f), (__m256)v);
+#else
+    v = VSEL(v < V8(-126.0f), V8(-126.0f), v);
+#endif
+    v8f t = v + 12582912.0f, n = t - 12582912.0f, r = v - n, r2 = r * r;
+    v8i e = ((v8i)t + (127 - 0x4B400000)) << 23;
+    v8f p = (1.0f + r * 0.693147004f) + r2 * ((0.240222424f + r * 0.0555073358f) +
+                                              r2 * (0.00967150927f + r * 0.00132647087f));
+    *x = p * (v8f)e;
+}
+
 static inline float hsum8(const v8f *v) {
     float s = 0.0f;
     for (int k = 0; k < 8; k++) s += (*v)[k];
@@ -825,150 +845,24 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
 // ---------------------------------------------------------------------------------------
 // Multi-head self-attention, per image and head h (D = C/NH, rows of qkv are [q; k; v]):
 //   S = scale Q^T K [N,N], P = softmax_rows(S), O = V P^T [D,N]; out += w_out O + b_out.
-// Heads whose width is a multiple of 16 run the flash kernels below. Other heads process
-// queries in blocks of ATT_R rows so only an ATT_R x N block of S exists at a time; the forward
-// keeps lse_i = log sum_j exp(S_ij), and the backward recomputes P_ij = exp(S_ij - lse_i).
-// dS = P (dP - rowsum(dO o O)), dQ = scale K dS^T, dK = scale Q dS. ATT_R = 32 keeps the
-// backward's P and dS blocks (2 x 32 x 784 floats at 28x28) in L2: measured 12% faster than 128.
-// Narrow heads (D <= 8): a GEMM over d (K = D) would spend more time loading and storing its
-// tile than multiplying, so the scores are fused kernels, 16 keys by 2 or 4 queries per step,
-// with the exponential, max and dS computed while the tile is in registers. The products over
-// keys (O^T = P V^T, dQ^T = dS K^T) are dot products of rows (rowdot); the products over
-// queries (dV += dO_blk P, dK += Q_blk dS) are GEMMs.
+// The forward keeps lse_i = log sum_j exp(S_ij); the backward recomputes P_ij = exp(S_ij - lse_i),
+// dS = P o (dP - rowsum(dO o O)) with dP = dO^T V, dQ = scale K dS^T, dK = scale Q dS, dV = dO P^T.
+// Heads whose width is a multiple of 16 or at most NARROW_D run the fused (flash) kernels below.
+// Other heads process queries in blocks of ATT_R rows with GEMMs, so only an ATT_R x N block of
+// S exists at a time: ATT_R = 32 keeps the backward's P and dS blocks (2 x 32 x 784 floats at
+// 28x28) in L2, measured 12% faster than 128.
 
 #define ATT_R 32
-#define ATT_J 16 // keys per step of the score kernels
+#define ATT_J 16 // keys per panel: the flash kernels' tile width
 
 // a [D, N] array as panels of ATT_J keys: t[(j / ATT_J) D ATT_J + d ATT_J + j % ATT_J], the last
-// panel zero-padded: the score kernels then read one contiguous stream of D x ATT_J per step
+// panel zero-padded: the flash kernels then read one contiguous stream of D x ATT_J per step
 static void key_panels(float *t, const float *X, int D, int N) {
     for (int j0 = 0; j0 < N; j0 += ATT_J, t += (size_t)D * ATT_J) {
         int n = N - j0 < ATT_J ? N - j0 : ATT_J;
         for (int d = 0; d < D; d++) {
             memcpy(t + d * ATT_J, X + (size_t)d * N + j0, n * sizeof(float));
             for (int j = n; j < ATT_J; j++) t[d * ATT_J + j] = 0.0f;
-        }
-    }
-}
-
-// 4 query rows x 16 keys: s_r[j..j+16) = q_r . k_j, with q_r = q[r D ..] and k_j = k[d ld + j]
-static inline __attribute__((always_inline)) void score4_tile(float *const *s, int j, const float *k, long ld,
-                                                              const float *q, int D, v8f *m, int track_max) {
-    v8f lo[4] = {{0}}, hi[4] = {{0}};
-    for (int d = 0; d < D; d++) {
-        v8f kl = load8(k + d * ld), kh = load8(k + d * ld + 8);
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            v8f qr = V8(q[r * D + d]);
-            lo[r] += qr * kl;
-            hi[r] += qr * kh;
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++) {
-        store8(s[r] + j, lo[r]);
-        store8(s[r] + j + 8, hi[r]);
-        if (track_max) {
-            m[r] = VSEL(lo[r] > m[r], lo[r], m[r]);
-            m[r] = VSEL(hi[r] > m[r], hi[r], m[r]);
-        }
-    }
-}
-
-// Forward scores of query rows [i0, i0 + R) of one head: S[i][j] = (scale q_{i0+i}) . k_j and
-// mx[i] = max_j S[i][j]. Q: [D, N]; kp = key_panels(K); qg: 4 D floats of scratch.
-static void attn_scores_forward(float *S, float *mx, float *qg, const float *Q, const float *kp,
-                                int D, int N, int i0, int R, float scale) {
-    int nj = N / ATT_J * ATT_J, nt = N - nj;
-    for (int i = 0; i < R; i += 4) {
-        float *s[4];
-        v8f m[4];
-        for (int r = 0; r < 4; r++) { // rows past R repeat row i (same values, written twice)
-            int ir = i + r < R ? i + r : i;
-            s[r] = S + (size_t)ir * N;
-            for (int d = 0; d < D; d++) qg[r * D + d] = Q[(size_t)d * N + i0 + ir] * scale;
-            m[r] = V8(-INFINITY);
-        }
-        for (int j = 0; j < nj; j += ATT_J) score4_tile(s, j, kp + (size_t)j * D, ATT_J, qg, D, m, 1);
-        float tail[4][ATT_J];
-        if (nt) {
-            float *ts[4] = {tail[0], tail[1], tail[2], tail[3]};
-            score4_tile(ts, 0, kp + (size_t)nj * D, ATT_J, qg, D, m, 0);
-        }
-        for (int r = 0; r < 4 && i + r < R; r++) {
-            float mr = -INFINITY;
-            for (int u = 0; u < 8; u++) mr = m[r][u] > mr ? m[r][u] : mr;
-            for (int j = 0; j < nt; j++) {
-                s[r][nj + j] = tail[r][j];
-                mr = tail[r][j] > mr ? tail[r][j] : mr;
-            }
-            mx[i + r] = mr;
-        }
-    }
-}
-
-// 2 query rows x 16 keys of the backward: P_rj = exp(q_r . k_j - l_r) (q pre-scaled),
-// dS_rj = scale P_rj (g_r . v_j - di_r) with g_r = dO[:, i_r]
-static inline __attribute__((always_inline)) void score2_bwd_tile(float *const *p, float *const *ds, int j,
-                                                                  const float *k, const float *v, long ld,
-                                                                  const float *q, const float *g, int D,
-                                                                  const float *l, const float *di, float scale) {
-    v8f sl[2] = {{0}}, sh[2] = {{0}}, gl[2] = {{0}}, gh[2] = {{0}};
-    for (int d = 0; d < D; d++) {
-        v8f kl = load8(k + d * ld), kh = load8(k + d * ld + 8);
-        v8f vl = load8(v + d * ld), vh = load8(v + d * ld + 8);
-#pragma GCC unroll 2
-        for (int r = 0; r < 2; r++) {
-            v8f qr = V8(q[r * D + d]), gr = V8(g[r * D + d]);
-            sl[r] += qr * kl;
-            sh[r] += qr * kh;
-            gl[r] += gr * vl;
-            gh[r] += gr * vh;
-        }
-    }
-#pragma GCC unroll 2
-    for (int r = 0; r < 2; r++) {
-        sl[r] -= l[r];
-        sh[r] -= l[r];
-        exp8_neg(&sl[r]);
-        exp8_neg(&sh[r]);
-        store8(p[r] + j, sl[r]);
-        store8(p[r] + j + 8, sh[r]);
-        store8(ds[r] + j, sl[r] * (gl[r] - di[r]) * scale);
-        store8(ds[r] + j + 8, sh[r] * (gh[r] - di[r]) * scale);
-    }
-}
-
-// Backward scores of query rows [i0, i0 + R) of one head: P[i][j] and dS[i][j] (above) for all
-// keys j. lse, di: per query; kp, vp = key_panels(K), key_panels(V); qg: 4 D floats of scratch.
-static void attn_scores_backward(float *P, float *dS, float *qg, const float *Q, const float *dO,
-                                 const float *kp, const float *vp, const float *lse,
-                                 const float *di, int D, int N, int i0, int R, float scale) {
-    int nj = N / ATT_J * ATT_J, nt = N - nj;
-    for (int i = 0; i < R; i += 2) {
-        float *p[2], *ds[2], l[2], dd[2];
-        float *q = qg, *g = qg + 2 * D;
-        for (int r = 0; r < 2; r++) { // a missing second row repeats the first
-            int ir = i + r < R ? i + r : i;
-            p[r] = P + (size_t)ir * N;
-            ds[r] = dS + (size_t)ir * N;
-            l[r] = lse[i0 + ir];
-            dd[r] = di[i0 + ir];
-            for (int d = 0; d < D; d++) {
-                q[r * D + d] = Q[(size_t)d * N + i0 + ir] * scale;
-                g[r * D + d] = dO[(size_t)d * N + i0 + ir];
-            }
-        }
-        for (int j = 0; j < nj; j += ATT_J)
-            score2_bwd_tile(p, ds, j, kp + (size_t)j * D, vp + (size_t)j * D, ATT_J, q, g, D, l, dd, scale);
-        if (nt) {
-            float tp[2][ATT_J], tds[2][ATT_J];
-            float *pp[2] = {tp[0], tp[1]}, *dp[2] = {tds[0], tds[1]};
-            score2_bwd_tile(pp, dp, 0, kp + (size_t)nj * D, vp + (size_t)nj * D, ATT_J, q, g, D, l, dd, scale);
-            for (int r = 0; r < 2; r++) {
-                memcpy(p[r] + nj, tp[r], nt * sizeof(float));
-                memcpy(ds[r] + nj, tds[r], nt * sizeof(float));
-            }
         }
     }
 }
@@ -1022,54 +916,36 @@ static void p_ds_row(float *s, float *dp, int n, float scale, float l, float di)
     }
 }
 
-// T[i][d] = sum_j A[i lda + j] B[d ldb + j] for i < R, d < D: tiles of 2 rows x 4 columns of T,
-// 8 keys per step (rows and columns past the end repeat the last ones and are not stored)
-static void rowdot(float *T, int ldt, const float *A, int lda, const float *B, int ldb, int R, int D, int N) {
-    for (int i = 0; i < R; i += 2) {
-        const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < R ? a0 + lda : a0;
-        for (int d = 0; d < D; d += 4) {
-            const float *b[4];
-            for (int u = 0; u < 4; u++) b[u] = B + (size_t)(d + u < D ? d + u : D - 1) * ldb;
-            v8f c0[4], c1[4];
-            for (int u = 0; u < 4; u++) c0[u] = c1[u] = V8(0.0f);
-            int j = 0;
-            for (; j + 8 <= N; j += 8) {
-                v8f x0 = load8(a0 + j), x1 = load8(a1 + j);
-#pragma GCC unroll 4
-                for (int u = 0; u < 4; u++) {
-                    v8f y = load8(b[u] + j);
-                    c0[u] += x0 * y;
-                    c1[u] += x1 * y;
-                }
-            }
-            for (int u = 0; u < 4 && d + u < D; u++) {
-                float t0 = 0.0f, t1 = 0.0f;
-                for (int k = 0; k < 8; k++) { t0 += c0[u][k]; t1 += c1[u][k]; }
-                for (int jj = j; jj < N; jj++) {
-                    t0 += a0[jj] * b[u][jj];
-                    t1 += a1[jj] * b[u][jj];
-                }
-                T[(size_t)i * ldt + d + u] = t0;
-                if (i + 1 < R) T[(size_t)(i + 1) * ldt + d + u] = t1;
-            }
-        }
-    }
-}
-
-// Heads whose width D is a multiple of 16 run fused ("flash") kernels: a tile of FLASH_R
-// queries x 16 keys of scores lives in registers, is exponentiated there and multiplied into O
-// (or, in the backward, into dQ, dK, dV) at once, so S and P never exist beyond one tile.
-// The forward shifts the softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij
-// instead of the row max (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m)
-// is the same softmax. A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with
-// its true max. Products over d run in 16-wide chunks (a FLASH_R x 16 register tile each).
+// Fused ("flash") kernels, for heads whose width D is a multiple of 16 or at most NARROW_D: a
+// tile of queries x 16 keys of scores lives in registers, is exponentiated there and multiplied
+// into O (or, in the backward, into dQ, dK, dV) at once, so S and P never exist beyond one tile.
+// - Wide heads (D % 16 == 0) take FLASH_R queries per tile; the products over d run in 16-wide
+//   chunks (a FLASH_R x 16 register tile each).
+// - Narrow heads (D <= NARROW_D) have too few d for that: a product over d would load and store
+//   more than it multiplies. Their kernels keep the 16 keys of a panel in the vector lanes
+//   throughout, and the products over keys (O, dQ) accumulate per (query, d) in 8-lane registers
+//   that are summed across lanes once per tile of NARROW_R queries.
+// Both shift the softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij instead of
+// the row max (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m) is the same
+// softmax. A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with its true max.
 #define FLASH_R 6
-static int is_flash(int D) { return D % 16 == 0; }
+#define NARROW_D 8
+#ifndef NARROW_RF
+#define NARROW_RF 2
+#endif
+#ifndef NARROW_RB
+#define NARROW_RB 2
+#endif
+static int is_flash(int D) { return D % 16 == 0 || D <= NARROW_D; }
+static int tile_rows(int D, int fwd) { return D <= NARROW_D ? (fwd ? NARROW_RF : NARROW_RB) : FLASH_R; }
+#define AI inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
 
-// scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, dO and
-// O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward)
+// scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, scaled q,
+// dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
+// and dV in key-panel layout)
 static size_t flash_ws_floats(int C, int N) {
-    return 2 * FLASH_R * 16 + 3 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
+    return 2 * FLASH_R * 16 + 4 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
 }
 
 // xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)
@@ -1082,16 +958,23 @@ static void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
 #define keep_first(x, n)                                                                           \
     ((v8f)((v8i)(x) & ((v8i){0, 1, 2, 3, 4, 5, 6, 7} < (v8i){(n), (n), (n), (n), (n), (n), (n), (n)})))
 
-// The three products of the flash kernels, on a FLASH_R x 16 tile (register accumulators lo, hi:
-// columns 0-7 and 8-15), inlined into the kernels:
-// lo/hi[r] = sum_d a[r D + d] panel[d][0..16): a row of scores against one key panel
-static inline __attribute__((always_inline)) void flash_scores(v8f *lo, v8f *hi, const float *a, const float *panel,
-                                                               int D) {
-    for (int r = 0; r < FLASH_R; r++) lo[r] = hi[r] = V8(0.0f);
+// x, y (keys 0-7 and 8-15 of a panel, arguments <= 0) <- 2^x, 2^y, keys from n on (past N)
+// zeroed
+static AI void exp_panel(v8f *x, v8f *y, int n) {
+    exp2_8_neg(x);
+    exp2_8_neg(y);
+    if (n < 16) { *x = keep_first(*x, n < 8 ? n : 8); *y = keep_first(*y, n > 8 ? n - 8 : 0); }
+}
+
+// The products of the flash kernels on a tile of R queries x 16 keys (register accumulators lo,
+// hi: keys 0-7 and 8-15), inlined into the kernels:
+// lo/hi[r] = c[r] + sum_d a[r D + d] panel[d][0..16): R rows of scores against one key panel
+static AI void flash_scores(v8f *lo, v8f *hi, const float *c, const float *a, const float *panel, int D, int R) {
+    for (int r = 0; r < R; r++) lo[r] = hi[r] = V8(c[r]);
     for (int d = 0; d < D; d++) {
         v8f bl = load8(panel + d * 16), bh = load8(panel + d * 16 + 8);
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) {
+        for (int r = 0; r < R; r++) {
             v8f ar = V8(a[r * D + d]);
             lo[r] += ar * bl;
             hi[r] += ar * bh;
@@ -1100,8 +983,7 @@ static inline __attribute__((always_inline)) void flash_scores(v8f *lo, v8f *hi,
 }
 
 // acc[r][0..16) (rows ld apart) += sum_j t[r][j] x[j][0..16) (rows ldx apart): over 16 keys
-static inline __attribute__((always_inline)) void flash_keys_product(float *acc, int ld, const float *t,
-                                                                     const float *x, int ldx) {
+static AI void flash_keys_product(float *acc, int ld, const float *t, const float *x, int ldx) {
     v8f lo[FLASH_R], hi[FLASH_R];
     for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(acc + r * ld); hi[r] = load8(acc + r * ld + 8); }
     for (int j = 0; j < 16; j++) {
@@ -1118,8 +1000,7 @@ static inline __attribute__((always_inline)) void flash_keys_product(float *acc,
 
 // acc[j][0..16) (rows ld apart) += sum_r t[r][j] x[r][0..16) (rows ld apart): over the FLASH_R
 // queries, with the x rows in registers
-static inline __attribute__((always_inline)) void flash_queries_product(float *acc, const float *t, const float *x,
-                                                                        int ld) {
+static AI void flash_queries_product(float *acc, const float *t, const float *x, int ld) {
     v8f lo[FLASH_R], hi[FLASH_R];
     for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(x + r * ld); hi[r] = load8(x + r * ld + 8); }
     for (int j = 0; j < 16; j++) {
@@ -1135,25 +1016,23 @@ static inline __attribute__((always_inline)) void flash_queries_product(float *a
     }
 }
 
-// One tile row of the flash forward: for the FLASH_R queries q (scaled, [r][D]) with shifts m,
-// ob[r][d] = sum_j exp(s_rj - m_r) v_j[d] and l[r] = sum_j exp(s_rj - m_r) over the keys of the
-// np panels of kp (key_panels) and vt (V^T [16 np][D]); the last panel holds nt valid keys.
-static inline __attribute__((always_inline)) void flash_tile_forward(float *ob, float *l, const float *q,
-        const float *m, const float *kp, const float *vt, int D, int np, int nt, float *pt) {
+// One tile row of the flash forward: for the FLASH_R queries q ([r][D], scaled so that s_rj =
+// q_r . k_j is in log2 units) with shifts m_r = -nm[r], ob[r][d] = sum_j 2^(s_rj - m_r) v_j[d] and
+// l[r] = sum_j 2^(s_rj - m_r) over the keys of the np panels of kp (key_panels) and vt
+// (V^T [16 np][D]); the last panel holds nt valid keys.
+static AI void flash_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
+                                  const float *vt, int D, int np, int nt, float *pt) {
     v8f sum[FLASH_R];
     for (int r = 0; r < FLASH_R; r++) sum[r] = V8(0.0f);
     for (int i = 0; i < FLASH_R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vt + (size_t)p * 16 * D;
         v8f lo[FLASH_R], hi[FLASH_R];
-        flash_scores(lo, hi, q, k, D); // s[r][j] = q_r . k_j
-        int n = p == np - 1 ? nt : 16;
+        flash_scores(lo, hi, nm, q, k, D, FLASH_R); // s[r][j] - m_r
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) { // p = exp(s - m), keys past N masked to 0
-            v8f x = lo[r] - m[r], y = hi[r] - m[r];
-            exp8_neg(&x);
-            exp8_neg(&y);
-            if (n < 16) { x = keep_first(x, n < 8 ? n : 8); y = keep_first(y, n > 8 ? n - 8 : 0); }
+        for (int r = 0; r < FLASH_R; r++) { // p = 2^(s - m)
+            v8f x = lo[r], y = hi[r];
+            exp_panel(&x, &y, p == np - 1 ? nt : 16);
             sum[r] += x + y;
             store8(pt + r * 16, x);
             store8(pt + r * 16 + 8, y);
@@ -1164,25 +1043,63 @@ static inline __attribute__((always_inline)) void flash_tile_forward(float *ob, 
     for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
 }
 
-// the tile kernels compiled for D = 16, 32, 64 (constant trip counts) and for any other D
-#define FLASH_FWD_ARGS float *ob, float *l, const float *q, const float *m, const float *kp, const float *vt, int np, int nt, float *pt
-#define FLASH_FWD_CALL(D) flash_tile_forward(ob, l, q, m, kp, vt, D, np, nt, pt)
-static __attribute__((noinline)) void flash_tile_forward16(FLASH_FWD_ARGS) { FLASH_FWD_CALL(16); }
-static __attribute__((noinline)) void flash_tile_forward32(FLASH_FWD_ARGS) { FLASH_FWD_CALL(32); }
-static __attribute__((noinline)) void flash_tile_forward64(FLASH_FWD_ARGS) { FLASH_FWD_CALL(64); }
-static __attribute__((noinline)) void flash_tile_forward_d(int D, FLASH_FWD_ARGS) {
-    if (D == 16) flash_tile_forward16(ob, l, q, m, kp, vt, np, nt, pt);
-    else if (D == 32) flash_tile_forward32(ob, l, q, m, kp, vt, np, nt, pt);
-    else if (D == 64) flash_tile_forward64(ob, l, q, m, kp, vt, np, nt, pt);
-    else FLASH_FWD_CALL(D);
+// The narrow forward tile: as flash_tile_forward for NARROW_R queries, with V as key panels vp
+static AI void narrow_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
+                                   const float *vp, int D, int np, int nt) {
+    v8f acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
+    for (int r = 0; r < NARROW_RF; r++) {
+        sum[r] = V8(0.0f);
+        for (int d = 0; d < D; d++) acc[r][d] = V8(0.0f);
+    }
+    for (int p = 0; p < np; p++) {
+        const float *k = kp + (size_t)p * 16 * D, *v = vp + (size_t)p * 16 * D;
+        v8f lo[NARROW_RF], hi[NARROW_RF];
+        flash_scores(lo, hi, nm, q, k, D, NARROW_RF);
+        for (int r = 0; r < NARROW_RF; r++) {
+            v8f x = lo[r], y = hi[r];
+            exp_panel(&x, &y, p == np - 1 ? nt : 16);
+            sum[r] += x + y;
+            for (int d = 0; d < D; d++) {
+                acc[r][d] += x * load8(v + d * 16);
+                acc[r][d] += y * load8(v + d * 16 + 8);
+            }
+        }
+    }
+    for (int r = 0; r < NARROW_RF; r++) {
+        l[r] = hsum8(&sum[r]);
+        for (int d = 0; d < D; d++) ob[r * D + d] = hsum8(&acc[r][d]);
+    }
 }
 
-// Flash forward of one head (D a multiple of 16): O[d][i] = sum_j P_ij V[d][j] with
-// P = softmax_j(scale q_i . k_j), lse[i] = log sum_j exp(scale q_i . k_j). kp = key_panels(K);
-// vt = V^T [16 np][D], rows past N zero; fl: flash_ws_floats scratch.
-static void flash_forward(float *O, float *lse, const float *Q, const float *kp, const float *vt, int D, int N,
+// the tile kernels compiled for D = 4, 8, 16, 32, 64 (constant trip counts) and for any other D;
+// vx: V^T (wide heads) or key_panels(V) (narrow)
+#define TILE_FWD_ARGS float *ob, float *l, const float *q, const float *nm, const float *kp, const float *vx, int np, int nt, float *pt
+#define FLASH_FWD(D) flash_tile_forward(ob, l, q, nm, kp, vx, D, np, nt, pt)
+#define NARROW_FWD(D) narrow_tile_forward(ob, l, q, nm, kp, vx, D, np, nt)
+static NOINLINE void tile_forward4(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(4); }
+static NOINLINE void tile_forward8(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(8); }
+static NOINLINE void tile_forward16(TILE_FWD_ARGS) { FLASH_FWD(16); }
+static NOINLINE void tile_forward32(TILE_FWD_ARGS) { FLASH_FWD(32); }
+static NOINLINE void tile_forward64(TILE_FWD_ARGS) { FLASH_FWD(64); }
+static NOINLINE void tile_forward(int D, TILE_FWD_ARGS) {
+    switch (D) {
+    case 4: tile_forward4(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    case 8: tile_forward8(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    case 16: tile_forward16(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    case 32: tile_forward32(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    case 64: tile_forward64(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    default: if (D <= NARROW_D) NARROW_FWD(D); else FLASH_FWD(D);
+    }
+}
+
+// Flash forward of one head (is_flash(D)): O[d][i] = sum_j P_ij V[d][j] with
+// P = softmax_j(scale q_i . k_j), lse[i] = log sum_j exp(scale q_i . k_j), computed in base 2
+// (exp2_8_neg). kp = key_panels(K);
+// vx = V^T [16 np][D] with rows past N zero (wide heads) or key_panels(V) (narrow);
+// fl: flash_ws_floats scratch.
+static void flash_forward(float *O, float *lse, const float *Q, const float *kp, const float *vx, int D, int N,
                           float scale, float *fl) {
-    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    int R = tile_rows(D, 1), np = (N + 15) / 16, nt = N - (np - 1) * 16;
     float *pt = fl, *q = fl + 2 * FLASH_R * 16, *ob = q + 2 * FLASH_R * D;
     float kmax = 0.0f; // max_j |k_j|
     for (int j = 0; j < N; j++) {
@@ -1192,21 +1109,23 @@ static void flash_forward(float *O, float *lse, const float *Q, const float *kp,
         kmax = n2 > kmax ? n2 : kmax;
     }
     kmax = sqrtf(kmax);
-    for (int i = 0; i < N; i += FLASH_R) {
-        float m[FLASH_R], l[FLASH_R];
-        for (int r = 0; r < FLASH_R; r++) { // rows past N repeat row N - 1 (not stored)
+    float qscale = scale * LOG2E; // scores in log2 units: exp(x) = 2^(x log2 e)
+    for (int i = 0; i < N; i += R) {
+        float m[FLASH_R], nm[FLASH_R], l[FLASH_R];
+        for (int r = 0; r < R; r++) { // rows past N repeat row N - 1 (not stored)
             int ir = i + r < N ? i + r : N - 1;
             float n2 = 0.0f;
             for (int d = 0; d < D; d++) {
-                float x = Q[(size_t)d * N + ir] * scale;
+                float x = Q[(size_t)d * N + ir] * qscale;
                 q[r * D + d] = x;
                 n2 += x * x;
             }
             m[r] = sqrtf(n2) * kmax;
+            nm[r] = -m[r];
         }
-        flash_tile_forward_d(D, ob, l, q, m, kp, vt, np, nt, pt);
+        tile_forward(D, ob, l, q, nm, kp, vx, np, nt, pt);
         int redo = 0;
-        for (int r = 0; r < FLASH_R; r++)
+        for (int r = 0; r < R; r++)
             if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
                 float mx = -INFINITY;
                 for (int j = 0; j < N; j++) {
@@ -1215,48 +1134,47 @@ static void flash_forward(float *O, float *lse, const float *Q, const float *kp,
                     for (int d = 0; d < D; d++) sj += q[r * D + d] * k[d * 16];
                     mx = sj > mx ? sj : mx;
                 }
-                if (mx == mx && mx != m[r]) { m[r] = mx; redo = 1; }
+                if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
             }
-        if (redo) flash_tile_forward_d(D, ob, l, q, m, kp, vt, np, nt, pt);
-        for (int r = 0; r < FLASH_R && i + r < N; r++) {
+        if (redo) tile_forward(D, ob, l, q, nm, kp, vx, np, nt, pt);
+        for (int r = 0; r < R && i + r < N; r++) {
             float inv = 1.0f / l[r];
             for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
-            lse[i + r] = m[r] + logf(l[r]);
+            lse[i + r] = (m[r] + log2f(l[r])) * LN2;
         }
     }
 }
 
 // One query tile of the flash backward (flash_backward) against all np key panels: with
-// p_rj = exp(scale q_r . k_j - l_r) and ds_rj = scale p_rj (g_r . v_j - dd_r) (zero for keys
-// past N and rows r >= rows): dq[r] = sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r,
-// dvt[j] += sum_r p_rj g_r. q, g: [FLASH_R][D] rows of Q (unscaled) and dO; kp, vp: key
-// panels of K and V; kt: K^T [16 np][D]; pt, dst: FLASH_R x 16 tiles of scratch.
-static inline __attribute__((always_inline)) void flash_tile_backward(float *dq, float *dkt, float *dvt,
-        const float *q, const float *g, const float *l, const float *dd, int rows, const float *kp, const float *vp,
-        const float *kt, int D, int np, int nt, float scale, float *pt, float *dst) {
+// p_rj = exp(scale q_r . k_j - lse_r) = 2^(qs_r . k_j + nl_r) and ds_rj = scale p_rj (g_r . v_j - dd_r)
+// (zero for keys past N and rows r >= rows): dq[r] = sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r,
+// dvt[j] += sum_r p_rj g_r. q, qs, g: [FLASH_R][D] rows of Q, of Q scaled by scale log2(e), and of
+// dO; nl_r = -lse_r log2(e); ndd_r = -dd_r; kp, vp: key panels of K and V; kt: K^T [16 np][D];
+// pt, dst: FLASH_R x 16 tiles of scratch.
+static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const float *q, const float *qs,
+                                   const float *g, const float *nl, const float *ndd, int rows, const float *kp,
+                                   const float *vp, const float *kt, int D, int np, int nt, float scale, float *pt,
+                                   float *dst) {
     for (int i = 0; i < FLASH_R * D; i++) dq[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po, *ktp = kt + po;
         float *dkp = dkt + po, *dvp = dvt + po;
-        int n = p == np - 1 ? nt : 16;
         v8f lo[FLASH_R], hi[FLASH_R];
-        flash_scores(lo, hi, q, k, D); // p = exp(scale q . k - l)
+        flash_scores(lo, hi, nl, qs, k, D, FLASH_R); // p = 2^(qs . k + nl)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
-            v8f x = lo[r] * scale - l[r], y = hi[r] * scale - l[r];
-            exp8_neg(&x);
-            exp8_neg(&y);
-            if (n < 16) { x = keep_first(x, n < 8 ? n : 8); y = keep_first(y, n > 8 ? n - 8 : 0); }
+            v8f x = lo[r], y = hi[r];
+            exp_panel(&x, &y, p == np - 1 ? nt : 16);
             if (r >= rows) x = y = V8(0.0f);
             store8(pt + r * 16, x);
             store8(pt + r * 16 + 8, y);
         }
-        flash_scores(lo, hi, g, v, D); // ds = scale p (g . v - dd)
+        flash_scores(lo, hi, ndd, g, v, D, FLASH_R); // ds = scale p (g . v - dd)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
-            store8(dst + r * 16, load8(pt + r * 16) * (lo[r] - dd[r]) * scale);
-            store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * (hi[r] - dd[r]) * scale);
+            store8(dst + r * 16, load8(pt + r * 16) * lo[r] * scale);
+            store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * hi[r] * scale);
         }
         for (int c = 0; c < D; c += 16) {
             flash_keys_product(dq + c, D, dst, ktp + c, D); // dq[r] += sum_j ds_rj k_j (rows of K^T)
@@ -1266,62 +1184,121 @@ static inline __attribute__((always_inline)) void flash_tile_backward(float *dq,
     }
 }
 
-#define FLASH_BWD_ARGS float *dq, float *dkt, float *dvt, const float *q, const float *g, const float *l, \
-        const float *dd, int rows, const float *kp, const float *vp, const float *kt, int np, int nt, float scale, \
-        float *pt, float *dst
-#define FLASH_BWD_CALL(D) flash_tile_backward(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, D, np, nt, scale, pt, dst)
-static __attribute__((noinline)) void flash_tile_backward16(FLASH_BWD_ARGS) { FLASH_BWD_CALL(16); }
-static __attribute__((noinline)) void flash_tile_backward32(FLASH_BWD_ARGS) { FLASH_BWD_CALL(32); }
-static __attribute__((noinline)) void flash_tile_backward64(FLASH_BWD_ARGS) { FLASH_BWD_CALL(64); }
-static __attribute__((noinline)) void flash_tile_backward_d(int D, FLASH_BWD_ARGS) {
-    if (D == 16) flash_tile_backward16(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
-    else if (D == 32) flash_tile_backward32(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
-    else if (D == 64) flash_tile_backward64(dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
-    else FLASH_BWD_CALL(D);
+// The narrow backward tile: as flash_tile_backward for NARROW_R queries, with dK and dV
+// accumulated in key-panel layout (dkp, dvp: [np][D][16])
+static AI void narrow_tile_backward(float *dq, float *dkp, float *dvp, const float *q, const float *qs,
+                                    const float *g, const float *nl, const float *ndd, int rows, const float *kp,
+                                    const float *vp, int D, int np, int nt, float scale) {
+    v8f acc[NARROW_RB][NARROW_D]; // acc[r][d]: lanes of sum_j ds_rj k_j[d]
+    for (int r = 0; r < NARROW_RB; r++)
+        for (int d = 0; d < D; d++) acc[r][d] = V8(0.0f);
+    for (int p = 0; p < np; p++) {
+        size_t po = (size_t)p * 16 * D;
+        const float *k = kp + po, *v = vp + po;
+        float *dk = dkp + po, *dv = dvp + po;
+        v8f pl[NARROW_RB], ph[NARROW_RB], sl[NARROW_RB], sh[NARROW_RB];
+        flash_scores(pl, ph, nl, qs, k, D, NARROW_RB); // p = 2^(qs . k + nl)
+        for (int r = 0; r < NARROW_RB; r++) {
+            exp_panel(&pl[r], &ph[r], p == np - 1 ? nt : 16);
+            if (r >= rows) pl[r] = ph[r] = V8(0.0f);
+        }
+        flash_scores(sl, sh, ndd, g, v, D, NARROW_RB); // ds = scale p (g . v - dd)
+        for (int r = 0; r < NARROW_RB; r++) {
+            sl[r] = pl[r] * sl[r] * scale;
+            sh[r] = ph[r] * sh[r] * scale;
+        }
+        for (int d = 0; d < D; d++) {
+            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
+            v8f dkl = load8(dk + d * 16), dkh = load8(dk + d * 16 + 8);
+            v8f dvl = load8(dv + d * 16), dvh = load8(dv + d * 16 + 8);
+            for (int r = 0; r < NARROW_RB; r++) {
+                v8f qr = V8(q[r * D + d]), gr = V8(g[r * D + d]);
+                acc[r][d] += sl[r] * kl;
+                acc[r][d] += sh[r] * kh;
+                dkl += sl[r] * qr;
+                dkh += sh[r] * qr;
+                dvl += pl[r] * gr;
+                dvh += ph[r] * gr;
+            }
+            store8(dk + d * 16, dkl);
+            store8(dk + d * 16 + 8, dkh);
+            store8(dv + d * 16, dvl);
+            store8(dv + d * 16 + 8, dvh);
+        }
+    }
+    for (int r = 0; r < NARROW_RB; r++)
+        for (int d = 0; d < D; d++) dq[r * D + d] = hsum8(&acc[r][d]);
 }
 
-// Flash backward of one head (D a multiple of 16; see attention_backward): dQ, dK, dV [D, N]
-// written from Q, K, dO [D, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K
-// and V; fl: flash_ws_floats scratch (tiles, K^T, dK^T, dV^T).
+#define TILE_BWD_ARGS float *dq, float *dkt, float *dvt, const float *q, const float *qs, const float *g, \
+        const float *nl, const float *ndd, int rows, const float *kp, const float *vp, const float *kt, int np, int nt, float scale, \
+        float *pt, float *dst
+#define FLASH_BWD(D) flash_tile_backward(dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, kt, D, np, nt, scale, pt, dst)
+#define NARROW_BWD(D) narrow_tile_backward(dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, D, np, nt, scale)
+#define TILE_BWD_PASS dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, kt, np, nt, scale, pt, dst
+static NOINLINE void tile_backward4(TILE_BWD_ARGS) { (void)kt, (void)pt, (void)dst; NARROW_BWD(4); }
+static NOINLINE void tile_backward8(TILE_BWD_ARGS) { (void)kt, (void)pt, (void)dst; NARROW_BWD(8); }
+static NOINLINE void tile_backward16(TILE_BWD_ARGS) { FLASH_BWD(16); }
+static NOINLINE void tile_backward32(TILE_BWD_ARGS) { FLASH_BWD(32); }
+static NOINLINE void tile_backward64(TILE_BWD_ARGS) { FLASH_BWD(64); }
+static NOINLINE void tile_backward(int D, TILE_BWD_ARGS) {
+    switch (D) {
+    case 4: tile_backward4(TILE_BWD_PASS); break;
+    case 8: tile_backward8(TILE_BWD_PASS); break;
+    case 16: tile_backward16(TILE_BWD_PASS); break;
+    case 32: tile_backward32(TILE_BWD_PASS); break;
+    case 64: tile_backward64(TILE_BWD_PASS); break;
+    default: if (D <= NARROW_D) NARROW_BWD(D); else FLASH_BWD(D);
+    }
+}
+
+// Flash backward of one head (is_flash(D); see attention_backward): dQ, dK, dV [D, N] written
+// from Q, K, dO [D, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K and V;
+// fl: flash_ws_floats scratch (tiles; K^T, dK^T, dV^T, or dK, dV as key panels when narrow).
 static void flash_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *dO,
                            const float *lse, const float *di, const float *kp, const float *vp, int D, int N,
                            float scale, float *fl) {
-    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    int R = tile_rows(D, 0), narrow = D <= NARROW_D, np = (N + 15) / 16, nt = N - (np - 1) * 16;
     size_t n16 = (size_t)np * 16 * D;
-    float *pt = fl, *dst = pt + FLASH_R * 16, *q = dst + FLASH_R * 16, *g = q + FLASH_R * D, *dq = g + FLASH_R * D;
-    float *kt = dq + FLASH_R * D, *dkt = kt + n16, *dvt = dkt + n16;
-    transpose_scaled(kt, K, D, N, 1.0f);
-    memset(kt + (size_t)N * D, 0, (n16 - (size_t)N * D) * sizeof(float));
+    float *pt = fl, *dst = pt + FLASH_R * 16, *q = dst + FLASH_R * 16, *qs = q + FLASH_R * D, *g = qs + FLASH_R * D;
+    float *dq = g + FLASH_R * D, *kt = dq + FLASH_R * D, *dkt = kt + n16, *dvt = dkt + n16;
+    float qscale = scale * LOG2E;
+    if (!narrow) {
+        transpose_scaled(kt, K, D, N, 1.0f);
+        memset(kt + (size_t)N * D, 0, (n16 - (size_t)N * D) * sizeof(float));
+    }
     memset(dkt, 0, 2 * n16 * sizeof(float));
-    for (int i = 0; i < N; i += FLASH_R) {
-        int rows = N - i < FLASH_R ? N - i : FLASH_R;
-        float l[FLASH_R], dd[FLASH_R];
-        for (int r = 0; r < FLASH_R; r++) { // rows past N repeat row i (masked in the tile)
+    for (int i = 0; i < N; i += R) {
+        int rows = N - i < R ? N - i : R;
+        float nl[FLASH_R], ndd[FLASH_R];
+        for (int r = 0; r < R; r++) { // rows past N repeat row i (masked in the tile)
             int ir = r < rows ? i + r : i;
-            l[r] = lse[ir];
-            dd[r] = di[ir];
+            nl[r] = -lse[ir] * LOG2E;
+            ndd[r] = -di[ir];
             for (int d = 0; d < D; d++) {
                 q[r * D + d] = Q[(size_t)d * N + ir];
+                qs[r * D + d] = q[r * D + d] * qscale;
                 g[r * D + d] = dO[(size_t)d * N + ir];
             }
         }
-        flash_tile_backward_d(D, dq, dkt, dvt, q, g, l, dd, rows, kp, vp, kt, np, nt, scale, pt, dst);
+        tile_backward(D, dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, kt, np, nt, scale, pt, dst);
         for (int r = 0; r < rows; r++)
             for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
     }
     for (int d = 0; d < D; d++)
-        for (int j = 0; j < N; j++) {
-            dK[(size_t)d * N + j] = dkt[(size_t)j * D + d];
-            dV[(size_t)d * N + j] = dvt[(size_t)j * D + d];
+        for (int j = 0; j < N; j++) { // from [j][d] (wide) or [j / 16][d][j % 16] (narrow)
+            size_t at = narrow ? (size_t)(j / 16) * 16 * D + (size_t)d * 16 + j % 16 : (size_t)j * D + d;
+            dK[(size_t)d * N + j] = dkt[at];
+            dV[(size_t)d * N + j] = dvt[at];
         }
 }
 
 // Per-thread workspace layout: dO[C,N] | dqkv[3C,N] | S[R,N] | dP[R,N] | T[R,C] | inv[R] | mx[R] |
-// di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | qg[4C] | fl (flash_ws_floats) |
+// di[N] | kp, vp (key panels of one head, <= C (N + ATT_J)) | fl (flash_ws_floats) |
 // grp (grouped projections) | chunk partials of the parameter grads (w_in, b_in, w_out, b_out).
-// The forward uses S, T, inv, mx, kp and qg, and keeps (scale Q)^T and V^T of a wide head
-// (2 N D <= 4 C N floats) where the backward has dO and dqkv; flash heads keep V^T in vp.
-typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, qg, fl, grp, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
+// The forward uses S, T, inv, mx, kp and vp, and keeps (scale Q)^T and V^T of a wide head
+// (2 N D <= 4 C N floats) where the backward has dO and dqkv; flash heads keep V (V^T or panels) in vp.
+typedef struct { size_t dqkv, S, dP, T, inv, mx, di, kp, vp, fl, grp, part, dwin, dbin, dwout, dbout, psize, total; } AttnWs;
 
 static AttnWs attention_ws_layout(int C, int N) {
     size_t R = N < ATT_R ? N : ATT_R;
@@ -1335,8 +1312,7 @@ static AttnWs attention_ws_layout(int C, int N) {
     w.di = w.mx + R;
     w.kp = w.di + N;
     w.vp = w.kp + (size_t)C * (N + ATT_J);
-    w.qg = w.vp + (size_t)C * (N + ATT_J);
-    w.fl = round16(w.qg + 4 * (size_t)C);
+    w.fl = round16(w.vp + (size_t)C * (N + ATT_J));
     // grouped projections (attention_group): 4 C G N floats (forward), 9 C G N (backward)
     w.grp = round16(w.fl + flash_ws_floats(C, N));
     size_t G = N <= GROUP_MAX_P ? (size_t)group_images(N) : 1;
@@ -1354,43 +1330,6 @@ static AttnWs attention_ws_layout(int C, int N) {
 size_t attention_ws_floats(int C, int N, int NH) {
     (void)NH;
     return attention_ws_layout(C, N).total;
-}
-
-// Heads up to NARROW_D wide take the fused score kernels and rowdot; wider ones that are not a
-// multiple of 16 (no flash kernel) GEMMs, whose 6 x 16 register tiles reuse each load more than
-// the fused score kernels can (measured at D = 16 before the flash kernels existed)
-#define NARROW_D 8
-
-// Scores of query rows [i0, i0 + R): S[i][j] = scale q_{i0+i} . k_j, mx[i] = max_j S[i][j].
-// Narrow heads read kp = key_panels(K); wide ones qst = (scale Q)^T [N, D], a plain GEMM operand.
-static void block_scores(float *S, float *mx, float *qg, const float *Q, const float *qst, const float *K,
-                         const float *kp, int D, int N, int i0, int R, float scale) {
-    if (D <= NARROW_D) {
-        attn_scores_forward(S, mx, qg, Q, kp, D, N, i0, R, scale);
-        return;
-    }
-    gemm(0, 0, R, N, D, qst + (size_t)i0 * D, D, K, N, S, N, 0);
-    for (int i = 0; i < R; i++) mx[i] = max_row(S + (size_t)i * N, N);
-}
-
-
-// P and dS of query rows [i0, i0 + R) for the backward (attn_scores_backward)
-static void block_p_ds(float *P, float *dS, float *qg, const float *Q, const float *K, const float *V,
-                       const float *dO, const float *kp, const float *vp, const float *lse, const float *di,
-                       int D, int N, int i0, int R, float scale) {
-    if (D <= NARROW_D) {
-        attn_scores_backward(P, dS, qg, Q, dO, kp, vp, lse, di, D, N, i0, R, scale);
-        return;
-    }
-    gemm(1, 0, R, N, D, Q + i0, N, K, N, P, N, 0);  // S = Q_blk^T K
-    gemm(1, 0, R, N, D, dO + i0, N, V, N, dS, N, 0); // dP = dO_blk^T V
-    for (int i = 0; i < R; i++) p_ds_row(P + (size_t)i * N, dS + (size_t)i * N, N, scale, lse[i0 + i], di[i0 + i]);
-}
-
-// T[R,D] = A[R,N] B[D,N]^T, a product over keys; wide heads take bt = B^T [N, D], read in place
-static void keys_product(float *T, const float *A, const float *B, const float *bt, int R, int D, int N) {
-    if (D <= NARROW_D) rowdot(T, D, A, N, B, N, R, D, N);
-    else gemm(0, 0, R, D, N, A, N, bt, D, T, D, 0);
 }
 
 // Small images (N <= GROUP_MAX_P, the 7x7 level) project G = group_images(N) images side by side
@@ -1422,38 +1361,38 @@ static void attention_heads_forward(float *ob, float *lb, const float *qb, float
                                     int N, int NH) {
     int D = C / NH;
     float scale = 1.0f / sqrtf((float)D);
-    float *S = mine + L->S, *T = mine + L->T, *inv = mine + L->inv, *mx = mine + L->mx, *kp = mine + L->kp,
-          *qg = mine + L->qg;
+    float *S = mine + L->S, *T = mine + L->T, *inv = mine + L->inv, *mx = mine + L->mx, *kp = mine + L->kp;
     for (int h = 0; h < NH; h++) {
         const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                     *V = qb + (size_t)(2 * C + h * D) * N;
         float *Oh = ob + (size_t)h * D * N;
-        // narrow heads: K in panels; wide: (scale Q)^T and V^T (in the backward's dO region)
-        float *qst = mine, *vt = mine + (size_t)N * D;
-        if (is_flash(D)) {
-            float *vtp = mine + L->vp; // V^T, zero rows up to a multiple of 16
+        if (is_flash(D)) { // K in panels; V^T (wide heads, zero rows up to a multiple of 16) or in panels
+            float *vx = mine + L->vp;
             int np = (N + 15) / 16;
             key_panels(kp, K, D, N);
-            transpose_scaled(vtp, V, D, N, 1.0f);
-            memset(vtp + (size_t)N * D, 0, (size_t)(np * 16 - N) * D * sizeof(float));
-            flash_forward(Oh, lb + (size_t)h * N, Q, kp, vtp, D, N, scale, mine + L->fl);
+            if (D <= NARROW_D) key_panels(vx, V, D, N);
+            else {
+                transpose_scaled(vx, V, D, N, 1.0f);
+                memset(vx + (size_t)N * D, 0, (size_t)(np * 16 - N) * D * sizeof(float));
+            }
+            flash_forward(Oh, lb + (size_t)h * N, Q, kp, vx, D, N, scale, mine + L->fl);
             continue;
         }
-        if (D <= NARROW_D) key_panels(kp, K, D, N);
-        else {
-            transpose_scaled(qst, Q, D, N, scale);
-            transpose_scaled(vt, V, D, N, 1.0f);
-        }
+        // (scale Q)^T and V^T (in the backward's dO region)
+        float *qst = mine, *vt = mine + (size_t)N * D;
+        transpose_scaled(qst, Q, D, N, scale);
+        transpose_scaled(vt, V, D, N, 1.0f);
         for (int i0 = 0; i0 < N; i0 += ATT_R) {
             int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-            block_scores(S, mx, qg, Q, qst, K, kp, D, N, i0, R, scale);
+            gemm(0, 0, R, N, D, qst + (size_t)i0 * D, D, K, N, S, N, 0); // S = (scale Q_blk)^T K
+            for (int i = 0; i < R; i++) mx[i] = max_row(S + (size_t)i * N, N);
             for (int i = 0; i < R; i++) { // S <- exp(S - max), unnormalised
                 float sum = exp_row_sum(S + (size_t)i * N, N, mx[i]);
                 inv[i] = 1.0f / sum;
                 lb[(size_t)h * N + i0 + i] = mx[i] + logf(sum);
             }
             // O[:, blk]^T = P V^T = (S V^T) / rowsum
-            keys_product(T, S, V, vt, R, D, N);
+            gemm(0, 0, R, D, N, S, N, vt, D, T, D, 0);
             for (int d = 0; d < D; d++)
                 for (int i = 0; i < R; i++) Oh[(size_t)d * N + i0 + i] = T[(size_t)i * D + d] * inv[i];
         }
@@ -1519,7 +1458,7 @@ static void attention_heads_backward(float *dqkv, const float *dO, const float *
     int D = C / NH;
     float scale = 1.0f / sqrtf((float)D);
     float *S = mine + L->S, *dP = mine + L->dP, *T = mine + L->T;
-    float *di = mine + L->di, *kp = mine + L->kp, *vp = mine + L->vp, *qg = mine + L->qg;
+    float *di = mine + L->di, *kp = mine + L->kp, *vp = mine + L->vp;
     for (int h = 0; h < NH; h++) {
         const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                     *V = qb + (size_t)(2 * C + h * D) * N;
@@ -1536,16 +1475,17 @@ static void attention_heads_backward(float *dqkv, const float *dO, const float *
             flash_backward(dQ, dK, dV, Q, K, dOh, lb + (size_t)h * N, di, kp, vp, D, N, scale, mine + L->fl);
             continue;
         }
-        if (D <= NARROW_D) {
-            key_panels(kp, K, D, N);
-            key_panels(vp, V, D, N);
-        } else transpose_scaled(kp, K, D, N, 1.0f); // K^T [N, D] for dQ
+        float *kt = kp; // K^T [N, D] for dQ
+        transpose_scaled(kt, K, D, N, 1.0f);
         for (int i0 = 0; i0 < N; i0 += ATT_R) {
             int R = N - i0 < ATT_R ? N - i0 : ATT_R;
-            // S <- P, dP <- dS of the block
-            block_p_ds(S, dP, qg, Q, K, V, dOh, kp, vp, lb + (size_t)h * N, di, D, N, i0, R, scale);
+            const float *lse = lb + (size_t)h * N;
+            gemm(1, 0, R, N, D, Q + i0, N, K, N, S, N, 0);   // S = Q_blk^T K
+            gemm(1, 0, R, N, D, dOh + i0, N, V, N, dP, N, 0); // dP = dO_blk^T V
+            for (int i = 0; i < R; i++) // S <- P, dP <- dS
+                p_ds_row(S + (size_t)i * N, dP + (size_t)i * N, N, scale, lse[i0 + i], di[i0 + i]);
             gemm(0, 0, D, N, R, dOh + i0, N, S, N, dV, N, i0 > 0);  // dV (+)= dO_blk P
-            keys_product(T, dP, K, kp, R, D, N);                         // dQ_blk^T = dS K^T
+            gemm(0, 0, R, D, N, dP, N, kt, D, T, D, 0);             // dQ_blk^T = dS K^T
             for (int d = 0; d < D; d++)
                 for (int i = 0; i < R; i++) dQ[(size_t)d * N + i0 + i] = T[(size_t)i * D + d];
             gemm(0, 0, D, N, R, Q + i0, N, dP, N, dK, N, i0 > 0);   // dK (+)= Q_blk dS

@@ -924,18 +924,16 @@ static void p_ds_row(float *s, float *dp, int n, float scale, float l, float di)
 // - Narrow heads (D <= NARROW_D) have too few d for that: a product over d would load and store
 //   more than it multiplies. Their kernels keep the 16 keys of a panel in the vector lanes
 //   throughout, and the products over keys (O, dQ) accumulate per (query, d) in 8-lane registers
-//   that are summed across lanes once per tile of NARROW_R queries.
+//   that are summed across lanes once per tile of NARROW_RF (forward) or NARROW_RB queries.
 // Both shift the softmax by the Cauchy-Schwarz bound m_i = |q_i| max_j |k_j| >= s_ij instead of
 // the row max (which would need a pass over S first): exp(s - m) / sum_j exp(s_j - m) is the same
 // softmax. A row whose sum would underflow (m_i - max_j s_ij > ~57) is redone with its true max.
 #define FLASH_R 6
 #define NARROW_D 8
-#ifndef NARROW_RF
+// queries per narrow tile, forward and backward (measured: 1 is 25% slower in the backward; 1 or
+// 3-4 no better in the forward)
 #define NARROW_RF 2
-#endif
-#ifndef NARROW_RB
 #define NARROW_RB 2
-#endif
 static int is_flash(int D) { return D % 16 == 0 || D <= NARROW_D; }
 static int tile_rows(int D, int fwd) { return D <= NARROW_D ? (fwd ? NARROW_RF : NARROW_RB) : FLASH_R; }
 #define AI inline __attribute__((always_inline))
@@ -1043,7 +1041,7 @@ static AI void flash_tile_forward(float *ob, float *l, const float *q, const flo
     for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
 }
 
-// The narrow forward tile: as flash_tile_forward for NARROW_R queries, with V as key panels vp
+// The narrow forward tile: as flash_tile_forward for NARROW_RF queries, with V as key panels vp
 static AI void narrow_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
                                    const float *vp, int D, int np, int nt) {
     v8f acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
@@ -1076,6 +1074,7 @@ static AI void narrow_tile_forward(float *ob, float *l, const float *q, const fl
 #define TILE_FWD_ARGS float *ob, float *l, const float *q, const float *nm, const float *kp, const float *vx, int np, int nt, float *pt
 #define FLASH_FWD(D) flash_tile_forward(ob, l, q, nm, kp, vx, D, np, nt, pt)
 #define NARROW_FWD(D) narrow_tile_forward(ob, l, q, nm, kp, vx, D, np, nt)
+#define TILE_FWD_PASS ob, l, q, nm, kp, vx, np, nt, pt
 static NOINLINE void tile_forward4(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(4); }
 static NOINLINE void tile_forward8(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(8); }
 static NOINLINE void tile_forward16(TILE_FWD_ARGS) { FLASH_FWD(16); }
@@ -1083,11 +1082,11 @@ static NOINLINE void tile_forward32(TILE_FWD_ARGS) { FLASH_FWD(32); }
 static NOINLINE void tile_forward64(TILE_FWD_ARGS) { FLASH_FWD(64); }
 static NOINLINE void tile_forward(int D, TILE_FWD_ARGS) {
     switch (D) {
-    case 4: tile_forward4(ob, l, q, nm, kp, vx, np, nt, pt); break;
-    case 8: tile_forward8(ob, l, q, nm, kp, vx, np, nt, pt); break;
-    case 16: tile_forward16(ob, l, q, nm, kp, vx, np, nt, pt); break;
-    case 32: tile_forward32(ob, l, q, nm, kp, vx, np, nt, pt); break;
-    case 64: tile_forward64(ob, l, q, nm, kp, vx, np, nt, pt); break;
+    case 4: tile_forward4(TILE_FWD_PASS); break;
+    case 8: tile_forward8(TILE_FWD_PASS); break;
+    case 16: tile_forward16(TILE_FWD_PASS); break;
+    case 32: tile_forward32(TILE_FWD_PASS); break;
+    case 64: tile_forward64(TILE_FWD_PASS); break;
     default: if (D <= NARROW_D) NARROW_FWD(D); else FLASH_FWD(D);
     }
 }
@@ -1184,7 +1183,7 @@ static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const floa
     }
 }
 
-// The narrow backward tile: as flash_tile_backward for NARROW_R queries, with dK and dV
+// The narrow backward tile: as flash_tile_backward for NARROW_RB queries, with dK and dV
 // accumulated in key-panel layout (dkp, dvp: [np][D][16])
 static AI void narrow_tile_backward(float *dq, float *dkp, float *dvp, const float *q, const float *qs,
                                     const float *g, const float *nl, const float *ndd, int rows, const float *kp,

@@ -1075,21 +1075,25 @@ static AI void narrow_tile_forward(float *ob, float *l, const float *q, const fl
 #define FLASH_FWD(D) flash_tile_forward(ob, l, q, nm, kp, vx, D, np, nt, pt)
 #define NARROW_FWD(D) narrow_tile_forward(ob, l, q, nm, kp, vx, D, np, nt)
 #define TILE_FWD_PASS ob, l, q, nm, kp, vx, np, nt, pt
-static NOINLINE void tile_forward4(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(4); }
-static NOINLINE void tile_forward8(TILE_FWD_ARGS) { (void)pt; NARROW_FWD(8); }
-static NOINLINE void tile_forward16(TILE_FWD_ARGS) { FLASH_FWD(16); }
-static NOINLINE void tile_forward32(TILE_FWD_ARGS) { FLASH_FWD(32); }
-static NOINLINE void tile_forward64(TILE_FWD_ARGS) { FLASH_FWD(64); }
-static NOINLINE void tile_forward(int D, TILE_FWD_ARGS) {
-    switch (D) {
-    case 4: tile_forward4(TILE_FWD_PASS); break;
-    case 8: tile_forward8(TILE_FWD_PASS); break;
-    case 16: tile_forward16(TILE_FWD_PASS); break;
-    case 32: tile_forward32(TILE_FWD_PASS); break;
-    case 64: tile_forward64(TILE_FWD_PASS); break;
-    default: if (D <= NARROW_D) NARROW_FWD(D); else FLASH_FWD(D);
+// The specialised kernels name4 .. name64 and the dispatcher name(D, ...) over them; widths not
+// listed run the generic kernel. One list for the forward and the backward, so they cannot differ.
+#define TILE_KERNELS(name, ARGS, PASS, NARROW, FLASH, UNUSED_NARROW)                                 \
+    static NOINLINE void name##4(ARGS) { UNUSED_NARROW; NARROW(4); }                                \
+    static NOINLINE void name##8(ARGS) { UNUSED_NARROW; NARROW(8); }                                \
+    static NOINLINE void name##16(ARGS) { FLASH(16); }                                              \
+    static NOINLINE void name##32(ARGS) { FLASH(32); }                                              \
+    static NOINLINE void name##64(ARGS) { FLASH(64); }                                              \
+    static NOINLINE void name(int D, ARGS) {                                                        \
+        switch (D) {                                                                                \
+        case 4: name##4(PASS); break;                                                               \
+        case 8: name##8(PASS); break;                                                               \
+        case 16: name##16(PASS); break;                                                             \
+        case 32: name##32(PASS); break;                                                             \
+        case 64: name##64(PASS); break;                                                             \
+        default: if (D <= NARROW_D) NARROW(D); else FLASH(D);                                       \
+        }                                                                                           \
     }
-}
+TILE_KERNELS(tile_forward, TILE_FWD_ARGS, TILE_FWD_PASS, NARROW_FWD, FLASH_FWD, (void)pt)
 
 // Flash forward of one head (is_flash(D)): O[d][i] = sum_j P_ij V[d][j] with
 // P = softmax_j(scale q_i . k_j), lse[i] = log sum_j exp(scale q_i . k_j), computed in base 2
@@ -1235,21 +1239,7 @@ static AI void narrow_tile_backward(float *dq, float *dkp, float *dvp, const flo
 #define FLASH_BWD(D) flash_tile_backward(dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, kt, D, np, nt, scale, pt, dst)
 #define NARROW_BWD(D) narrow_tile_backward(dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, D, np, nt, scale)
 #define TILE_BWD_PASS dq, dkt, dvt, q, qs, g, nl, ndd, rows, kp, vp, kt, np, nt, scale, pt, dst
-static NOINLINE void tile_backward4(TILE_BWD_ARGS) { (void)kt, (void)pt, (void)dst; NARROW_BWD(4); }
-static NOINLINE void tile_backward8(TILE_BWD_ARGS) { (void)kt, (void)pt, (void)dst; NARROW_BWD(8); }
-static NOINLINE void tile_backward16(TILE_BWD_ARGS) { FLASH_BWD(16); }
-static NOINLINE void tile_backward32(TILE_BWD_ARGS) { FLASH_BWD(32); }
-static NOINLINE void tile_backward64(TILE_BWD_ARGS) { FLASH_BWD(64); }
-static NOINLINE void tile_backward(int D, TILE_BWD_ARGS) {
-    switch (D) {
-    case 4: tile_backward4(TILE_BWD_PASS); break;
-    case 8: tile_backward8(TILE_BWD_PASS); break;
-    case 16: tile_backward16(TILE_BWD_PASS); break;
-    case 32: tile_backward32(TILE_BWD_PASS); break;
-    case 64: tile_backward64(TILE_BWD_PASS); break;
-    default: if (D <= NARROW_D) NARROW_BWD(D); else FLASH_BWD(D);
-    }
-}
+TILE_KERNELS(tile_backward, TILE_BWD_ARGS, TILE_BWD_PASS, NARROW_BWD, FLASH_BWD, ((void)kt, (void)pt, (void)dst))
 
 // Flash backward of one head (is_flash(D); see attention_backward): dQ, dK, dV [D, N] written
 // from Q, K, dO [D, N], lse and di = rowsum(dO o O) per query. kp, vp: key panels of K and V;

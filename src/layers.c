@@ -84,6 +84,19 @@ static void reduce_chunks(float *dst, float *ws, size_t wsz, size_t off, size_t 
     }
 }
 
+// dst[j][i] += sum_c partial_c[i cols + j] (i < rows, j < cols), c = 0 .. GRAD_CHUNKS - 1 in order:
+// partials kept transposed (dw^T[CKK, Co]) reduced into dst[Co, CKK]
+static void reduce_chunks_transposed(float *dst, float *ws, size_t wsz, size_t off, size_t psize, int rows, int cols, int nt) {
+    if (!dst) return;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            float s = 0.0f;
+            for (int c = 0; c < GRAD_CHUNKS; c++) s += chunk_partial(ws, wsz, off, psize, c, nt)[(size_t)i * cols + j];
+            dst[(size_t)j * rows + i] += s;
+        }
+}
+
 // 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 -march=native, split in two SSE
 // halves otherwise) for the reductions, which the compiler does not vectorise on its own
 typedef float v8f __attribute__((vector_size(32)));
@@ -348,23 +361,6 @@ static void col2im_group(float *dx, float *dxp, const float *col, int Ci, int H,
         }
 }
 
-size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
-    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
-    size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
-    if (is_grouped(K, stride, pad, (int)P)) {
-        int G = group_images((int)P);
-        return grouped_off_part(Ci, H, W, K, G, (int)P, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
-    }
-    if (is_same(K, stride, pad)) {
-        size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
-        size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
-        size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
-                     (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
-        return round16(fwd > bwd ? fwd : bwd);
-    }
-    return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
-}
-
 // y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row) + bias[C] (bias may be NULL)
 static void from_wide(float *y, const float *wide, const float *bias, int C, int H, int W, int Wp, int accumulate) {
     for (int c = 0; c < C; c++) {
@@ -376,6 +372,157 @@ static void from_wide(float *y, const float *wide, const float *bias, int C, int
             else for (int w = 0; w < W; w++) yr[w] = wr[w] + bv;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The 4x4 stride-2 pad-1 convs (downsampling) through space-to-depth. With xpad = x zero-padded
+// by 1 and H, W even, the s2d image xs[(ci 2 + a) 2 + b][r][q] = xpad[ci][2 r + a][2 q + b]
+// (r < Ho + 1, q < Ws = Wo + 1) turns y[co][oh][ow] = sum w[co][ci][kh][kw] xpad[ci][2 oh + kh][2 ow + kw]
+// into a 2x2 stride-1 conv over xs (kh = 2 dh + a, kw = 2 dw + b):
+//   y[co][oh][ow] = sum w[co][ci][kh][kw] xs[(ci, kh % 2, kw % 2)][oh + kh / 2][ow + kw / 2],
+// an implicit GEMM like the same convs: row k = (ci, kh, kw) of the im2col matrix is xs shifted by
+// s2d_table's off[k], output at the Ws-wide positions oh Ws + ow (column ow = Wo is discarded).
+// The data gradient, dxs[(ci, a, b)][r][q] = sum w[co][ci][2 dh + a][2 dw + b] dy[co][r - dh][q - dw],
+// is a 2x2 conv of dyp = dy zero-padded by 1 (pad_image: Ho + 2 rows, Wo + 1 = Ws wide) with
+// wf[(ci, a, b)][(co, e, f)] = w[co][ci][2 (1 - e) + a][2 (1 - f) + b] at all (Ho + 1) x Ws positions;
+// dx is dxs put back to depth. dw^T[CKK, Co] = Xrows dY'^T with dY' = dyp shifted by (1, 1).
+// A transposed conv is the data gradient of a conv: its forward is that data gradient, its
+// backward a conv forward (din) and a weight gradient.
+static int is_s2d(int K, int stride, int pad, int H, int W) { return K == 4 && stride == 2 && pad == 1 && H % 2 == 0 && W % 2 == 0; }
+
+// floats of an s2d image of a [C][H][W] input (+ PAD_SLACK: the last shifted rows read past it)
+static size_t s2d_floats(int C, int H, int W) { return round16((size_t)4 * C * (H / 2 + 1) * (W / 2 + 1) + PAD_SLACK); }
+
+static void s2d_pack(float *xs, const float *x, int C, int H, int W) {
+    int Hs = H / 2 + 1, Ws = W / 2 + 1;
+    for (int c = 0; c < C; c++)
+        for (int a = 0; a < 2; a++) {
+            float *p0 = xs + (size_t)(c * 2 + a) * 2 * Hs * Ws, *p1 = p0 + (size_t)Hs * Ws; // planes b = 0, 1
+            for (int r = 0; r < Hs; r++) {
+                int i = 2 * r + a - 1;
+                float *d0 = p0 + (size_t)r * Ws, *d1 = p1 + (size_t)r * Ws;
+                if (i < 0 || i >= H) {
+                    memset(d0, 0, Ws * sizeof(float));
+                    memset(d1, 0, Ws * sizeof(float));
+                    continue;
+                }
+                const float *src = x + ((size_t)c * H + i) * W;
+                d0[0] = 0.0f; // xpad column 0
+                d1[Ws - 1] = 0.0f; // xpad column W + 1
+                for (int q = 0; q < Ws - 1; q++) { // xpad columns 2q + 1 (b = 1) and 2q + 2 (b = 0)
+                    d1[q] = src[2 * q];
+                    d0[q + 1] = src[2 * q + 1];
+                }
+            }
+        }
+    memset(xs + (size_t)4 * C * Hs * Ws, 0, PAD_SLACK * sizeof(float));
+}
+
+// dx[c][i][j] (+)= dxs[(c, (i + 1) % 2, (j + 1) % 2)][(i + 1) / 2][(j + 1) / 2] + bias[c] (bias may be NULL)
+static void s2d_unpack(float *dx, const float *dxs, const float *bias, int C, int H, int W, int accumulate) {
+    int Hs = H / 2 + 1, Ws = W / 2 + 1;
+    for (int c = 0; c < C; c++) {
+        float bv = bias ? bias[c] : 0.0f;
+        for (int i = 0; i < H; i++) {
+            float *d = dx + ((size_t)c * H + i) * W;
+            const float *s0 = dxs + ((size_t)((c * 2 + (i + 1) % 2) * 2) * Hs + (i + 1) / 2) * Ws; // b = 0 plane
+            const float *s1 = s0 + (size_t)Hs * Ws;                                                 // b = 1 plane
+            for (int j = 0; j < W; j++) {
+                float v = ((j + 1) % 2 ? s1 : s0)[(j + 1) / 2] + bv;
+                d[j] = accumulate ? d[j] + v : v;
+            }
+        }
+    }
+}
+
+// off[(ci 4 + kh) 4 + kw] = (ci, kh % 2, kw % 2) plane + (kh / 2) Ws + kw / 2
+static void s2d_table(long *off, int Ci, int H, int W) {
+    int Hs = H / 2 + 1, Ws = W / 2 + 1;
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < 4; kh++)
+            for (int kw = 0; kw < 4; kw++)
+                off[(ci * 4 + kh) * 4 + kw] = (long)((ci * 2 + kh % 2) * 2 + kw % 2) * Hs * Ws + (long)(kh / 2) * Ws + kw / 2;
+}
+
+// wf[(ci, a, b)][(co, e, f)] = w[co][ci][2 (1 - e) + a][2 (1 - f) + b]
+static void s2d_flip_weights(float *wf, const float *w, int Ci, int Co) {
+    for (int ci = 0; ci < Ci; ci++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+                for (int co = 0; co < Co; co++)
+                    for (int e = 0; e < 2; e++)
+                        for (int f = 0; f < 2; f++)
+                            wf[(size_t)((ci * 2 + a) * 2 + b) * 4 * Co + (co * 2 + e) * 2 + f] =
+                                w[(((size_t)co * Ci + ci) * 4 + 2 * (1 - e) + a) * 4 + 2 * (1 - f) + b];
+}
+
+// Per-thread workspace of the s2d conv kernels below, in a float region `mine`
+typedef struct { long *off_x, *off_dy; float *xs, *dyp, *dxs, *wf, *yw; } S2dWs;
+
+static size_t s2d_ws_floats(int Ci, int H, int W, int Co) {
+    int Ho = H / 2, Wo = W / 2;
+    return table_floats((size_t)Ci * 16) + table_floats((size_t)Co * 4) + 2 * s2d_floats(Ci, H, W) +
+           padded_floats(Co, Ho, Wo, 3) + round16((size_t)Ci * 16 * Co) + round16((size_t)Co * Ho * (Wo + 1));
+}
+
+// carve `mine`; wf (the flipped weights) is built only if w != NULL
+static S2dWs s2d_setup(float *mine, const float *w, int Ci, int H, int W, int Co) {
+    int Ho = H / 2, Wo = W / 2;
+    S2dWs s;
+    s.off_x = (long *)mine;
+    s.off_dy = (long *)(mine + table_floats((size_t)Ci * 16));
+    s.xs = mine + table_floats((size_t)Ci * 16) + table_floats((size_t)Co * 4);
+    s.dxs = s.xs + s2d_floats(Ci, H, W);
+    s.dyp = s.dxs + s2d_floats(Ci, H, W);
+    s.wf = s.dyp + padded_floats(Co, Ho, Wo, 3);
+    s.yw = s.wf + round16((size_t)Ci * 16 * Co);
+    s2d_table(s.off_x, Ci, H, W);
+    shift_table(s.off_dy, Co, 2, Ho + 2, Wo + 1);
+    if (w) s2d_flip_weights(s.wf, w, Ci, Co);
+    return s;
+}
+
+// y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image
+static void s2d_forward(const S2dWs *s, float *y, const float *x, const float *w, const float *bias, int Ci, int H,
+                        int W, int Co, int accumulate) {
+    int Ho = H / 2, Ws = W / 2 + 1;
+    s2d_pack(s->xs, x, Ci, H, W);
+    gemm_rows(0, 0, Co, Ho * Ws, Ci * 16, w, Ci * 16, NULL, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
+    from_wide(y, s->yw, bias, Co, Ho, W / 2, Ws, accumulate);
+}
+
+// one image: dwt[Ci 16, Co] += Xrows dY'^T (if dwt), dx (+)= data gradient + bias (if dx); x may be
+// NULL when dwt is
+static void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const float *x, const float *bias,
+                         int Ci, int H, int W, int Co, int accumulate) {
+    int Ho = H / 2, Wo = W / 2, Ws = Wo + 1;
+    pad_image(s->dyp, dy, Co, Ho, Wo, 1);
+    if (dwt) {
+        s2d_pack(s->xs, x, Ci, H, W);
+        gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
+    }
+    if (dx) {
+        gemm_rows(0, 0, Ci * 4, (Ho + 1) * Ws, Co * 4, s->wf, Co * 4, NULL, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);
+        s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
+    }
+}
+
+size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
+    if (is_grouped(K, stride, pad, (int)P)) {
+        int G = group_images((int)P);
+        return grouped_off_part(Ci, H, W, K, G, (int)P, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
+    }
+    if (is_s2d(K, stride, pad, H, W)) return s2d_ws_floats(Ci, H, W, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
+    if (is_same(K, stride, pad)) {
+        size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
+        size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
+        size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
+                     (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
+        return round16(fwd > bwd ? fwd : bwd);
+    }
+    return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *bias,
@@ -403,6 +550,16 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
                     if (accumulate) for (int p = 0; p < P; p++) yc[p] += src[p] + bv;
                     else for (int p = 0; p < P; p++) yc[p] = src[p] + bv;
                 }
+        }
+        return;
+    }
+    if (is_s2d(K, stride, pad, H, W)) {
+#pragma omp parallel
+        {
+            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, NULL, Ci, H, W, Co);
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < B; b++)
+                s2d_forward(&s, out + (size_t)b * Co * P, in + (size_t)b * Ci * H * W, w, bias, Ci, H, W, Co, accumulate);
         }
         return;
     }
@@ -512,9 +669,11 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     int P = Ho * Wo, CKK = Ci * K * K;
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
     int same = is_same(K, stride, pad), grouped = is_grouped(K, stride, pad, P), G = group_images(P);
-    // where the chunk partials (dw, or dw^T for same and grouped convs, then dbias) start in a thread's region
+    int s2d = !grouped && is_s2d(K, stride, pad, H, W);
+    // where the chunk partials (dw, or dw^T for same, grouped and s2d convs, then dbias) start in a thread's region
     size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
     if (grouped) off_part = grouped_off_part(Ci, H, W, K, G, P, Co);
+    else if (s2d) off_part = s2d_ws_floats(Ci, H, W, Co);
     else if (same)
         off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
                    padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + (K - 1) / 2) + (size_t)Ci * Co * K * K;
@@ -526,7 +685,9 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         float *mine = ws + (size_t)thread_id() * wsz;
         float *col = mine, *dcol = mine + (size_t)CKK * P;
         SameBwd sb;
+        S2dWs s2 = {0};
         if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
+        if (s2d) s2 = s2d_setup(mine, din ? w : NULL, Ci, H, W, Co);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
             int lo, hi;
@@ -537,6 +698,15 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
             }
             if (same) {
                 conv2d_same_backward(&sb, din, dwp, dbp, dout, in, lo, hi, Ci, H, W, Co, K, pad);
+                continue;
+            }
+            if (s2d) {
+                for (int b = lo; b < hi; b++) {
+                    const float *dy = dout + (size_t)b * Co * P;
+                    bias_grad_add(dbp, dy, Co, P);
+                    s2d_backward(&s2, din ? din + (size_t)b * Ci * H * W : NULL, dwp, dy, in + (size_t)b * Ci * H * W,
+                                 NULL, Ci, H, W, Co, 1);
+                }
                 continue;
             }
             for (int b = lo; b < hi; b++) {
@@ -563,17 +733,8 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
             }
         }
     }
-    if (same || grouped) { // dw[co][k] += sum_c dw^T_c[k][co] in chunk order
-        if (dw) {
-#pragma omp parallel for schedule(static)
-            for (int k = 0; k < CKK; k++)
-                for (int co = 0; co < Co; co++) {
-                    float s = 0.0f;
-                    for (int c = 0; c < GRAD_CHUNKS; c++) s += chunk_partial(ws, wsz, off_part, psize, c, nt)[(size_t)k * Co + co];
-                    dw[(size_t)co * CKK + k] += s;
-                }
-        }
-    } else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Co * CKK, nt);
+    if (same || grouped || s2d) reduce_chunks_transposed(dw, ws, wsz, off_part, psize, CKK, Co, nt);
+    else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Co * CKK, nt);
     reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Co * CKK, Co, nt);
 }
 
@@ -581,9 +742,13 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
 // transposed conv: per image, col[Co K K, H W] = w[Ci, Co K K]^T in[Ci, H W]; out = col2im(col) + bias.
 // It is the adjoint (data gradient) of a conv from (Co, Ho, Wo) to (Ci, H, W).
 
+// The 4x4 stride-2 pad-1 transposed conv (the upsampling) is the data gradient of the s2d conv
+// from (Co, 2H, 2W) to (Ci, H, W), whose weights w[Ci][Co][K][K] are this layer's.
+static int is_s2d_transposed(int K, int stride, int pad) { return is_s2d(K, stride, pad, 2, 2); }
+
 size_t conv_transpose2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
-    (void)stride; (void)pad;
     size_t ckk = (size_t)Co * K * K, P = (size_t)H * W;
+    if (is_s2d_transposed(K, stride, pad)) return s2d_ws_floats(Co, 2 * H, 2 * W, Ci) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co);
     return round16(ckk * P) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co); // col, GRAD_CHUNKS (dw, dbias) partials
 }
 
@@ -593,6 +758,16 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w, const
     int Ho = (H - 1) * stride - 2 * pad + K, Wo = (W - 1) * stride - 2 * pad + K;
     int P = H * W, CKK = Co * K * K;
     size_t wsz = conv_transpose2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    if (is_s2d_transposed(K, stride, pad)) { // out = data gradient of the conv (Co, Ho, Wo) -> (Ci, H, W) at in, + bias
+#pragma omp parallel
+        {
+            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, w, Co, Ho, Wo, Ci);
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < B; b++)
+                s2d_backward(&s, out + (size_t)b * Co * Ho * Wo, NULL, in + (size_t)b * Ci * P, NULL, bias, Co, Ho, Wo, Ci, 0);
+        }
+        return;
+    }
 #pragma omp parallel
     {
         float *col = ws + (size_t)thread_id() * wsz;
@@ -614,18 +789,29 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
     int Ho = (H - 1) * stride - 2 * pad + K, Wo = (W - 1) * stride - 2 * pad + K;
     int P = H * W, CKK = Co * K * K;
     size_t wsz = conv_transpose2d_ws_floats(Ci, H, W, Co, K, stride, pad);
-    size_t off_part = round16((size_t)CKK * P), psize = round16((size_t)Ci * CKK + Co);
+    int s2d = is_s2d_transposed(K, stride, pad);
+    // chunk partials: dw (dw^T[Co K K, Ci] for s2d), then dbias
+    size_t off_part = s2d ? s2d_ws_floats(Co, Ho, Wo, Ci) : round16((size_t)CKK * P), psize = round16((size_t)Ci * CKK + Co);
     int nt = 1;
 #pragma omp parallel
     {
 #pragma omp single
         nt = thread_count();
         float *col = ws + (size_t)thread_id() * wsz;
+        S2dWs s = {0};
+        if (s2d) s = s2d_setup(col, NULL, Co, Ho, Wo, Ci);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
             int lo, hi;
             float *dwp = chunk_begin(ws, wsz, off_part, psize, c, nt, B, &lo, &hi), *dbp = dwp + (size_t)Ci * CKK;
             for (int b = lo; b < hi; b++) {
+                if (s2d) { // the conv's weight gradient (x = dout, dy = in), then din += conv(dout)
+                    const float *x = in + (size_t)b * Ci * P, *dy = dout + (size_t)b * Co * Ho * Wo;
+                    bias_grad_add(dbp, dy, Co, Ho * Wo);
+                    s2d_backward(&s, NULL, dwp, /* the conv's dy */ x, /* the conv's x */ dy, NULL, Co, Ho, Wo, Ci, 1);
+                    if (din) s2d_forward(&s, din + (size_t)b * Ci * P, dy, w, NULL, Co, Ho, Wo, Ci, 1);
+                    continue;
+                }
                 const float *x = in + (size_t)b * Ci * P;
                 const float *dy = dout + (size_t)b * Co * Ho * Wo;
                 bias_grad_add(dbp, dy, Co, Ho * Wo);
@@ -635,7 +821,8 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
             }
         }
     }
-    reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Ci * CKK, nt);
+    if (s2d) reduce_chunks_transposed(dw, ws, wsz, off_part, psize, CKK, Ci, nt);
+    else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Ci * CKK, nt);
     reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Ci * CKK, Co, nt);
 }
 

@@ -952,6 +952,10 @@ int main(void) {
     RUN(test_conv(0, 2, 7, 6, 7, 17, 3, 1, 1));
     RUN(test_conv(0, 33, 2, 5, 6, 3, 3, 1, 1));
     RUN(test_conv(0, 9, 2, 14, 14, 3, 4, 2, 1));
+    // 4x4 stride 2 with even sizes and outputs over 49 pixels: the space-to-depth implicit GEMM
+    RUN(test_conv(0, 3, 3, 16, 14, 5, 4, 2, 1));
+    RUN(test_conv(0, 2, 5, 20, 12, 17, 4, 2, 1));
+    RUN(test_conv(0, 2, 3, 17, 15, 4, 4, 2, 1)); // odd sizes: explicit im2col
     // grouped 7x7 and 6x8 (Wo = 8: the row vector has no spare lane) through the padded im2col
     RUN(test_conv(0, 9, 3, 7, 7, 5, 3, 1, 1));
     RUN(test_conv(0, 3, 2, 6, 8, 3, 3, 1, 1));
@@ -963,6 +967,7 @@ int main(void) {
     // conv_transpose2d: 4x4 stride 2 pad 1
     RUN(test_conv(1, 2, 3, 3, 4, 4, 4, 2, 1));
     RUN(test_conv(1, 3, 4, 5, 5, 3, 4, 2, 1));
+    RUN(test_conv(1, 2, 17, 7, 6, 5, 4, 2, 1));
     // groupnorm
     RUN(test_groupnorm(2, 8, 30, 2));
     RUN(test_groupnorm(3, 16, 25, 8));

@@ -1,5 +1,6 @@
 // common.c: error exit, checked allocation, clock.
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE // madvise
 #include "common.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <libgen.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,11 +35,19 @@ void *calloc_check(size_t n, size_t size, const char *file, int line) {
     return p;
 }
 
+// Buffers of 4 MB and more (activations, workspaces, parameters) are asked for in 2 MB huge pages
+// (transparent huge pages, where the kernel has them): the layers read them in strided panels, and
+// with 4 kB pages the TLB would cover only a few MB of them.
+#define HUGE_PAGE ((size_t)2 << 20)
 void *aligned_calloc_check(size_t size, const char *file, int line) {
-    size_t rounded = (size + 63) / 64 * 64;
+    size_t align = size >= 2 * HUGE_PAGE ? HUGE_PAGE : 64;
+    size_t rounded = (size + align - 1) / align * align;
     if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+    void *p = aligned_alloc(align, rounded);
     if (!p) die("out of memory allocating %zu bytes (%s:%d)", size, file, line);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE) madvise(p, rounded, MADV_HUGEPAGE); // a hint: no error if refused
+#endif
     memset(p, 0, rounded);
     return p;
 }

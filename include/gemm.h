@@ -2,6 +2,8 @@
 #ifndef DDPM_GEMM_H
 #define DDPM_GEMM_H
 
+#include <stddef.h>
+
 // C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], row-major.
 // op(A) = A[M,K] (lda >= K) if !transA, else A^T with A stored [K,M] (lda >= M); same for B.
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
@@ -13,5 +15,13 @@ void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, 
 // views of a zero-padded image (implicit GEMM), with no copy.
 void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
                const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate);
+
+// A weight matrix used by many GEMMs (one per image) packed once: gemm_pack_a writes op(A)[M, K]
+// in the micro-kernel's layout into Ap (gemm_packed_a_floats(M, K) floats); gemm_packed is
+// gemm_rows(0, 0, ..) with that A. Same results, bit for bit, as packing it in every call.
+size_t gemm_packed_a_floats(int M, int K);
+void gemm_pack_a(int transA, int M, int K, const float *A, int lda, float *Ap);
+void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc,
+                 int accumulate);
 
 #endif

@@ -36,9 +36,8 @@ static inline const float *row_at(const float *M, int ld, const long *off, long 
     return off ? M + off[r] : M + (size_t)r * ld;
 }
 
-// packA[ir/MR][k][MR]: rows i0..i0+mc, cols k0..k0+kc; zero-padded to MR
-static void pack_a(int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
-    float *p = packA;
+// p[ir/MR][k][MR]: rows i0..i0+mc, cols k0..k0+kc; zero-padded to MR
+static void pack_a(float *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     for (int ir = 0; ir < mc; ir += MR) {
         int mr = mc - ir < MR ? mc - ir : MR;
         if (!transA && mr == MR) { // k outer: contiguous writes, MR sequential read streams
@@ -229,13 +228,46 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
 #define DIRECT_B_MAX_M 1000000
 #define DIRECT_A_MAX_N (4 * NR)
 
+// K in equal chunks of at most KC (288 = 2 x 144, not 256 + 32): a short last chunk would pay a
+// whole C tile load/store for a few FMAs
+static int k_step(int K) {
+    int nk = (K + KC - 1) / KC;
+    return (K + nk - 1) / nk;
+}
+
+// Pre-packed A: for each K chunk [pc, pc + kc), the MR-row panels of all M rows, at Ap + pc Mr
+// (Mr = M rounded up to MR), panel i at + i kc: what gemm_rows would pack block by block.
+size_t gemm_packed_a_floats(int M, int K) { return (size_t)((M + MR - 1) / MR * MR) * (K > 0 ? K : 0); }
+
+void gemm_pack_a(int transA, int M, int K, const float *A, int lda, float *Ap) {
+    int Mr = (M + MR - 1) / MR * MR, kc_step = k_step(K);
+    for (int pc = 0; pc < K; pc += kc_step) {
+        int kc = K - pc < kc_step ? K - pc : kc_step;
+        pack_a(Ap + (size_t)pc * Mr, transA, A, lda, NULL, 0, M, pc, kc);
+    }
+}
+
+static void gemm_core(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
+                      const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate);
+
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
           int ldb, float *C, int ldc, int accumulate) {
-    gemm_rows(transA, transB, M, N, K, A, lda, NULL, B, ldb, NULL, C, ldc, accumulate);
+    gemm_core(transA, transB, M, N, K, A, lda, NULL, NULL, B, ldb, NULL, C, ldc, accumulate);
 }
 
 void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
                const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
+    gemm_core(transA, transB, M, N, K, A, lda, aoff, NULL, B, ldb, boff, C, ldc, accumulate);
+}
+
+void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc,
+                 int accumulate) {
+    gemm_core(0, 0, M, N, K, NULL, 0, NULL, Ap, B, ldb, boff, C, ldc, accumulate);
+}
+
+// A is packed block by block into packA, or was packed whole by gemm_pack_a (Ap != NULL)
+static void gemm_core(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
+                      const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate)
@@ -245,10 +277,8 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
     int direct = !transB && M <= DIRECT_B_MAX_M;
     // A read in place too when few column panels would reuse a packed copy (e.g. a convolution's
     // weight gradient, N = Co): not with B read through a row table (no such kernel)
-    int direct_a = !transA && N <= DIRECT_A_MAX_N && !(direct && boff);
-    // K in equal chunks of at most KC (288 = 2 x 144, not 256 + 32): a short last chunk would
-    // pay a whole C tile load/store for a few FMAs
-    int nk = (K + KC - 1) / KC, kc_step = (K + nk - 1) / nk;
+    int direct_a = !Ap && !transA && N <= DIRECT_A_MAX_N && !(direct && boff);
+    int kc_step = k_step(K), Mr = (M + MR - 1) / MR * MR;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
         int nfull = direct ? nc / NR * NR : 0; // columns read in place; the rest is packed
@@ -258,7 +288,8 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
             if (nfull < nc) pack_b(transB, B, ldb, boff, pc, kc, jc + nfull, nc - nfull);
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = M - ic < MC ? M - ic : MC;
-                if (!direct_a) pack_a(transA, A, lda, aoff, ic, mc, pc, kc);
+                const float *ablock = Ap ? Ap + (size_t)pc * Mr + (size_t)ic * kc : packA;
+                if (!direct_a && !Ap) pack_a(packA, transA, A, lda, aoff, ic, mc, pc, kc);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
                     int in_place = jr < nfull;
@@ -271,7 +302,7 @@ void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int 
                         const float *arows[MR];
                         if (direct_a) // rows past mr repeat row 0: their results are not stored
                             for (int i = 0; i < MR; i++) arows[i] = row_at(A, lda, aoff, ic + ir + (i < mr ? i : 0)) + pc;
-                        micro_kernel(kc, packA + (size_t)ir * kc, direct_a ? arows : NULL, bp, bs, bo,
+                        micro_kernel(kc, ablock + (size_t)ir * kc, direct_a ? arows : NULL, bp, bs, bo,
                                      C + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr, acc);
                     }
                 }

@@ -457,7 +457,7 @@ static void s2d_flip_weights(float *wf, const float *w, int Ci, int Co) {
 }
 
 // Per-thread workspace of the s2d conv kernels below, in a float region `mine`
-typedef struct { long *off_x, *off_dy; float *xs, *dyp, *dxs, *wf, *yw; } S2dWs;
+typedef struct { long *off_x, *off_dy; float *xs, *dyp, *dxs, *wf, *yw, *wfp; } S2dWs;
 
 static size_t s2d_ws_floats(int Ci, int H, int W, int Co) {
     int Ho = H / 2, Wo = W / 2;
@@ -465,8 +465,8 @@ static size_t s2d_ws_floats(int Ci, int H, int W, int Co) {
            padded_floats(Co, Ho, Wo, 3) + round16((size_t)Ci * 16 * Co) + round16((size_t)Co * Ho * (Wo + 1));
 }
 
-// carve `mine`; wf (the flipped weights) is built only if w != NULL
-static S2dWs s2d_setup(float *mine, const float *w, int Ci, int H, int W, int Co) {
+// carve `mine`; if w != NULL, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
+static S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, int W, int Co) {
     int Ho = H / 2, Wo = W / 2;
     S2dWs s;
     s.off_x = (long *)mine;
@@ -478,16 +478,20 @@ static S2dWs s2d_setup(float *mine, const float *w, int Ci, int H, int W, int Co
     s.yw = s.wf + round16((size_t)Ci * 16 * Co);
     s2d_table(s.off_x, Ci, H, W);
     shift_table(s.off_dy, Co, 2, Ho + 2, Wo + 1);
-    if (w) s2d_flip_weights(s.wf, w, Ci, Co);
+    s.wfp = wfp;
+    if (w) {
+        s2d_flip_weights(s.wf, w, Ci, Co);
+        gemm_pack_a(0, 4 * Ci, 4 * Co, s.wf, 4 * Co, wfp);
+    }
     return s;
 }
 
-// y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image
-static void s2d_forward(const S2dWs *s, float *y, const float *x, const float *w, const float *bias, int Ci, int H,
+// y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image; wp: w[Co, Ci 16] packed (gemm_pack_a)
+static void s2d_forward(const S2dWs *s, float *y, const float *x, const float *wp, const float *bias, int Ci, int H,
                         int W, int Co, int accumulate) {
     int Ho = H / 2, Ws = W / 2 + 1;
     s2d_pack(s->xs, x, Ci, H, W);
-    gemm_rows(0, 0, Co, Ho * Ws, Ci * 16, w, Ci * 16, NULL, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
+    gemm_packed(Co, Ho * Ws, Ci * 16, wp, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
     from_wide(y, s->yw, bias, Co, Ho, W / 2, Ws, accumulate);
 }
 
@@ -502,12 +506,29 @@ static void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy,
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
     if (dx) {
-        gemm_rows(0, 0, Ci * 4, (Ho + 1) * Ws, Co * 4, s->wf, Co * 4, NULL, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);
+        gemm_packed(Ci * 4, (Ho + 1) * Ws, Co * 4, s->wfp, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);
         s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
     }
 }
 
+// Each thread region ends with the layer's weight matrix packed for the GEMMs (gemm_pack_a), once
+// per call instead of once per image: w[Co, CKK] in the forward; in the backward the data
+// gradient's wf[Ci, Co K K] (same convs), w^T[CKK, Co] (im2col convs) or wf[4 Ci, 4 Co] (s2d convs)
+static size_t conv_packed_floats(int Ci, int Co, int K) {
+    size_t n[4] = {gemm_packed_a_floats(Co, Ci * K * K), gemm_packed_a_floats(Ci, Co * K * K),
+                   gemm_packed_a_floats(Ci * K * K, Co), gemm_packed_a_floats(4 * Ci, 4 * Co)}, m = 0;
+    for (int i = 0; i < 4; i++) m = n[i] > m ? n[i] : m;
+    return round16(m);
+}
+static float *conv_packed(float *ws, size_t wsz, int Ci, int Co, int K) {
+    return ws + (size_t)thread_id() * wsz + wsz - conv_packed_floats(Ci, Co, K);
+}
+
+static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, int pad);
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    return conv2d_ws_base(Ci, H, W, Co, K, stride, pad) + conv_packed_floats(Ci, Co, K);
+}
+static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
     if (is_grouped(K, stride, pad, (int)P)) {
@@ -534,39 +555,46 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
     int same = is_same(K, stride, pad), G = group_images(P);
     int Hp = H + K - 1, Wp = W + (K - 1) / 2;
     if (is_grouped(K, stride, pad, P)) {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int b0 = 0; b0 < B; b0 += G) {
-            int ng = B - b0 < G ? B - b0 : G;
-            size_t ld = group_ld(ng, P);
+#pragma omp parallel
+        {
             float *col = ws + (size_t)thread_id() * wsz, *yg = col + grouped_off_y(Ci, K, G, P);
-            float *xp = col + grouped_off_xp(Ci, K, G, P, Co);
-            for (int j = 0; j < ng; j++)
-                im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
-            gemm(0, 0, Co, ng * P, CKK, w, CKK, col, (int)ld, yg, (int)ld, 0); // yg[Co, ng P] = w col
-            for (int j = 0; j < ng; j++)
-                for (int co = 0; co < Co; co++) {
-                    float bv = bias ? bias[co] : 0.0f, *yc = out + ((size_t)(b0 + j) * Co + co) * P;
-                    const float *src = yg + (size_t)co * ld + (size_t)j * P;
-                    if (accumulate) for (int p = 0; p < P; p++) yc[p] += src[p] + bv;
-                    else for (int p = 0; p < P; p++) yc[p] = src[p] + bv;
-                }
+            float *xp = col + grouped_off_xp(Ci, K, G, P, Co), *wp = conv_packed(ws, wsz, Ci, Co, K);
+            gemm_pack_a(0, Co, CKK, w, CKK, wp);
+#pragma omp for schedule(dynamic, 1)
+            for (int b0 = 0; b0 < B; b0 += G) {
+                int ng = B - b0 < G ? B - b0 : G;
+                size_t ld = group_ld(ng, P);
+                for (int j = 0; j < ng; j++)
+                    im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+                gemm_packed(Co, ng * P, CKK, wp, col, (int)ld, NULL, yg, (int)ld, 0); // yg[Co, ng P] = w col
+                for (int j = 0; j < ng; j++)
+                    for (int co = 0; co < Co; co++) {
+                        float bv = bias ? bias[co] : 0.0f, *yc = out + ((size_t)(b0 + j) * Co + co) * P;
+                        const float *src = yg + (size_t)co * ld + (size_t)j * P;
+                        if (accumulate) for (int p = 0; p < P; p++) yc[p] += src[p] + bv;
+                        else for (int p = 0; p < P; p++) yc[p] = src[p] + bv;
+                    }
+            }
         }
         return;
     }
     if (is_s2d(K, stride, pad, H, W)) {
 #pragma omp parallel
         {
-            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, NULL, Ci, H, W, Co);
+            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, NULL, NULL, Ci, H, W, Co);
+            float *wp = conv_packed(ws, wsz, Ci, Co, K);
+            gemm_pack_a(0, Co, CKK, w, CKK, wp);
 #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < B; b++)
-                s2d_forward(&s, out + (size_t)b * Co * P, in + (size_t)b * Ci * H * W, w, bias, Ci, H, W, Co, accumulate);
+                s2d_forward(&s, out + (size_t)b * Co * P, in + (size_t)b * Ci * H * W, wp, bias, Ci, H, W, Co, accumulate);
         }
         return;
     }
 #pragma omp parallel
     {
-        float *col = ws + (size_t)thread_id() * wsz;
+        float *col = ws + (size_t)thread_id() * wsz, *wp = conv_packed(ws, wsz, Ci, Co, K);
         long *off = (long *)col;
+        gemm_pack_a(0, Co, CKK, w, CKK, wp);
         float *xp = col + table_floats(CKK), *yw = xp + padded_floats(Ci, H, W, K);
         if (same) shift_table(off, Ci, K, Hp, Wp);
 #pragma omp for schedule(dynamic, 1)
@@ -575,7 +603,7 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
             float *y = out + (size_t)b * Co * P;
             if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]; y (+)= yw + bias
                 pad_image(xp, x, Ci, H, W, pad);
-                gemm_rows(0, 0, Co, H * Wp, CKK, w, CKK, NULL, xp, 0, off, yw, H * Wp, 0);
+                gemm_packed(Co, H * Wp, CKK, wp, xp, 0, off, yw, H * Wp, 0);
                 from_wide(y, yw, bias, Co, H, W, Wp, accumulate);
                 continue;
             }
@@ -590,15 +618,17 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
                 im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, P);
                 cb = col;
             }
-            gemm(0, 0, Co, P, CKK, w, CKK, cb, P, y, P, 1);
+            gemm_packed(Co, P, CKK, wp, cb, P, NULL, y, P, 1);
         }
     }
 }
 
 // per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
-typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf; } SameBwd;
+typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf, *wfp; } SameBwd;
 
-static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, int Ci, int H, int W, int Co, int K) {
+// carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
+static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, float *wfp, int Ci, int H, int W, int Co,
+                                   int K) {
     int Hp = H + K - 1, Wp = W + (K - 1) / 2, CKK = Ci * K * K, OKK = Co * K * K;
     SameBwd s;
     s.off_x = (long *)mine;
@@ -614,6 +644,8 @@ static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, int
             for (int co = 0; co < Co; co++)
                 for (int kk = 0; kk < K * K; kk++)
                     s.wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
+    s.wfp = wfp;
+    if (need_wf) gemm_pack_a(0, Ci, OKK, s.wf, OKK, wfp);
     return s;
 }
 
@@ -630,15 +662,16 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
         gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
         if (din) { // dx += same conv of dy with wf
-            gemm_rows(0, 0, Ci, HWp, OKK, s->wf, OKK, NULL, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
+            gemm_packed(Ci, HWp, OKK, s->wfp, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
             from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
         }
     }
 }
 
-// the grouped-conv backward of images [lo, hi), G at a time: dw^T and dbias into one chunk's partials
+// the grouped-conv backward of images [lo, hi), G at a time: dw^T and dbias into one chunk's partials;
+// wtp: w^T[CKK, Co] packed (gemm_pack_a)
 static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *dbp, const float *dout,
-                                    const float *in, const float *w, int lo, int hi, int G, int Ci, int H,
+                                    const float *in, const float *wtp, int lo, int hi, int G, int Ci, int H,
                                     int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     int P = Ho * Wo, CKK = Ci * K * K;
@@ -655,7 +688,7 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
         }
         gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
         if (din) {                                                           // dx += col2im(w^T dY)
-            gemm(1, 0, CKK, ng * P, Co, w, CKK, dyg, (int)ld, dcol, (int)ld, 0);
+            gemm_packed(CKK, ng * P, Co, wtp, dyg, (int)ld, NULL, dcol, (int)ld, 0);
             for (int j = 0; j < ng; j++)
                 col2im_group(din + (size_t)(b0 + j) * Ci * H * W, xp, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }
@@ -684,16 +717,18 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
         nt = thread_count();
         float *mine = ws + (size_t)thread_id() * wsz;
         float *col = mine, *dcol = mine + (size_t)CKK * P;
+        float *wp = conv_packed(ws, wsz, Ci, Co, K);
         SameBwd sb;
         S2dWs s2 = {0};
-        if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, Ci, H, W, Co, K);
-        if (s2d) s2 = s2d_setup(mine, din ? w : NULL, Ci, H, W, Co);
+        if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, wp, Ci, H, W, Co, K);
+        else if (s2d) s2 = s2d_setup(mine, din ? w : NULL, wp, Ci, H, W, Co);
+        else if (din) gemm_pack_a(1, CKK, Co, w, CKK, wp); // w^T[CKK, Co] for the data gradient
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
             int lo, hi;
             float *dwp = chunk_begin(ws, wsz, off_part, psize, c, nt, B, &lo, &hi), *dbp = dwp + (size_t)Co * CKK;
             if (grouped) {
-                conv2d_grouped_backward(mine, din, dwp, dbp, dout, in, w, lo, hi, G, Ci, H, W, Co, K, stride, pad);
+                conv2d_grouped_backward(mine, din, dwp, dbp, dout, in, wp, lo, hi, G, Ci, H, W, Co, K, stride, pad);
                 continue;
             }
             if (same) {
@@ -724,9 +759,9 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                 if (din) {
                     float *dx = din + (size_t)b * Ci * H * W;
                     if (is_pointwise(K, stride, pad)) {
-                        gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dx, P, 1);
+                        gemm_packed(CKK, P, Co, wp, dy, P, NULL, dx, P, 1);
                     } else {
-                        gemm(1, 0, CKK, P, Co, w, CKK, dy, P, dcol, P, 0);
+                        gemm_packed(CKK, P, Co, wp, dy, P, NULL, dcol, P, 0);
                         col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo, P);
                     }
                 }
@@ -748,7 +783,8 @@ static int is_s2d_transposed(int K, int stride, int pad) { return is_s2d(K, stri
 
 size_t conv_transpose2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     size_t ckk = (size_t)Co * K * K, P = (size_t)H * W;
-    if (is_s2d_transposed(K, stride, pad)) return s2d_ws_floats(Co, 2 * H, 2 * W, Ci) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co);
+    if (is_s2d_transposed(K, stride, pad)) // + the packed weights (the conv's wf forward, its w backward) at the end
+        return s2d_ws_floats(Co, 2 * H, 2 * W, Ci) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co) + conv_packed_floats(Co, Ci, K);
     return round16(ckk * P) + GRAD_CHUNKS * round16((size_t)Ci * ckk + Co); // col, GRAD_CHUNKS (dw, dbias) partials
 }
 
@@ -761,7 +797,7 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w, const
     if (is_s2d_transposed(K, stride, pad)) { // out = data gradient of the conv (Co, Ho, Wo) -> (Ci, H, W) at in, + bias
 #pragma omp parallel
         {
-            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, w, Co, Ho, Wo, Ci);
+            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, w, conv_packed(ws, wsz, Co, Ci, K), Co, Ho, Wo, Ci);
 #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < B; b++)
                 s2d_backward(&s, out + (size_t)b * Co * Ho * Wo, NULL, in + (size_t)b * Ci * P, NULL, bias, Co, Ho, Wo, Ci, 0);
@@ -799,7 +835,9 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
         nt = thread_count();
         float *col = ws + (size_t)thread_id() * wsz;
         S2dWs s = {0};
-        if (s2d) s = s2d_setup(col, NULL, Co, Ho, Wo, Ci);
+        float *wp = s2d ? conv_packed(ws, wsz, Co, Ci, K) : NULL;
+        if (s2d) s = s2d_setup(col, NULL, NULL, Co, Ho, Wo, Ci);
+        if (s2d && din) gemm_pack_a(0, Ci, CKK, w, CKK, wp); // the conv's w[Ci, Co K K]
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < GRAD_CHUNKS; c++) {
             int lo, hi;
@@ -809,7 +847,7 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
                     const float *x = in + (size_t)b * Ci * P, *dy = dout + (size_t)b * Co * Ho * Wo;
                     bias_grad_add(dbp, dy, Co, Ho * Wo);
                     s2d_backward(&s, NULL, dwp, /* the conv's dy */ x, /* the conv's x */ dy, NULL, Co, Ho, Wo, Ci, 1);
-                    if (din) s2d_forward(&s, din + (size_t)b * Ci * P, dy, w, NULL, Co, Ho, Wo, Ci, 1);
+                    if (din) s2d_forward(&s, din + (size_t)b * Ci * P, dy, wp, NULL, Co, Ho, Wo, Ci, 1);
                     continue;
                 }
                 const float *x = in + (size_t)b * Ci * P;

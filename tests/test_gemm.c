@@ -1,6 +1,7 @@
 // test_gemm.c: the packed GEMM against a double-precision naive product, all transposes,
 // odd shapes that exercise every edge of the MR x NR tiles and KC/MC/NC blocks; and gemm_rows
-// with row tables (rows stored in a shuffled order) for A, B or both.
+// with row tables (rows stored in a shuffled order) for A, B or both; and gemm_packed with A
+// packed once by gemm_pack_a, which must give the same bits as gemm.
 #include <string.h>
 
 #include "gemm.h"
@@ -47,6 +48,15 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
     CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm ta=%d tb=%d %dx%dx%d acc=%d tables=%d: max err %g", ta, tb, M, N, K, acc,
           tables, maxerr);
     CHECK(untouched, "gemm ta=%d tb=%d %dx%dx%d wrote outside C", ta, tb, M, N, K);
+    if (!tb && !aoff) { // A packed once (gemm_pack_a) then gemm_packed: the same C, bit for bit
+        float *Ap = malloc((gemm_packed_a_floats(M, K) + 1) * 4), *C2 = malloc(csz * 4);
+        memcpy(C2, C0, csz * 4);
+        gemm_pack_a(ta, M, K, A, lda, Ap);
+        gemm_packed(M, N, K, Ap, B, ldb, boff, C2, ldc, acc);
+        CHECK(memcmp(C2, C, csz * 4) == 0, "gemm_packed ta=%d %dx%dx%d acc=%d tables=%d differs from gemm", ta, M, N, K, acc,
+              tables);
+        free(Ap); free(C2);
+    }
     free(A); free(B); free(C); free(C0); free(aoff); free(boff);
 }
 

@@ -486,23 +486,22 @@ static S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, i
     return s;
 }
 
-// y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image; wp: w[Co, Ci 16] packed (gemm_pack_a)
-static void s2d_forward(const S2dWs *s, float *y, const float *x, const float *wp, const float *bias, int Ci, int H,
-                        int W, int Co, int accumulate) {
+// y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image whose s2d image is in s->xs
+// (s2d_pack); wp: w[Co, Ci 16] packed (gemm_pack_a)
+static void s2d_forward(const S2dWs *s, float *y, const float *wp, const float *bias, int Ci, int H, int W, int Co,
+                        int accumulate) {
     int Ho = H / 2, Ws = W / 2 + 1;
-    s2d_pack(s->xs, x, Ci, H, W);
     gemm_packed(Co, Ho * Ws, Ci * 16, wp, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
     from_wide(y, s->yw, bias, Co, Ho, W / 2, Ws, accumulate);
 }
 
-// one image: dwt[Ci 16, Co] += Xrows dY'^T (if dwt), dx (+)= data gradient + bias (if dx); x may be
-// NULL when dwt is
-static void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const float *x, const float *bias,
-                         int Ci, int H, int W, int Co, int accumulate) {
+// one image: dwt[Ci 16, Co] += Xrows dY'^T (if dwt; the image's s2d image in s->xs, s2d_pack),
+// dx (+)= data gradient + bias (if dx)
+static void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const float *bias, int Ci, int H,
+                         int W, int Co, int accumulate) {
     int Ho = H / 2, Wo = W / 2, Ws = Wo + 1;
     pad_image(s->dyp, dy, Co, Ho, Wo, 1);
     if (dwt) {
-        s2d_pack(s->xs, x, Ci, H, W);
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
     if (dx) {
@@ -585,8 +584,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
             float *wp = conv_packed(ws, wsz, Ci, Co, K);
             gemm_pack_a(0, Co, CKK, w, CKK, wp);
 #pragma omp for schedule(dynamic, 1)
-            for (int b = 0; b < B; b++)
-                s2d_forward(&s, out + (size_t)b * Co * P, in + (size_t)b * Ci * H * W, wp, bias, Ci, H, W, Co, accumulate);
+            for (int b = 0; b < B; b++) {
+                s2d_pack(s.xs, in + (size_t)b * Ci * H * W, Ci, H, W);
+                s2d_forward(&s, out + (size_t)b * Co * P, wp, bias, Ci, H, W, Co, accumulate);
+            }
         }
         return;
     }
@@ -739,8 +740,8 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                 for (int b = lo; b < hi; b++) {
                     const float *dy = dout + (size_t)b * Co * P;
                     bias_grad_add(dbp, dy, Co, P);
-                    s2d_backward(&s2, din ? din + (size_t)b * Ci * H * W : NULL, dwp, dy, in + (size_t)b * Ci * H * W,
-                                 NULL, Ci, H, W, Co, 1);
+                    s2d_pack(s2.xs, in + (size_t)b * Ci * H * W, Ci, H, W);
+                    s2d_backward(&s2, din ? din + (size_t)b * Ci * H * W : NULL, dwp, dy, NULL, Ci, H, W, Co, 1);
                 }
                 continue;
             }
@@ -800,7 +801,7 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w, const
             S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, w, conv_packed(ws, wsz, Co, Ci, K), Co, Ho, Wo, Ci);
 #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < B; b++)
-                s2d_backward(&s, out + (size_t)b * Co * Ho * Wo, NULL, in + (size_t)b * Ci * P, NULL, bias, Co, Ho, Wo, Ci, 0);
+                s2d_backward(&s, out + (size_t)b * Co * Ho * Wo, NULL, in + (size_t)b * Ci * P, bias, Co, Ho, Wo, Ci, 0);
         }
         return;
     }
@@ -846,8 +847,9 @@ void conv_transpose2d_backward(float *din, float *dw, float *dbias, const float 
                 if (s2d) { // the conv's weight gradient (x = dout, dy = in), then din += conv(dout)
                     const float *x = in + (size_t)b * Ci * P, *dy = dout + (size_t)b * Co * Ho * Wo;
                     bias_grad_add(dbp, dy, Co, Ho * Wo);
-                    s2d_backward(&s, NULL, dwp, /* the conv's dy */ x, /* the conv's x */ dy, NULL, Co, Ho, Wo, Ci, 1);
-                    if (din) s2d_forward(&s, din + (size_t)b * Ci * P, dy, wp, NULL, Co, Ho, Wo, Ci, 1);
+                    s2d_pack(s.xs, dy, Co, Ho, Wo); // the conv's x, once for both products
+                    s2d_backward(&s, NULL, dwp, /* the conv's dy */ x, NULL, Co, Ho, Wo, Ci, 1);
+                    if (din) s2d_forward(&s, din + (size_t)b * Ci * P, wp, NULL, Co, Ho, Wo, Ci, 1);
                     continue;
                 }
                 const float *x = in + (size_t)b * Ci * P;

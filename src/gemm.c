@@ -11,7 +11,9 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__)
+#define VL 8 // also on AVX-512 CPUs: the hand-written 6x16 kernel beats 16-float generic code 5x
+#elif defined(__AVX512F__)
 #define VL 16
 #elif defined(__AVX__)
 #define VL 8

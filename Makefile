@@ -1,86 +1,107 @@
-# ddpm.c — build, test, data, deps.
-#   make              build ./ddpm (-O3 -march=native, OpenMP)
-#   make PORTABLE=1   build without -march=native (any x86-64 / other CPU)
-#   make test         unit tests, gradient checks, PyTorch reference, CLI tests (+ ASan/UBSan unit tests)
-#   make data         put MNIST in data/ (from $MNIST_DIR or downloaded), MD5-verified
-#   make deps         install the Debian packages the build needs (as root), or print the command
-CC      ?= gcc
-STB_CFLAGS := $(shell pkg-config --cflags stb 2>/dev/null)
-STB_LIBS   := $(shell pkg-config --libs stb 2>/dev/null || echo -lstb)
-WARN    = -Wall -Wextra
-ifeq ($(PORTABLE),1)
-  ARCH  =
-  BUILD = build/portable
-else
-  ARCH  = -march=native
-  BUILD = build/native
-endif
-ifeq ($(NO_OMP),1)
-  OMP   =
-else
-  OMP   = -fopenmp
-endif
+# ddpm.c: build, test, data, deps, install.
+#   make                    ./ddpm for this machine (-O3 -march=native, OpenMP)
+#   make ARCH=x86-64-v3     for a given CPU level (any -march value); make PORTABLE=1: the compiler's default
+#   make REF=1              ./ddpm whose model runs the plain reference layers (src/nn/ref/)
+#   make test               every test; prints "N passed, N failed" (needs MNIST: make data, or MNIST_DIR)
+#   make bench              ddpm.c against PyTorch on small.cfg and reference.cfg
+#   make data               MNIST into data/ (from $MNIST_DIR or downloaded), MD5-verified
+#   make deps               install the Debian packages the build needs (as root), or print the command
+#   make install            PREFIX=/usr/local DESTDIR= : bin/ddpm, share/ddpm/ (configs, judge)
+# CC, CPPFLAGS, CFLAGS (default -O3), LDFLAGS and LDLIBS are yours: the flags the build needs are
+# added to them, never replaced by them.
 CFLAGS  ?= -O3
-CFLAGS  += -std=c11 -ffp-contract=fast -fno-trapping-math $(ARCH) $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
-LDLIBS  = $(OMP) $(STB_LIBS) -lz -lm
-
-LIB_SRC  = $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ  = $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC))
-TEST_SRC = $(wildcard tests/test_*.c)
-TEST_BIN = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
-HEADERS  = $(wildcard include/*.h)
-
-# sanitizer build of the unit tests
-ASAN_DIR   = build/asan
-ASAN_FLAGS = -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(OMP) $(WARN) -Iinclude $(STB_CFLAGS)
-ASAN_OBJ   = $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(LIB_SRC))
-ASAN_TESTS = test_layers test_diffusion test_data test_checkpoint test_metrics
-ASAN_BIN   = $(patsubst %,$(ASAN_DIR)/%,$(filter $(ASAN_TESTS),$(patsubst tests/%.c,%,$(TEST_SRC))))
-
-MNIST_DIR ?= $(abspath ../shared/data/mnist)
+PREFIX  ?= /usr/local
+DATADIR ?= $(PREFIX)/share/ddpm
+MNIST_DIR ?= data
 export MNIST_DIR
 
+ifeq ($(PORTABLE),1)
+  ARCH :=
+endif
+ARCH ?= native
+ARCH_FLAGS := $(if $(ARCH),-march=$(ARCH))
+VARIANT := $(if $(ARCH),$(ARCH),portable)$(if $(filter 1,$(REF)),-ref)
+BUILD   := build/$(VARIANT)
+
+STB_CFLAGS := $(shell pkg-config --cflags stb 2>/dev/null)
+STB_LIBS   := $(shell pkg-config --libs stb 2>/dev/null || echo -lstb)
+OMP       := $(if $(filter 1,$(NO_OMP)),,-fopenmp)
+WARN      := -Wall -Wextra
+D_CPPFLAGS := -Isrc $(STB_CFLAGS) $(if $(filter 1,$(REF)),-DDDPM_REF) -DDDPM_DATADIR='"$(DATADIR)"'
+D_CFLAGS   := -std=c11 -ffp-contract=fast -fno-trapping-math $(ARCH_FLAGS) $(OMP) $(WARN)
+D_LDLIBS   := $(OMP) $(STB_LIBS) -lz -lm
+COMPILE = $(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(D_CFLAGS) $(CFLAGS)
+LINK    = $(CC) $(D_CFLAGS) $(CFLAGS) $(LDFLAGS)
+
+SRC      := $(sort $(wildcard src/*/*.c src/*/*/*.c))
+CLI_SRC  := $(filter src/cli/%,$(SRC))
+LIB_SRC  := $(filter-out src/cli/%,$(SRC))
+HEADERS  := $(wildcard src/*/*.h src/*/*/*.h)
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC))
+CLI_OBJ  := $(patsubst src/%.c,$(BUILD)/%.o,$(CLI_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
+
+# sanitizer build of the unit tests
+ASAN_DIR   := build/asan$(if $(filter 1,$(REF)),-ref)
+ASAN_FLAGS := -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(OMP) $(WARN)
+ASAN_OBJ   := $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(LIB_SRC))
+ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
+ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))
+
 .SECONDARY:
-.PHONY: all test test-unit test-asan data deps clean bench demo FORCE
+.PHONY: all test check-mnist data deps clean bench demo install uninstall FORCE
 all: ddpm
 
-ddpm: $(BUILD)/main.o $(LIB_OBJ) build/.variant
-	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(LIB_OBJ) $(LDLIBS)
+ddpm: $(CLI_OBJ) $(LIB_OBJ) build/.variant
+	$(LINK) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
 
-# relink ./ddpm when switching between the native and PORTABLE=1 builds
+# relink ./ddpm when switching variants; rebuild when the compile flags change
 build/.variant: FORCE
 	@mkdir -p build; echo "$(BUILD)" | cmp -s - $@ || echo "$(BUILD)" > $@
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD); echo "$(COMPILE)" | cmp -s - $@ || echo "$(COMPILE)" > $@
+$(ASAN_DIR)/.flags: FORCE
+	@mkdir -p $(ASAN_DIR); echo "$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS)" | cmp -s - $@ || echo "$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS)" > $@
 FORCE:
 
-$(BUILD)/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/%.o: src/%.c $(HEADERS) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(COMPILE) -c -o $@ $<
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+	$(LINK) $(D_CPPFLAGS) $(CPPFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
 
-$(BUILD) $(ASAN_DIR):
-	mkdir -p $@
-
-$(ASAN_DIR)/%.o: src/%.c $(HEADERS) Makefile | $(ASAN_DIR)
-	$(CC) $(ASAN_FLAGS) -c -o $@ $<
+$(ASAN_DIR)/%.o: src/%.c $(HEADERS) $(ASAN_DIR)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
 $(ASAN_DIR)/test_%: tests/test_%.c tests/testutil.h $(ASAN_OBJ)
-	$(CC) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
+	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(D_LDLIBS)
 
-test: ddpm $(TEST_BIN)
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
-	@echo "== tests/test_cli.sh"; BUILD_DIR=$(BUILD) bash tests/test_cli.sh ./ddpm
-	@$(MAKE) --no-print-directory test-asan
-	@echo "ALL TESTS PASSED"
+MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+check-mnist:
+	@missing=""; for f in $(MNIST_FILES); do [ -f "$(MNIST_DIR)/$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then echo "make test: MNIST_DIR=$(MNIST_DIR) lacks$$missing: run 'make data' (or set MNIST_DIR to a folder with them)"; exit 1; fi
 
-test-asan: $(ASAN_BIN)
-	@set -e; for t in $(ASAN_BIN); do echo "== $$t (asan+ubsan)"; OMP_NUM_THREADS=2 $$t; done
+# every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
+test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN)
+	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" $(addsuffix :asan,$(ASAN_BIN))
 
 data:
 	bash tools/get_mnist.sh data
 
 deps:
 	bash tools/deps.sh
+
+install: ddpm
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/models
+	install -m 755 ddpm $(DESTDIR)$(PREFIX)/bin/ddpm
+	install -m 644 models/*.cfg models/judge.bin $(DESTDIR)$(DATADIR)/models/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ddpm
+	rm -rf $(DESTDIR)$(DATADIR)
 
 clean:
 	rm -rf build ddpm

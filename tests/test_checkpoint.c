@@ -8,10 +8,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "checkpoint.h"
-#include "common.h"
+#include "train/checkpoint.h"
+#include "core/common.h"
 #include "testutil.h"
-#include "unet.h"
+#include "model/unet.h"
 
 static unsigned char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");

@@ -1,8 +1,8 @@
 // test_data.c: dataset loading (IDX gz/plain, image folders), bad-input errors, IDX round trip,
 // PNG grid output, tools/get_mnist.sh. Real MNIST from $MNIST_DIR (parts needing it are skipped if unset).
 #define _XOPEN_SOURCE 700
-#include "data.h"
-#include "image.h"
+#include "data/data.h"
+#include "data/image.h"
 #include "testutil.h"
 
 #include <ftw.h>

@@ -4,9 +4,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "common.h"
-#include "diffusion.h"
-#include "rng.h"
+#include "core/common.h"
+#include "diffusion/diffusion.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 static const double PI = 3.14159265358979323846;

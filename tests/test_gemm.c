@@ -4,8 +4,8 @@
 // packed once by gemm_pack_a, which must give the same bits as gemm.
 #include <string.h>
 
-#include "gemm.h"
-#include "rng.h"
+#include "kernels/gemm.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 // a row table that stores the rows of an [n, ld] matrix in a random order

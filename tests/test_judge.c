@@ -14,12 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common.h"
-#include "data.h"
-#include "judge.h"
-#include "layers.h"
-#include "metrics.h"
-#include "rng.h"
+#include "core/common.h"
+#include "data/data.h"
+#include "eval/judge.h"
+#include "nn/layers.h"
+#include "eval/metrics.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 static Rng g;

@@ -17,9 +17,9 @@
 #include <omp.h>
 #endif
 
-#include "common.h"
-#include "layers.h"
-#include "rng.h"
+#include "core/common.h"
+#include "nn/layers.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 static int nthreads(void) {

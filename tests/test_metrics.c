@@ -9,9 +9,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "common.h"
-#include "metrics.h"
-#include "rng.h"
+#include "core/common.h"
+#include "eval/metrics.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 static Rng g;

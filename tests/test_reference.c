@@ -8,12 +8,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "adam.h"
-#include "common.h"
-#include "config.h"
-#include "layers.h"
+#include "train/adam.h"
+#include "core/common.h"
+#include "core/config.h"
+#include "nn/layers.h"
 #include "testutil.h"
-#include "unet.h"
+#include "model/unet.h"
 
 static FILE *ref_file;
 static const char *ref_path;

@@ -9,10 +9,10 @@
 #endif
 #include <sys/stat.h>
 
-#include "common.h"
-#include "data.h"
+#include "core/common.h"
+#include "data/data.h"
 #include "testutil.h"
-#include "train.h"
+#include "train/trainer.h"
 
 static TrainState default_state(int batch, int n) {
     TrainState st = {0};

@@ -3,11 +3,11 @@
 // the reference parameter count; determinism; batch independence.
 #include <string.h>
 
-#include "common.h"
-#include "config.h"
-#include "layers.h"
+#include "core/common.h"
+#include "core/config.h"
+#include "nn/layers.h"
 #include "testutil.h"
-#include "unet.h"
+#include "model/unet.h"
 
 // L = sum_i out_i R_i, accumulated in double
 static double objective(Unet *m, const float *x, const int *t, int B, const float *R, long n) {

@@ -1,0 +1,37 @@
+// common.h: checked allocation and I/O helpers that name the file and line on failure.
+#ifndef DDPM_COMMON_H
+#define DDPM_COMMON_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// Print "ddpm: <message>" to stderr and exit(1). printf-style.
+void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+void *malloc_check(size_t size, const char *file, int line);
+void *calloc_check(size_t n, size_t size, const char *file, int line);
+// 64-byte aligned, zero-filled allocation (free with free()).
+void *aligned_calloc_check(size_t size, const char *file, int line);
+#define mallocCheck(n) malloc_check((n), __FILE__, __LINE__)
+#define callocCheck(n, s) calloc_check((n), (s), __FILE__, __LINE__)
+#define alignedCalloc(n) aligned_calloc_check((n), __FILE__, __LINE__)
+
+// Format a one-line message into err (if err != NULL) and return -1: `return set_error(...)`.
+int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+// Write data to path atomically: a temp file in the same directory, fsync, rename, fsync(dir).
+// On failure the previous file at path is untouched and no temp file is left. 0 or -1 + err.
+int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
+
+// Read a whole regular file into a malloc'd buffer (size in *size). On failure returns NULL
+// with "PATH: cannot open WHAT: ..." (or "not a regular file", "read error") in err.
+unsigned char *read_file_all(const char *path, const char *what, size_t *size, char *err, size_t errlen);
+
+// n rounded up to a multiple of 16 floats (whole 64-byte lines: keeps sub-buffers aligned)
+static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+// Wall-clock seconds (monotonic).
+double now_seconds(void);
+
+#endif

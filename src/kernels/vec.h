@@ -1,0 +1,100 @@
+// vec.h: 8-float vectors (GCC/Clang vector extensions: one AVX register on x86-64 with AVX,
+// two SSE halves otherwise) and the exp / 2^x polynomials the layers evaluate on them.
+// Everything here is static inline: each layer file gets its own copy, compiled for its target.
+#ifndef DDPM_VEC_H
+#define DDPM_VEC_H
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+
+// exp(x) = 2^n e^r, x = n ln2 + r, |r| <= ln2/2 (ln2 in two parts, so r is exact), e^r by a
+// degree-5 minimax polynomial (fitted to the relative error; evaluated in float its error is
+// < 1.7e-7, below the 2.3e-7 of the degree-6 Taylor polynomial, for one FMA less). The two
+// macros work on float and on 8-float vectors alike, so exp_approx and exp8 give the same values.
+#define EXP_REDUCE(x, n) ((x) - (n) * 0.693145751953125f - (n) * 1.42860682030941723212e-6f)
+#define EXP_POLY(r)                                                                                    \
+    (((((((r) * 0.00829029735f + 0.0418979116f) * (r) + 0.166676357f) * (r) + 0.499991506f) * (r) +     \
+       0.999999702f) * (r)) + 1.0f)
+
+// exp(x) for float, branch-free so loops over it vectorise; 2^n via the exponent bits
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = EXP_REDUCE(x, n);
+    union { float f; int i; } u = {.i = ((int)n + 127) << 23};
+    return EXP_POLY(r) * u.f;
+}
+
+// 8-float vectors (GCC/Clang vector extensions: AVX on x86-64 -march=native, split in two SSE
+// halves otherwise) for the reductions, which the compiler does not vectorise on its own
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+// an unaligned load (the may_alias, 4-byte-aligned vector type is GCC's idiom for one); macros,
+// since passing 32-byte vectors to functions changes the ABI on targets without AVX
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+#define load8(p) ((v8f)(*(const v8f_u *)(p)))
+#define V8(x) ((v8f){x, x, x, x, x, x, x, x})
+#define store8(p, v) (*(v8f_u *)(p) = (v))
+#define VSEL(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
+
+// exp_approx on 8 lanes, the same result (in place). 2^n comes from the bits of the rounding
+// sum t = x log2(e) + 1.5 2^23 itself: its low mantissa bits hold n + 2^22. `neg`: the caller
+// guarantees x <= 0 up to rounding (softmax), so only the lower clamp is needed.
+static inline void exp8_impl(v8f *x, int neg) {
+    v8f v = *x;
+#if defined(__AVX__) // max/min return their second operand when one is NaN: NaN goes through
+    v = (v8f)_mm256_max_ps((__m256)V8(-87.0f), (__m256)v);
+    if (!neg) v = (v8f)_mm256_min_ps((__m256)V8(88.0f), (__m256)v);
+#else
+    v = VSEL(v < V8(-87.0f), V8(-87.0f), v);
+    if (!neg) v = VSEL(v > V8(88.0f), V8(88.0f), v);
+#endif
+    v8f t = v * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
+    v8f r = EXP_REDUCE(v, n);
+    v8i e = ((v8i)t + (127 - 0x4B400000)) << 23; // 0x4B400000: the bits of 1.5 2^23
+    *x = EXP_POLY(r) * (v8f)e;
+}
+#define exp8(x) exp8_impl(x, 0)
+#define exp8_neg(x) exp8_impl(x, 1)
+
+// 2^x on 8 lanes (in place) for x <= 0 up to rounding: the flash kernels' softmax, whose scores
+// are scaled by log2(e). x = n + r with n = round(x) and r = x - n (exact), |r| <= 1/2; 2^r by a
+// degree-5 minimax polynomial (relative error < 2e-7 in float) in Estrin's form, whose chain
+// of dependent operations is 3 FMAs long instead of 5: the kernels are bound by that latency.
+#define LOG2E 1.44269504088896341f
+#define LN2 0.693147180559945309f
+static inline void exp2_8_neg(v8f *x) {
+    v8f v = *x;
+#if defined(__AVX__)
+    v = (v8f)_mm256_max_ps((__m256)V8(-126.0f), (__m256)v);
+#else
+    v = VSEL(v < V8(-126.0f), V8(-126.0f), v);
+#endif
+    v8f t = v + 12582912.0f, n = t - 12582912.0f, r = v - n, r2 = r * r;
+    v8i e = ((v8i)t + (127 - 0x4B400000)) << 23;
+    v8f p = (1.0f + r * 0.693147004f) + r2 * ((0.240222424f + r * 0.0555073358f) +
+                                              r2 * (0.00967150927f + r * 0.00132647087f));
+    *x = p * (v8f)e;
+}
+
+static inline float hsum8(const v8f *v) {
+    float s = 0.0f;
+    for (int k = 0; k < 8; k++) s += (*v)[k];
+    return s;
+}
+
+// sum of x[n] on 16 float lanes (fixed order)
+static inline float sum16(const float *x, long n) {
+    v8f a = {0}, b = {0};
+    long i = 0;
+    for (; i + 16 <= n; i += 16) { a += load8(x + i); b += load8(x + i + 8); }
+    a += b;
+    float s = hsum8(&a);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+#endif

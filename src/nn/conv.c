@@ -1,0 +1,264 @@
+// conv.c: 2-D convolution, forward and backward, through the lowerings of conv_lowering.c.
+#define DDPM_NN_IMPL // defines the fast layers (see layers.h)
+#include "nn/layers.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "kernels/vec.h"
+#include "nn/reduce.h"
+#include "nn/conv_lowering.h"
+
+static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, int pad);
+size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    return conv2d_ws_base(Ci, H, W, Co, K, stride, pad) + conv_packed_floats(Ci, Co, K);
+}
+static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    size_t ckk = (size_t)Ci * K * K, P = (size_t)Ho * Wo;
+    if (is_grouped(K, stride, pad, (int)P)) {
+        int G = group_images((int)P);
+        return grouped_off_part(Ci, H, W, K, G, (int)P, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
+    }
+    if (is_s2d(K, stride, pad, H, W)) return s2d_ws_floats(Ci, H, W, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
+    if (is_same(K, stride, pad)) {
+        size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
+        size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
+        size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
+                     (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
+        return round16(fwd > bwd ? fwd : bwd);
+    }
+    return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
+}
+
+void conv2d_forward(float *out, const float *in, const float *w, const float *bias,
+                    int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                    int accumulate, float *ws) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    int same = is_same(K, stride, pad), G = group_images(P);
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2;
+    if (is_grouped(K, stride, pad, P)) {
+#pragma omp parallel
+        {
+            float *col = ws + (size_t)thread_id() * wsz, *yg = col + grouped_off_y(Ci, K, G, P);
+            float *xp = col + grouped_off_xp(Ci, K, G, P, Co), *wp = conv_packed(ws, wsz, Ci, Co, K);
+            gemm_pack_a(0, Co, CKK, w, CKK, wp);
+#pragma omp for schedule(dynamic, 1)
+            for (int b0 = 0; b0 < B; b0 += G) {
+                int ng = B - b0 < G ? B - b0 : G;
+                size_t ld = group_ld(ng, P);
+                for (int j = 0; j < ng; j++)
+                    im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+                gemm_packed(Co, ng * P, CKK, wp, col, (int)ld, NULL, yg, (int)ld, 0); // yg[Co, ng P] = w col
+                for (int j = 0; j < ng; j++)
+                    for (int co = 0; co < Co; co++) {
+                        float bv = bias ? bias[co] : 0.0f, *yc = out + ((size_t)(b0 + j) * Co + co) * P;
+                        const float *src = yg + (size_t)co * ld + (size_t)j * P;
+                        if (accumulate) for (int p = 0; p < P; p++) yc[p] += src[p] + bv;
+                        else for (int p = 0; p < P; p++) yc[p] = src[p] + bv;
+                    }
+            }
+        }
+        return;
+    }
+    if (is_s2d(K, stride, pad, H, W)) {
+#pragma omp parallel
+        {
+            S2dWs s = s2d_setup(ws + (size_t)thread_id() * wsz, NULL, NULL, Ci, H, W, Co);
+            float *wp = conv_packed(ws, wsz, Ci, Co, K);
+            gemm_pack_a(0, Co, CKK, w, CKK, wp);
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < B; b++) {
+                s2d_pack(s.xs, in + (size_t)b * Ci * H * W, Ci, H, W);
+                s2d_forward(&s, out + (size_t)b * Co * P, wp, bias, Ci, H, W, Co, accumulate);
+            }
+        }
+        return;
+    }
+#pragma omp parallel
+    {
+        float *col = ws + (size_t)thread_id() * wsz, *wp = conv_packed(ws, wsz, Ci, Co, K);
+        long *off = (long *)col;
+        gemm_pack_a(0, Co, CKK, w, CKK, wp);
+        float *xp = col + table_floats(CKK), *yw = xp + padded_floats(Ci, H, W, K);
+        if (same) shift_table(off, Ci, K, Hp, Wp);
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            const float *x = in + (size_t)b * Ci * H * W;
+            float *y = out + (size_t)b * Co * P;
+            if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]; y (+)= yw + bias
+                pad_image(xp, x, Ci, H, W, pad);
+                gemm_packed(Co, H * Wp, CKK, wp, xp, 0, off, yw, H * Wp, 0);
+                from_wide(y, yw, bias, Co, H, W, Wp, accumulate);
+                continue;
+            }
+            for (int co = 0; co < Co; co++) {
+                float bv = bias ? bias[co] : 0.0f;
+                float *yc = y + (size_t)co * P;
+                if (accumulate) for (int p = 0; p < P; p++) yc[p] += bv;
+                else for (int p = 0; p < P; p++) yc[p] = bv;
+            }
+            const float *cb = x;
+            if (!is_pointwise(K, stride, pad)) {
+                im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, P);
+                cb = col;
+            }
+            gemm_packed(Co, P, CKK, wp, cb, P, NULL, y, P, 1);
+        }
+    }
+}
+
+// per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
+typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf, *wfp; } SameBwd;
+
+// carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
+static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, float *wfp, int Ci, int H, int W, int Co,
+                                   int K) {
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2, CKK = Ci * K * K, OKK = Co * K * K;
+    SameBwd s;
+    s.off_x = (long *)mine;
+    s.off_dy = (long *)(mine + table_floats(CKK));
+    s.xp = mine + table_floats(CKK) + table_floats(OKK);
+    s.dyp = s.xp + padded_floats(Ci, H, W, K);
+    s.dxw = s.dyp + padded_floats(Co, H, W, K);
+    s.wf = s.dxw + (size_t)Ci * H * Wp;
+    shift_table(s.off_x, Ci, K, Hp, Wp);
+    shift_table(s.off_dy, Co, K, Hp, Wp);
+    if (need_wf) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
+        for (int ci = 0; ci < Ci; ci++)
+            for (int co = 0; co < Co; co++)
+                for (int kk = 0; kk < K * K; kk++)
+                    s.wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
+    s.wfp = wfp;
+    if (need_wf) gemm_pack_a(0, Ci, OKK, s.wf, OKK, wfp);
+    return s;
+}
+
+// the same-conv backward of images [lo, hi): dw^T and dbias into one chunk's partials
+static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float *dbp, const float *dout,
+                                 const float *in, int lo, int hi, int Ci, int H, int W, int Co, int K, int pad) {
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2, OKK = Co * K * K, HWp = H * Wp;
+    for (int b = lo; b < hi; b++) {
+        const float *x = in + (size_t)b * Ci * H * W;
+        const float *dy = dout + (size_t)b * Co * H * W;
+        pad_image(s->xp, x, Ci, H, W, pad);
+        pad_image(s->dyp, dy, Co, H, W, pad);
+        bias_grad_add(dbp, dy, Co, H * W);
+        // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
+        gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
+        if (din) { // dx += same conv of dy with wf
+            gemm_packed(Ci, HWp, OKK, s->wfp, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
+            from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
+        }
+    }
+}
+
+// the grouped-conv backward of images [lo, hi), G at a time: dw^T and dbias into one chunk's partials;
+// wtp: w^T[CKK, Co] packed (gemm_pack_a)
+static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *dbp, const float *dout,
+                                    const float *in, const float *wtp, int lo, int hi, int G, int Ci, int H,
+                                    int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    float *col = mine, *dcol = col + (size_t)CKK * group_ld(G, P), *dyg = mine + grouped_off_y(Ci, K, G, P);
+    float *xp = mine + grouped_off_xp(Ci, K, G, P, Co);
+    for (int b0 = lo; b0 < hi; b0 += G) {
+        int ng = hi - b0 < G ? hi - b0 : G;
+        size_t ld = group_ld(ng, P);
+        for (int j = 0; j < ng; j++) { // dyg[Co, ng P] and col[CKK, ng P]: the group side by side
+            const float *dy = dout + (size_t)(b0 + j) * Co * P;
+            bias_grad_add(dbp, dy, Co, P);
+            for (int co = 0; co < Co; co++) memcpy(dyg + (size_t)co * ld + (size_t)j * P, dy + (size_t)co * P, P * sizeof(float));
+            im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        }
+        gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
+        if (din) {                                                           // dx += col2im(w^T dY)
+            gemm_packed(CKK, ng * P, Co, wtp, dyg, (int)ld, NULL, dcol, (int)ld, 0);
+            for (int j = 0; j < ng; j++)
+                col2im_group(din + (size_t)(b0 + j) * Ci * H * W, xp, dcol + (size_t)j * P, Ci, H, W, K, stride, pad, Ho, Wo, ld);
+        }
+    }
+}
+
+void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                     const float *w, int B, int Ci, int H, int W, int Co, int K, int stride,
+                     int pad, float *ws) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    int P = Ho * Wo, CKK = Ci * K * K;
+    size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
+    int same = is_same(K, stride, pad), grouped = is_grouped(K, stride, pad, P), G = group_images(P);
+    int s2d = !grouped && is_s2d(K, stride, pad, H, W);
+    // where the chunk partials (dw, or dw^T for same, grouped and s2d convs, then dbias) start in a thread's region
+    size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
+    if (grouped) off_part = grouped_off_part(Ci, H, W, K, G, P, Co);
+    else if (s2d) off_part = s2d_ws_floats(Ci, H, W, Co);
+    else if (same)
+        off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
+                   padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + (K - 1) / 2) + (size_t)Ci * Co * K * K;
+    int nt = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nt = thread_count();
+        float *mine = ws + (size_t)thread_id() * wsz;
+        float *col = mine, *dcol = mine + (size_t)CKK * P;
+        float *wp = conv_packed(ws, wsz, Ci, Co, K);
+        SameBwd sb;
+        S2dWs s2 = {0};
+        if (same && !grouped) sb = same_backward_setup(mine, w, din != NULL, wp, Ci, H, W, Co, K);
+        else if (s2d) s2 = s2d_setup(mine, din ? w : NULL, wp, Ci, H, W, Co);
+        else if (din) gemm_pack_a(1, CKK, Co, w, CKK, wp); // w^T[CKK, Co] for the data gradient
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < GRAD_CHUNKS; c++) {
+            int lo, hi;
+            float *dwp = chunk_begin(ws, wsz, off_part, psize, c, nt, B, &lo, &hi), *dbp = dwp + (size_t)Co * CKK;
+            if (grouped) {
+                conv2d_grouped_backward(mine, din, dwp, dbp, dout, in, wp, lo, hi, G, Ci, H, W, Co, K, stride, pad);
+                continue;
+            }
+            if (same) {
+                conv2d_same_backward(&sb, din, dwp, dbp, dout, in, lo, hi, Ci, H, W, Co, K, pad);
+                continue;
+            }
+            if (s2d) {
+                for (int b = lo; b < hi; b++) {
+                    const float *dy = dout + (size_t)b * Co * P;
+                    bias_grad_add(dbp, dy, Co, P);
+                    s2d_pack(s2.xs, in + (size_t)b * Ci * H * W, Ci, H, W);
+                    s2d_backward(&s2, din ? din + (size_t)b * Ci * H * W : NULL, dwp, dy, NULL, Ci, H, W, Co, 1);
+                }
+                continue;
+            }
+            for (int b = lo; b < hi; b++) {
+                const float *x = in + (size_t)b * Ci * H * W;
+                const float *dy = dout + (size_t)b * Co * P;
+                bias_grad_add(dbp, dy, Co, P);
+                // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
+                const float *cb = x;
+                if (!is_pointwise(K, stride, pad)) {
+                    im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo, P);
+                    cb = col;
+                }
+                gemm(0, 1, Co, CKK, P, dy, P, cb, P, dwp, CKK, 1);
+                // din += col2im(w^T dy)
+                if (din) {
+                    float *dx = din + (size_t)b * Ci * H * W;
+                    if (is_pointwise(K, stride, pad)) {
+                        gemm_packed(CKK, P, Co, wp, dy, P, NULL, dx, P, 1);
+                    } else {
+                        gemm_packed(CKK, P, Co, wp, dy, P, NULL, dcol, P, 0);
+                        col2im(dx, dcol, Ci, H, W, K, stride, pad, Ho, Wo, P);
+                    }
+                }
+            }
+        }
+    }
+    if (same || grouped || s2d) reduce_chunks_transposed(dw, ws, wsz, off_part, psize, CKK, Co, nt);
+    else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Co * CKK, nt);
+    reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Co * CKK, Co, nt);
+}

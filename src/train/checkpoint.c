@@ -1,0 +1,154 @@
+// checkpoint.c: atomic, CRC-checked save and strict load of the full training state.
+#define _POSIX_C_SOURCE 200809L
+#include "train/checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "core/common.h"
+
+#define CKPT_MAGIC "DDPMCKPT"
+#define CKPT_VERSION 2u
+
+// ---- a growable byte buffer: the whole file is built in memory, CRC'd, then written once
+typedef struct { unsigned char *p; size_t n, cap; } Buf;
+static void put(Buf *b, const void *src, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n) cap *= 2;
+        unsigned char *q = mallocCheck(cap);
+        if (b->n) memcpy(q, b->p, b->n);
+        free(b->p);
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+#define PUT(b, v) put((b), &(v), sizeof(v))
+
+static void put_state(Buf *b, const TrainState *s) {
+    PUT(b, s->batch); PUT(b, s->seed); PUT(b, s->lr); PUT(b, s->beta1); PUT(b, s->beta2); PUT(b, s->eps);
+    PUT(b, s->ema_decay); PUT(b, s->warmup); PUT(b, s->step); PUT(b, s->epoch); PUT(b, s->epoch_pos);
+    PUT(b, s->n_data); PUT(b, s->noise_rng.s);
+    PUT(b, s->lr_decay_steps); PUT(b, s->grad_clip);
+}
+
+// ---- reader over a loaded file with bounds checks
+typedef struct { const unsigned char *p; size_t n, off; int bad; } Rd;
+static void get(Rd *r, void *dst, size_t n) {
+    if (r->bad || n > r->n - r->off) { r->bad = 1; memset(dst, 0, n); return; }
+    memcpy(dst, r->p + r->off, n);
+    r->off += n;
+}
+#define GET(r, v) get((r), &(v), sizeof(v))
+
+static void get_state(Rd *r, TrainState *s, uint32_t version) {
+    GET(r, s->batch); GET(r, s->seed); GET(r, s->lr); GET(r, s->beta1); GET(r, s->beta2); GET(r, s->eps);
+    GET(r, s->ema_decay); GET(r, s->warmup); GET(r, s->step); GET(r, s->epoch); GET(r, s->epoch_pos);
+    GET(r, s->n_data); GET(r, s->noise_rng.s);
+    s->lr_decay_steps = 0;
+    s->grad_clip = 0;
+    if (version >= 2) { GET(r, s->lr_decay_steps); GET(r, s->grad_clip); }
+}
+
+int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
+                    const float *m, const float *v, const float *ema, size_t n_params, char *err, size_t errlen) {
+    Buf b = {0};
+    char cfg_text[4096];
+    uint32_t version = CKPT_VERSION, cfg_len = (uint32_t)config_to_text(cfg, cfg_text, sizeof(cfg_text));
+    uint64_t n = n_params;
+    put(&b, CKPT_MAGIC, 8);
+    PUT(&b, version);
+    PUT(&b, cfg_len);
+    put(&b, cfg_text, cfg_len);
+    put_state(&b, st);
+    PUT(&b, n);
+    put(&b, params, n * sizeof(float));
+    put(&b, m, n * sizeof(float));
+    put(&b, v, n * sizeof(float));
+    if (st->ema_decay > 0) put(&b, ema, n * sizeof(float));
+    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < b.n; off += 1u << 30) {
+        size_t chunk = b.n - off < (1u << 30) ? b.n - off : (1u << 30);
+        crc = (uint32_t)crc32(crc, b.p + off, (uInt)chunk);
+    }
+    PUT(&b, crc);
+
+    int rc = write_file_atomic(path, b.p, b.n, err, errlen);
+    free(b.p);
+    return rc;
+}
+
+int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) {
+    memset(ck, 0, sizeof(*ck));
+    size_t size;
+    unsigned char *data = read_file_all(path, "checkpoint", &size, err, errlen);
+    if (!data) return -1;
+    if (size < 8 + 4 + 4 + 4) { free(data); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (file too short: %zu bytes)", path, size); }
+    if (memcmp(data, CKPT_MAGIC, 8) != 0) { free(data); return set_error(err, errlen, "%s: not a ddpm.c checkpoint (bad magic)", path); }
+    Rd r = {data, size - 4, 8, 0};
+    uint32_t version, cfg_len, crc_file;
+    GET(&r, version);
+    if (version < 1 || version > CKPT_VERSION) {
+        free(data);
+        return set_error(err, errlen, "%s: checkpoint format version %u, this ddpm reads versions 1 to %u", path, version, CKPT_VERSION);
+    }
+    memcpy(&crc_file, data + size - 4, 4);
+    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < size - 4; off += 1u << 30) {
+        size_t chunk = size - 4 - off < (1u << 30) ? size - 4 - off : (1u << 30);
+        crc = (uint32_t)crc32(crc, data + off, (uInt)chunk);
+    }
+    if (crc != crc_file) { free(data); return set_error(err, errlen, "%s: checkpoint is corrupt or truncated (CRC mismatch)", path); }
+    GET(&r, cfg_len);
+    if (r.bad || cfg_len == 0 || cfg_len > 65536 || cfg_len > r.n - r.off) { free(data); return set_error(err, errlen, "%s: corrupt checkpoint (config length)", path); }
+    char *cfg_text = mallocCheck(cfg_len + 1);
+    get(&r, cfg_text, cfg_len);
+    cfg_text[cfg_len] = 0;
+    char cerr[300];
+    if (config_parse(&ck->cfg, cfg_text, "checkpoint config", cerr, sizeof(cerr))) {
+        free(cfg_text); free(data);
+        return set_error(err, errlen, "%s: cannot build the model in this checkpoint: %s", path, cerr);
+    }
+    free(cfg_text);
+    get_state(&r, &ck->st, version);
+    uint64_t n;
+    GET(&r, n);
+    int has_ema = ck->st.ema_decay > 0;
+    size_t arrays = 3 + (size_t)has_ema;
+    if (r.bad || n == 0 || n > (r.n - r.off) / sizeof(float) || n * sizeof(float) * arrays != r.n - r.off) {
+        free(data);
+        return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
+    }
+    if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0 ||
+        ck->st.lr_decay_steps < 0 || !(ck->st.grad_clip >= 0) || !(ck->st.lr > 0)) {
+        free(data);
+        return set_error(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
+    }
+    ck->n_params = n;
+    ck->params = alignedCalloc(n * sizeof(float));
+    ck->m = alignedCalloc(n * sizeof(float));
+    ck->v = alignedCalloc(n * sizeof(float));
+    get(&r, ck->params, n * sizeof(float));
+    get(&r, ck->m, n * sizeof(float));
+    get(&r, ck->v, n * sizeof(float));
+    if (has_ema) {
+        ck->ema = alignedCalloc(n * sizeof(float));
+        get(&r, ck->ema, n * sizeof(float));
+    }
+    free(data);
+    return 0;
+}
+
+void checkpoint_free(Checkpoint *ck) {
+    free(ck->params);
+    free(ck->m);
+    free(ck->v);
+    free(ck->ema);
+    memset(ck, 0, sizeof(*ck));
+}

@@ -1,0 +1,52 @@
+// checkpoint.h: everything needed to continue a training run exactly, in one file.
+//
+// Layout (little-endian):
+//   char magic[8] = "DDPMCKPT"; uint32 version = 2 (version 1 files, without lr_decay_steps
+//   and grad_clip, are still read)
+//   uint32 cfg_len; char cfg[cfg_len]            canonical model config text (config_to_text)
+//   TrainState fields, each written explicitly (see checkpoint.c)
+//   uint64 n_params; float params[n], adam_m[n], adam_v[n]; (if has_ema) float ema[n]
+//   uint32 crc32 (zlib) of every byte before it
+// No paths or timestamps: equal training state gives byte-identical files.
+// Saved atomically: temp file in the same directory, fsync, rename, fsync(dir).
+#ifndef DDPM_CHECKPOINT_H
+#define DDPM_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/rng.h"
+
+typedef struct {
+    // hyperparameters
+    int32_t batch;
+    uint64_t seed;
+    float lr, beta1, beta2, eps;
+    float ema_decay;       // 0 = no EMA
+    int32_t warmup;        // learning-rate warm-up steps (0 = none)
+    int64_t lr_decay_steps; // cosine decay of the lr to 0 at this step (0 = constant lr)
+    float grad_clip;       // clip the global gradient L2 norm to this (0 = off)
+    // progress
+    int64_t step;          // optimizer steps done (= Adam's step count)
+    int64_t epoch;         // current epoch (0-based)
+    int64_t epoch_pos;     // images of this epoch already used (the data cursor)
+    int64_t n_data;        // training set size the data order was made for
+    Rng noise_rng;         // draws t and eps for each step
+} TrainState;
+
+typedef struct {
+    ModelConfig cfg;
+    TrainState st;
+    size_t n_params;
+    float *params, *m, *v, *ema; // ema is NULL when st.ema_decay == 0
+} Checkpoint;
+
+// 0 on success; -1 with a one-line message in err (the previous file at path is untouched).
+int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
+                    const float *m, const float *v, const float *ema, size_t n_params, char *err, size_t errlen);
+// Reads and fully validates (magic, version, CRC, config, sizes). Allocates the arrays.
+int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen);
+void checkpoint_free(Checkpoint *ck);
+
+#endif

@@ -1,0 +1,163 @@
+// train.c: the training step and the state a checkpoint must carry to resume exactly.
+#include "train/trainer.h"
+
+#include <math.h>
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+#include <string.h>
+
+#include "train/adam.h"
+#include "core/common.h"
+#include "nn/layers.h"
+
+void epoch_permutation(int *perm, int64_t n, uint64_t seed, int64_t epoch) {
+    Rng r;
+    rng_seed(&r, seed * 0x9E3779B97F4A7C15ULL + (uint64_t)epoch + 1);
+    for (int64_t i = 0; i < n; i++) perm[i] = (int)i;
+    rng_shuffle(&r, perm, (int)n);
+}
+
+float ema_decay_at(float decay, int64_t step) {
+    float warm = (float)(1.0 + (double)step) / (float)(10.0 + (double)step);
+    return decay < warm ? decay : warm;
+}
+
+float train_lr_at(const TrainState *st, int64_t step) {
+    double lr = st->lr;
+    if (st->warmup > 0 && step < st->warmup) return (float)(lr * (double)(step + 1) / (double)st->warmup);
+    if (st->lr_decay_steps > 0) { // lr (1 + cos(pi p)) / 2, p = (step - warmup) / (decay_steps - warmup)
+        int64_t span = st->lr_decay_steps - st->warmup;
+        if (step >= st->lr_decay_steps || span <= 0) return 0.0f;
+        double p = (double)(step - st->warmup) / (double)span;
+        lr *= 0.5 * (1.0 + cos(M_PI * p));
+    }
+    return (float)lr;
+}
+
+#define NORM_CHUNKS 64 // fixed partial sums: the same norm for any thread count
+
+double grad_global_norm(const float *g, size_t n) {
+    double part[NORM_CHUNKS];
+    size_t chunk = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < NORM_CHUNKS; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
+        part[c] = s;
+    }
+    double s = 0;
+    for (int c = 0; c < NORM_CHUNKS; c++) s += part[c];
+    return sqrt(s);
+}
+
+void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, const Dataset *data, const Checkpoint *ck) {
+    memset(tr, 0, sizeof(*tr));
+    tr->st = *st;
+    tr->data = data;
+    unet_build(&tr->model, cfg);
+    size_t n = tr->model.n_params;
+    tr->m = alignedCalloc(n * sizeof(float));
+    tr->v = alignedCalloc(n * sizeof(float));
+    if (st->ema_decay > 0) tr->ema = alignedCalloc(n * sizeof(float));
+    if (ck) {
+        if (ck->n_params != n) die("checkpoint has %zu parameters, its config builds %zu", ck->n_params, n);
+        memcpy(tr->model.params, ck->params, n * sizeof(float));
+        memcpy(tr->m, ck->m, n * sizeof(float));
+        memcpy(tr->v, ck->v, n * sizeof(float));
+        if (tr->ema) memcpy(tr->ema, ck->ema ? ck->ema : ck->params, n * sizeof(float));
+    } else {
+        Rng init;
+        rng_seed(&init, st->seed);
+        unet_init_params(&tr->model, &init);
+        rng_seed(&tr->st.noise_rng, st->seed ^ 0xD1B54A32D192ED03ULL);
+        if (tr->ema) memcpy(tr->ema, tr->model.params, n * sizeof(float));
+    }
+    schedule_init(&tr->sched, cfg);
+    int B = st->batch;
+    size_t D = (size_t)cfg->im_channels * cfg->im_size * cfg->im_size;
+    unet_alloc_acts(&tr->model, B, 1);
+    tr->x0 = alignedCalloc((size_t)B * D * sizeof(float));
+    tr->eps = alignedCalloc((size_t)B * D * sizeof(float));
+    tr->xt = alignedCalloc((size_t)B * D * sizeof(float));
+    tr->dout = alignedCalloc((size_t)B * D * sizeof(float));
+    tr->t = callocCheck(B, sizeof(int));
+    tr->perm = callocCheck(data->n, sizeof(int));
+    tr->perm_epoch = -1;
+}
+
+float trainer_step(Trainer *tr) {
+    TrainState *st = &tr->st;
+    Unet *m = &tr->model;
+    int B = st->batch, T = tr->sched.T;
+    int D = m->cfg.im_channels * m->cfg.im_size * m->cfg.im_size;
+    if (tr->perm_epoch != st->epoch) {
+        epoch_permutation(tr->perm, tr->data->n, st->seed, st->epoch);
+        tr->perm_epoch = st->epoch;
+    }
+    // x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t ~ U{0..T-1}, eps ~ N(0, I)
+    dataset_batch(tr->data, tr->perm + st->epoch_pos, B, tr->x0);
+    for (int b = 0; b < B; b++) tr->t[b] = (int)rng_below(&st->noise_rng, (uint32_t)T);
+    rng_fill_normal(&st->noise_rng, tr->eps, (long)B * D);
+    diffusion_add_noise(tr->xt, tr->x0, tr->eps, tr->t, &tr->sched, B, D);
+    // loss = mean (eps_theta(x_t, t) - eps)^2
+    float *pred = unet_forward(m, tr->xt, tr->t, B);
+    float loss = mse_forward(pred, tr->eps, (long)B * D);
+    tr->last_loss = loss;
+    if (!isfinite(loss)) return loss;
+    for (int b = 0; b < B; b++) { // per-image loss by timestep bucket
+        double l = 0;
+        for (int i = 0; i < D; i++) {
+            double d = (double)pred[(size_t)b * D + i] - tr->eps[(size_t)b * D + i];
+            l += d * d;
+        }
+        int k = (int)((long)tr->t[b] * TRAIN_T_BUCKETS / T);
+        tr->bucket_loss[k] += l / D;
+        tr->bucket_count[k]++;
+    }
+    unet_zero_grad(m);
+    mse_backward(tr->dout, pred, tr->eps, (long)B * D);
+    unet_backward(m, tr->dout);
+    // g *= min(1, clip / |g|): clipping of the global gradient norm
+    tr->last_grad_norm = grad_global_norm(m->grads, m->n_params);
+    if (st->grad_clip > 0 && tr->last_grad_norm > st->grad_clip) {
+        float s = (float)(st->grad_clip / (tr->last_grad_norm + 1e-6));
+        float *g = m->grads;
+        size_t n = m->n_params;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] *= s;
+    }
+    // Adam with the warm-up / decay schedule of the learning rate
+    float lr = train_lr_at(st, st->step);
+    AdamConfig ac = {lr, st->beta1, st->beta2, st->eps};
+    adam_update(m->params, m->grads, tr->m, tr->v, m->n_params, (long)st->step + 1, ac);
+    // ema = d ema + (1 - d) params
+    if (tr->ema) {
+        float d = ema_decay_at(st->ema_decay, st->step);
+        float *e = tr->ema, *p = m->params;
+        size_t n = m->n_params;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) e[i] = d * e[i] + (1.0f - d) * p[i];
+    }
+    st->step++;
+    st->epoch_pos += B;
+    if (st->epoch_pos + B > tr->data->n) { // the remainder smaller than a batch is skipped
+        st->epoch++;
+        st->epoch_pos = 0;
+    }
+    return loss;
+}
+
+int trainer_save(const Trainer *tr, const char *path, char *err, size_t errlen) {
+    return checkpoint_save(path, &tr->model.cfg, &tr->st, tr->model.params, tr->m, tr->v, tr->ema,
+                           tr->model.n_params, err, errlen);
+}
+
+void trainer_free(Trainer *tr) {
+    unet_free(&tr->model);
+    schedule_free(&tr->sched);
+    free(tr->m); free(tr->v); free(tr->ema); free(tr->perm);
+    free(tr->x0); free(tr->eps); free(tr->xt); free(tr->dout); free(tr->t);
+    memset(tr, 0, sizeof(*tr));
+}

@@ -4,6 +4,7 @@
 #   usage: bash tests/test_cli.sh ./ddpm      (MNIST_DIR: the MNIST gz files)
 set -u
 DDPM=$(readlink -f "${1:-./ddpm}")
+BUILD_DIR=${BUILD_DIR:-build/native}
 CFG=tests/cfg/mini28.cfg
 TMP=$(mktemp -d /tmp/ddpm_cli_XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
@@ -52,8 +53,7 @@ expect_err "cannot be halved" "size that does not divide" "$DDPM" info --config 
 expect_err "cannot open config" "missing config file" "$DDPM" info --config "$TMP/nope.cfg"
 
 if [ -z "${MNIST_DIR:-}" ] || [ ! -f "$MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
-  echo "MNIST_DIR not set: training tests skipped"
-  [ $fails = 0 ] && echo "test_cli: all checks passed" && exit 0
+  echo "test_cli: FAILED: MNIST_DIR=${MNIST_DIR:-} lacks train-images-idx3-ubyte.gz: run 'make data' (or set MNIST_DIR)"
   exit 1
 fi
 D="$MNIST_DIR"
@@ -97,6 +97,13 @@ if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,
   pass "CSV log with per-t-bucket losses; --sample-every grid written"
 else fail "CSV log / --sample-every: $(cat "$TMP/log.csv"; ls "$TMP/progress" 2>&1)"; fi
 
+echo "-- --resume without --out continues the file it resumed from"
+cp "$TMP/half.ckpt" "$TMP/cont.ckpt"
+(cd "$TMP" && mkdir -p models && "$DDPM" train --resume cont.ckpt --data "$D" --limit 128 --threads 2 --steps 22 --save-every 0 2>"$TMP/log") \
+  || fail "resume without --out: $(tail -2 "$TMP/log")"
+[ "$("$DDPM" info --model "$TMP/cont.ckpt" | sed -n 's/^step: //p')" = 22 ] && [ ! -e "$TMP/models/ddpm.ckpt" ] \
+  && pass "resumed file advanced to step 22, models/ddpm.ckpt not written" || fail "resume without --out wrote elsewhere"
+
 echo "-- contradicting flags leave the checkpoint untouched"
 sum=$(md5sum < "$TMP/full.ckpt")
 expect_err "contradicts" "--batch contradicting the checkpoint" "$DDPM" train --resume "$TMP/full.ckpt" --data "$D" --limit 128 --batch 8 --steps 30
@@ -125,7 +132,7 @@ FM=/usr/share/datasets/fashion-mnist
 if [ -f "$FM/train-images-idx3-ubyte.gz" ]; then
   "$DDPM" train --config $CFG --data "$FM" --limit 64 --batch 16 --steps 2 --threads 2 --out "$TMP/fm.ckpt" >/dev/null 2>&1 \
     && pass "Fashion-MNIST (Debian dataset-fashion-mnist) trains with no code change" || fail "Fashion-MNIST training"
-else echo "  (Fashion-MNIST not installed: apt-get install dataset-fashion-mnist to test it)"; fi
+else echo "SKIP Fashion-MNIST training: $FM not installed (apt-get install dataset-fashion-mnist)"; fi
 
 echo "-- NaN stops training, last good checkpoint kept"
 "$BUILD_DIR/test_checkpoint" --poison "$TMP/full.ckpt" "$TMP/nan.ckpt" 2>/dev/null || fail "cannot make poisoned checkpoint"
@@ -161,6 +168,11 @@ pngsize() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3*256+$4 "x" $7*256+$8}'; }
   && cmp -s "$TMP/d1.png" "$TMP/d2.png" && pass "DDIM sampling runs and is deterministic" || fail "DDIM sampling"
 "$DDPM" sample --model "$TMP/full.ckpt" --n 4 --sigma posterior --no-ema --out "$TMP/p.png" 2>/dev/null \
   && pass "posterior sigma, raw weights" || fail "sample --sigma posterior --no-ema"
+
+"$DDPM" sample --model "$TMP/full.ckpt" --n 6 --rows 2 --seed 4 --clip --out "$TMP/clip.png" --threads 2 2>/dev/null
+"$DDPM" sample --model "$TMP/full.ckpt" --n 6 --rows 2 --seed 4 --no-clip --out "$TMP/noclip.png" --threads 2 2>"$TMP/log"
+cmp -s "$TMP/a.png" "$TMP/clip.png" && ! cmp -s "$TMP/a.png" "$TMP/noclip.png" && grep -q "clipped x0" <(head -1 "$TMP/log"; "$DDPM" sample --model "$TMP/full.ckpt" --n 1 --out "$TMP/e.png" 2>&1 | head -1) \
+  && pass "sampling clips x0 by default (--clip changes nothing, --no-clip differs)" || fail "sample clip default"
 
 if [ $fails = 0 ]; then echo "test_cli: all checks passed"; exit 0; fi
 echo "test_cli: $fails check(s) FAILED"; exit 1

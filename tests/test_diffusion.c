@@ -371,9 +371,9 @@ static void test_ddim_step(void) {
 
     // eta = 0: deterministic, uses no rng (NULL is fine), same output twice
     Rng before = rng;
-    ddim_step(xp, xt, ep, t, 250, 0.0f, &s, &rng, n);
+    ddim_step(xp, xt, ep, t, 250, 0.0f, 0, &s, &rng, n);
     CHECK(memcmp(&before, &rng, sizeof(Rng)) == 0, "ddim eta=0 consumed randomness");
-    ddim_step(xq, xt, ep, t, 250, 0.0f, &s, NULL, n);
+    ddim_step(xq, xt, ep, t, 250, 0.0f, 0, &s, NULL, n);
     CHECK(memcmp(xp, xq, sizeof(float) * n) == 0, "ddim eta=0 not deterministic");
     // with the true eps, eta = 0 lands exactly on the forward process at t_prev (same eps)
     int bad = 0;
@@ -382,22 +382,22 @@ static void test_ddim_step(void) {
     CHECK(bad == 0, "ddim eta=0, true eps: %d values off x_{t_prev}(x0, eps)", bad);
     // ... and stepping to t_prev = -1 recovers x0 (sigma = 0 there for any eta)
     before = rng;
-    ddim_step(xp, xt, ep, t, -1, 1.0f, &s, &rng, n);
+    ddim_step(xp, xt, ep, t, -1, 1.0f, 0, &s, &rng, n);
     CHECK(memcmp(&before, &rng, sizeof(Rng)) == 0, "ddim to t_prev=-1 consumed randomness");
     bad = 0;
     for (long i = 0; i < n; i++) bad += fabs(xp[i] - x0[i]) > 1e-5;
     CHECK(bad == 0, "ddim t_prev=-1, true eps: %d values not recovering x0", bad);
     // clip flag: with x0 in [-1, 1] and the true eps, clipping changes (almost) nothing
-    ddim_step_ex(xq, xt, ep, t, -1, 0.0f, 1, &s, NULL, n);
+    ddim_step(xq, xt, ep, t, -1, 0.0f, 1, &s, NULL, n);
     bad = 0;
     for (long i = 0; i < n; i++) bad += fabs(xq[i] - x0[i]) > 1e-5 || fabs(xq[i]) > 1.0f;
-    CHECK(bad == 0, "ddim_step_ex clip: %d values off", bad);
+    CHECK(bad == 0, "ddim_step clip: %d values off", bad);
     // clip flag on a far-off eps: outputs at t_prev = -1 are within [-1, 1]
     for (long i = 0; i < n; i++) xq[i] = -5.0f * ep[i];
-    ddim_step_ex(xp, xt, xq, t, -1, 0.0f, 1, &s, NULL, n);
+    ddim_step(xp, xt, xq, t, -1, 0.0f, 1, &s, NULL, n);
     bad = 0;
     for (long i = 0; i < n; i++) bad += fabs(xp[i]) > 1.0f;
-    CHECK(bad == 0, "ddim_step_ex clip: %d values outside [-1, 1]", bad);
+    CHECK(bad == 0, "ddim_step clip: %d values outside [-1, 1]", bad);
 
     // K = T, eta = 1, t -> t-1: same mean and variance as the DDPM posterior-variance step.
     // Fixed x_t and eps_pred for all n values: sample mean/variance of x_prev vs closed form.
@@ -409,7 +409,7 @@ static void test_ddim_step(void) {
         int tc = ts[tq[k]], tp = ts[tq[k] - 1];
         CHECK(tp == tc - 1, "K=T: consecutive timesteps %d -> %d", tc, tp);
         for (long i = 0; i < n; i++) { xt[i] = 0.7f; xq[i] = -0.4f; }
-        ddim_step(xp, xt, xq, tc, tp, 1.0f, &s, &rng, n);
+        ddim_step(xp, xt, xq, tc, tp, 1.0f, 0, &s, &rng, n);
         double beta = s.betas[tc], ab = s.alpha_bar64[tc];
         double mean_ddpm = 1.0 / sqrt(1.0 - beta) * (0.7 - beta / sqrt(1.0 - ab) * -0.4);
         double pv = s.posterior_var[tc];
@@ -494,7 +494,7 @@ static void test_chain_gaussian(void) {
             int K = ddim_timesteps(ts, DDIM_K, s.T);
             for (int i = K - 1; i >= 0; i--) {
                 exact_eps(e, x, N, s.alpha_bar64[ts[i]], mu, sd * sd);
-                ddim_step(y, x, e, ts[i], i > 0 ? ts[i - 1] : -1, mode == 2 ? 0.0f : 1.0f, &s, &r, N);
+                ddim_step(y, x, e, ts[i], i > 0 ? ts[i - 1] : -1, mode == 2 ? 0.0f : 1.0f, 0, &s, &r, N);
                 memcpy(x, y, sizeof(x));
             }
         }

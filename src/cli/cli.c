@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/common.h"
+#include "core/threads.h"
+
 static const char *cmd_name = "ddpm";
 
 void cli_set_command(const char *name) { cmd_name = name; }
@@ -41,4 +44,78 @@ double parse_double(const char *opt, const char *s, double lo, double hi) {
     double v = strtod(s, &end);
     if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) usage_error("option %s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
     return v;
+}
+
+void sample_options_default(SampleOptions *o) {
+    memset(o, 0, sizeof(*o));
+    o->sampler = SAMPLER_DDPM;
+    o->sigma = SIGMA_BETA;
+    o->clip = 1;
+    o->ddim_steps = 100;
+    o->batch = 100;
+    o->progress = 1;
+}
+
+const char *SAMPLE_FLAGS_HELP =
+    "  --seed S            sampling seed (default 0); image i depends only on (seed, i)\n"
+    "  --sampler ddpm|ddim ancestral DDPM over all T steps (default) or DDIM\n"
+    "  --sigma beta|posterior  DDPM noise: sigma_t^2 = beta_t (default) or the posterior variance\n"
+    "  --steps K           DDIM steps (default 100)\n"
+    "  --eta E             DDIM eta, 0 = deterministic (default 0)\n"
+    "  --no-clip           do not clip the x0 estimate to [-1, 1] in each step (clipping is the\n"
+    "                      default: DDPM takes the posterior mean from the clipped x0, DDIM the\n"
+    "                      clipped x0 in its update; --clip is accepted and changes nothing)\n"
+    "  --no-ema            sample with the raw weights instead of their EMA\n"
+    "  --batch N           images per forward pass (default 100)\n";
+
+int parse_sample_flag(SampleOptions *o, int *no_ema, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--seed")) o->seed = (uint64_t)parse_long(a, need_value(argc, argv, i), 0, 0x7fffffffffffffffL);
+    else if (!strcmp(a, "--sampler")) {
+        const char *v = need_value(argc, argv, i);
+        if (!strcmp(v, "ddpm")) o->sampler = SAMPLER_DDPM;
+        else if (!strcmp(v, "ddim")) o->sampler = SAMPLER_DDIM;
+        else usage_error("option --sampler: '%s' is not ddpm or ddim", v);
+    } else if (!strcmp(a, "--sigma")) {
+        const char *v = need_value(argc, argv, i);
+        if (!strcmp(v, "beta")) o->sigma = SIGMA_BETA;
+        else if (!strcmp(v, "posterior")) o->sigma = SIGMA_POSTERIOR;
+        else usage_error("option --sigma: '%s' is not beta or posterior", v);
+    } else if (!strcmp(a, "--steps")) o->ddim_steps = (int)parse_long(a, need_value(argc, argv, i), 1, 100000);
+    else if (!strcmp(a, "--eta")) o->eta = (float)parse_double(a, need_value(argc, argv, i), 0.0, 10.0);
+    else if (!strcmp(a, "--clip")) o->clip = 1;
+    else if (!strcmp(a, "--no-clip")) o->clip = 0;
+    else if (!strcmp(a, "--no-ema")) *no_ema = 1;
+    else if (!strcmp(a, "--batch")) o->batch = (int)parse_long(a, need_value(argc, argv, i), 1, 65536);
+    else return 0;
+    return 1;
+}
+
+int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
+    char err[600];
+    if (checkpoint_load(path, ck, err, sizeof(err))) die("%s", err);
+    unet_build(m, &ck->cfg);
+    if (m->n_params != ck->n_params) die("%s: %zu parameters, its config builds %zu", path, ck->n_params, m->n_params);
+    int use_ema = ck->ema && !no_ema;
+    memcpy(m->params, use_ema ? ck->ema : ck->params, m->n_params * sizeof(float));
+    schedule_init(s, &ck->cfg);
+    return use_ema;
+}
+
+static const float *unet_denoiser(void *ctx, const float *x, const int *t, int n) {
+    return unet_forward((Unet *)ctx, x, t, n);
+}
+
+void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip) {
+    int B = opt->batch < opt->n ? opt->batch : opt->n;
+    unet_alloc_acts(m, B > 0 ? B : 1, 0);
+    int D = m->cfg.im_channels * m->cfg.im_size * m->cfg.im_size;
+    sample_images(unet_denoiser, m, D, s, opt, x, strip);
+}
+
+void print_sampling_banner(const char *cmd, long n, const SampleOptions *opt, int use_ema, long long step) {
+    char how[200];
+    sample_describe(how, sizeof how, opt);
+    fprintf(stderr, "%s: %ld images, %s, %s weights, step %lld checkpoint, %d threads\n", cmd, n, how,
+            use_ema ? "EMA" : "raw", step, threads_in_use());
 }

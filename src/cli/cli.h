@@ -9,4 +9,27 @@ const char *need_value(int argc, char **argv, int *i); // the value after argv[*
 long parse_long(const char *opt, const char *s, long lo, long hi);
 double parse_double(const char *opt, const char *s, double lo, double hi);
 
+
+// ---- sampling, shared by 'ddpm sample', 'ddpm eval' and the preview grids of 'ddpm train'
+#include "diffusion/sample.h"
+#include "model/unet.h"
+#include "train/checkpoint.h"
+
+// the defaults: DDPM over all T steps with sigma_t^2 = beta_t and the x0 estimate clipped to
+// [-1, 1] (the best measured setting, docs/QUALITY.md); DDIM 100 steps when --sampler ddim
+void sample_options_default(SampleOptions *o);
+// If argv[*i] is a sampling flag (--seed --sampler --sigma --steps --eta --clip --no-clip --no-ema
+// --batch), parse it (and its value) into o / *no_ema and return 1; else return 0.
+int parse_sample_flag(SampleOptions *o, int *no_ema, int argc, char **argv, int *i);
+// the --help lines of those flags
+extern const char *SAMPLE_FLAGS_HELP;
+// Load a checkpoint for sampling: builds m with the EMA weights (or the raw ones if no_ema or
+// the run kept no EMA) and its schedule. Exits with a one-line message on any error.
+// Returns 1 if the EMA weights are used. ck keeps the training state (ck->st) for reports.
+int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
+// sample_images with the U-Net m as the noise predictor (its activations sized for the batch)
+void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip);
+// "CMD: N images, <sampler>, EMA|raw weights, step S checkpoint, T threads" on stderr
+void print_sampling_banner(const char *cmd, long n, const SampleOptions *opt, int use_ema, long long step);
+
 #endif

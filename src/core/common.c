@@ -4,6 +4,7 @@
 #include "core/common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 void die(const char *fmt, ...) {
     va_list ap;
@@ -120,4 +122,21 @@ unsigned char *read_file_all(const char *path, const char *what, size_t *size, c
     fclose(f);
     if (got != *size) { free(data); set_error(err, errlen, "%s: read error", path); return NULL; }
     return data;
+}
+
+void fmt_time(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+uint32_t crc32_bytes(const void *data, size_t n) {
+    const unsigned char *p = data;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < n; off += 1u << 30) {
+        size_t chunk = n - off < (1u << 30) ? n - off : (1u << 30);
+        crc = crc32(crc, p + off, (uInt)chunk);
+    }
+    return (uint32_t)crc;
 }

@@ -3,6 +3,7 @@
 #define DDPM_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -28,10 +29,16 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
 // with "PATH: cannot open WHAT: ..." (or "not a regular file", "read error") in err.
 unsigned char *read_file_all(const char *path, const char *what, size_t *size, char *err, size_t errlen);
 
+#define DDPM_PI 3.14159265358979323846
+
 // n rounded up to a multiple of 16 floats (whole 64-byte lines: keeps sub-buffers aligned)
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 // Wall-clock seconds (monotonic).
 double now_seconds(void);
+// s seconds as M:SS or H:MM:SS (for ETAs; negative or non-finite gives 0:00)
+void fmt_time(char *buf, size_t n, double s);
+// zlib CRC-32 of n bytes (any n: fed to zlib in chunks of at most 1 GB)
+uint32_t crc32_bytes(const void *data, size_t n);
 
 #endif

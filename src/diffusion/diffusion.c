@@ -7,11 +7,10 @@
 
 #include "core/common.h"
 
-static const double PI = 3.14159265358979323846;
 
 // cosine schedule, continuous in u in [0, T]: f(u) = cos(((u/T) + s)/(1 + s) pi/2)^2
 static double cosine_f(double u, int T, double s) {
-    double c = cos(((u / T) + s) / (1.0 + s) * PI / 2.0);
+    double c = cos(((u / T) + s) / (1.0 + s) * DDPM_PI / 2.0);
     return c * c;
 }
 
@@ -141,8 +140,8 @@ int ddim_timesteps(int *ts, int K, int T) {
     return K;
 }
 
-void ddim_step_ex(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
-                  int clip_x0, const Schedule *s, Rng *rng, long n) {
+void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
+               int clip_x0, const Schedule *s, Rng *rng, long n) {
     check_t(s, t, "ddim_step");
     if (t_prev < -1 || t_prev >= t) die("ddim_step: need -1 <= t_prev < t (got t = %d, t_prev = %d)", t, t_prev);
     double ab = s->alpha_bar64[t];
@@ -161,11 +160,6 @@ void ddim_step_ex(float *x_prev, const float *xt, const float *eps_pred, int t, 
         if (noisy) v += sigma * rng_normal(rng);
         x_prev[i] = (float)v;
     }
-}
-
-void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
-               const Schedule *s, Rng *rng, long n) {
-    ddim_step_ex(x_prev, xt, eps_pred, t, t_prev, eta, 0, s, rng, n);
 }
 
 void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,

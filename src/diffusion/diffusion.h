@@ -3,7 +3,7 @@
 //
 // Timesteps are 0-indexed: t in {0, ..., T-1}. With alphas[t] = 1 - betas[t],
 //   alpha_bar[t] = prod_{s=0..t} alphas[s]            (always; also for the cosine schedule)
-// A 1-indexed text (the lecture, seed 003) writes alpha_bar_t for our alpha_bar[t-1].
+// A 1-indexed text (as in the DDPM paper) writes alpha_bar_t for our alpha_bar[t-1].
 //
 // Schedules (betas[t], t = 0..T-1):
 //   linear:   betas[t] = beta_start + (beta_end - beta_start) t/(T-1)
@@ -44,7 +44,7 @@ void schedule_free(Schedule *s);
 void diffusion_add_noise(float *xt, const float *x0, const float *eps, const int *t,
                          const Schedule *s, int B, int D);
 
-// DDPM ancestral step (seed 000):
+// DDPM ancestral step:
 //   mean = (1/sqrt(alpha_t)) (x_t - beta_t/sqrt(1-ab_t) eps_pred)
 //   x_{t-1} = mean + sigma_t z (t > 0),  sigma_t^2 = beta_t (SIGMA_BETA) or posterior_var[t]
 //   x_{t-1} = mean             (t == 0)
@@ -74,10 +74,8 @@ int ddim_timesteps(int *ts, int K, int T);
 //   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z
 // z[i] drawn in order only if sigma > 0 (eta == 0 or t_prev == -1: deterministic, rng may be NULL).
 // eta = 1 with t_prev = t-1 is the DDPM step with SIGMA_POSTERIOR (same mean and variance).
+// clip_x0 != 0: x0_hat clipped to [-1, 1] (the eps term stays eps_pred).
 void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
-               const Schedule *s, Rng *rng, long n);
-// Same, with x0_hat clipped to [-1, 1] when clip_x0 != 0 (the eps term then stays eps_pred).
-void ddim_step_ex(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
-                  int clip_x0, const Schedule *s, Rng *rng, long n);
+               int clip_x0, const Schedule *s, Rng *rng, long n);
 
 #endif

@@ -1,4 +1,4 @@
-// sample.c: DDPM / DDIM sampling loops over the U-Net, in batches.
+// sample.c: DDPM / DDIM sampling loops over a noise predictor, in batches.
 #include "diffusion/sample.h"
 
 #include <math.h>
@@ -15,12 +15,11 @@ static void progress_line(const char *what, long done, long total, double t0) {
     fflush(stderr);
 }
 
-void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip) {
-    const ModelConfig *c = &m->cfg;
-    int D = c->im_channels * c->im_size * c->im_size, T = s->T;
+void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, const SampleOptions *opt, float *x,
+                   float *strip) {
+    int T = s->T;
     int B = opt->batch < opt->n ? opt->batch : opt->n;
     if (B < 1) B = 1;
-    unet_alloc_acts(m, B, 0);
     // the sequence of timesteps, from T-1 down to 0
     int n_steps = T;
     int *ts = mallocCheck((size_t)T * sizeof(int));
@@ -49,7 +48,7 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
         for (int si = n_steps - 1; si >= 0; si--) {
             int t = ts[si], step_idx = n_steps - 1 - si;
             for (int b = 0; b < nb; b++) tb[b] = t;
-            const float *eps = unet_forward(m, xb, tb, nb);
+            const float *eps = eps_model(ctx, xb, tb, nb);
             int record = strip && i0 < opt->strip_n && k > 0 && next_strip < k &&
                          step_idx == (int)lround((double)next_strip * (n_steps - 1) / (k > 1 ? k - 1 : 1));
             if (record) {
@@ -61,7 +60,7 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
                 float *xi = xb + (size_t)b * D;
                 const float *ei = eps + (size_t)b * D;
                 if (opt->sampler == SAMPLER_DDIM)
-                    ddim_step_ex(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, opt->clip, s, &rngs[b], D);
+                    ddim_step(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, opt->clip, s, &rngs[b], D);
                 else if (opt->clip)
                     ddpm_step_clipped(tmp, xi, ei, t, s, opt->sigma, &rngs[b], D);
                 else
@@ -90,13 +89,10 @@ void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *
     free(ts); free(tmp); free(tb); free(xb); free(rngs);
 }
 
-int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
-    char err[600];
-    if (checkpoint_load(path, ck, err, sizeof(err))) die("%s", err);
-    unet_build(m, &ck->cfg);
-    if (m->n_params != ck->n_params) die("%s: %zu parameters, its config builds %zu", path, ck->n_params, m->n_params);
-    int use_ema = ck->ema && !no_ema;
-    memcpy(m->params, use_ema ? ck->ema : ck->params, m->n_params * sizeof(float));
-    schedule_init(s, &ck->cfg);
-    return use_ema;
+void sample_describe(char *buf, size_t n, const SampleOptions *opt) {
+    if (opt->sampler == SAMPLER_DDIM)
+        snprintf(buf, n, "DDIM %d steps, eta %g%s", opt->ddim_steps, opt->eta, opt->clip ? ", clipped x0" : "");
+    else
+        snprintf(buf, n, "DDPM (%s)%s", opt->sigma == SIGMA_BETA ? "sigma^2 = beta" : "posterior sigma",
+                 opt->clip ? ", clipped x0" : "");
 }

@@ -3,11 +3,10 @@
 #ifndef DDPM_SAMPLE_H
 #define DDPM_SAMPLE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "train/checkpoint.h"
 #include "diffusion/diffusion.h"
-#include "model/unet.h"
 
 typedef enum { SAMPLER_DDPM = 0, SAMPLER_DDIM = 1 } SamplerKind;
 
@@ -24,15 +23,18 @@ typedef struct {
     int progress;        // print progress to stderr
 } SampleOptions;
 
-// x[n, C, S, S] receives the final samples in [-1, 1] (clipped). If strip != NULL it receives
+// The noise predictor: eps[n, D] = eps_theta(x[n, D], t[n]), returned as a pointer that stays
+// valid until the next call (the U-Net's output activations). ctx is the caller's (the model).
+typedef const float *(*Denoiser)(void *ctx, const float *x, const int *t, int n);
+
+// x[n, D] receives the final samples in [-1, 1] (clipped). If strip != NULL it receives
 // strip_n * strip_k images: row r = image r, column c = its clipped x0 estimate at the c-th of
 // strip_k evenly spaced points of the sampling sequence (from t = T-1 to t = 0).
-// The model's activations are (re)allocated for opt->batch images.
-void sample_images(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip);
+// The denoiser is called with at most min(opt->batch, opt->n) images at a time.
+void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, const SampleOptions *opt, float *x,
+                   float *strip);
 
-// Load a checkpoint for sampling: builds m with the EMA weights (or the raw ones if no_ema or
-// the run kept no EMA) and its schedule. Exits with a one-line message on any error.
-// Returns 1 if the EMA weights are used. ck keeps the training state (ck->st) for reports.
-int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
+// one line naming the sampler and its settings, e.g. "DDPM (sigma^2 = beta), clipped x0"
+void sample_describe(char *buf, size_t n, const SampleOptions *opt);
 
 #endif

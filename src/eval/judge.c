@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -261,12 +260,6 @@ static void shift_image(float *out, const float *in, int S, int dy, int dx) {
         }
 }
 
-static void fmt_time(char *buf, size_t n, double s) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
 
 double judge_train(Judge *j, const Dataset *d, const JudgeTrainOptions *o) {
     const JudgeConfig *c = &j->cfg;
@@ -312,7 +305,7 @@ double judge_train(Judge *j, const Dataset *d, const JudgeTrainOptions *o) {
             judge_zero_grad(j);
             judge_backward(j);
             step++;
-            ac.lr = (float)(0.5 * o->lr * (1.0 + cos(3.14159265358979323846 * (double)(step - 1) / (double)total)));
+            ac.lr = (float)(o->lr * cosine_decay((double)(step - 1) / (double)total));
             adam_update(j->params, j->grads, m, v, j->n_params, step, ac);
             double now = now_seconds();
             int end = k == spe - 1;
@@ -351,7 +344,7 @@ int judge_save(const char *path, const Judge *j, char *err, size_t errlen) {
     memcpy(q, arch, sizeof arch); q += sizeof arch;
     memcpy(q, &n, 8); q += 8;
     memcpy(q, j->params, n * sizeof(float)); q += n * sizeof(float);
-    uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(q - buf));
+    uint32_t crc = crc32_bytes(buf, (size_t)(q - buf));
     memcpy(q, &crc, 4);
 
     int rc = write_file_atomic(path, buf, size, err, errlen);
@@ -378,8 +371,7 @@ int judge_load(const char *path, Judge *j, char *err, size_t errlen) {
         free(buf);
         return set_error(err, errlen, "%s: judge format version %u, this ddpm reads version %u", path, version, JUDGE_VERSION);
     }
-    uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(size - 4));
-    if (crc != crc_file) { free(buf); return set_error(err, errlen, "%s: judge file is corrupt or truncated (CRC mismatch)", path); }
+    if (crc32_bytes(buf, size - 4) != crc_file) { free(buf); return set_error(err, errlen, "%s: judge file is corrupt or truncated (CRC mismatch)", path); }
     JudgeConfig c = {arch[0], arch[1], arch[2], arch[3], arch[4], arch[5]};
     const char *ce = judge_config_error(&c);
     if (ce) { free(buf); return set_error(err, errlen, "%s: bad judge architecture: %s", path, ce); }

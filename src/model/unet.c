@@ -9,11 +9,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "core/common.h"
+#include "core/threads.h"
 #include "nn/layers.h"
 
 #define GROUPS 8
@@ -374,21 +372,20 @@ void unet_init_params(Unet *m, Rng *rng) {
 }
 
 void unet_alloc_acts(Unet *m, int B, int with_grads) {
-    if (B <= m->B && (!with_grads || m->dacts)) return;
+    int nt = threads_in_use(); // every parallel region of the layers has this many threads
+    if (B <= m->B && (!with_grads || m->dacts) && nt <= m->ws_threads) return;
     if (B < m->B) B = m->B;
+    if (nt < m->ws_threads) nt = m->ws_threads;
     free(m->acts);
     free(m->dacts);
     free(m->dscratch);
     free(m->ws);
     free(m->t);
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
     m->acts = alignedCalloc((size_t)B * m->acts_per_image * sizeof(float));
     m->dacts = with_grads ? alignedCalloc((size_t)B * m->grads_per_image * sizeof(float)) : NULL;
     m->dscratch = with_grads ? alignedCalloc((size_t)B * m->scratch_per_image * sizeof(float)) : NULL;
     m->ws = alignedCalloc((size_t)nt * m->ws_per_thread * sizeof(float));
+    m->ws_threads = nt;
     m->t = callocCheck(B, sizeof(int));
     m->B = B;
 }
@@ -441,6 +438,9 @@ static void block_layers_forward(Unet *m, const Block *bk, int B) {
 
 float *unet_forward(Unet *m, const float *x, const int *t, int B) {
     if (B > m->B) die("unet_forward: batch %d larger than the allocated %d", B, m->B);
+    if (threads_in_use() > m->ws_threads)
+        die("unet_forward: workspace for %d threads, %d in use (call unet_alloc_acts after set_threads)", m->ws_threads,
+            threads_in_use());
     const ModelConfig *c = &m->cfg;
     int S = c->im_size, D = c->time_emb_dim;
     memcpy(m->t, t, (size_t)B * sizeof(int));
@@ -537,6 +537,9 @@ void unet_backward(Unet *m, const float *dout) {
     const ModelConfig *c = &m->cfg;
     int S = c->im_size, D = c->time_emb_dim;
     if (!m->dacts) die("unet_backward: activations were allocated without gradients (unet_alloc_acts)");
+    if (threads_in_use() > m->ws_threads)
+        die("unet_backward: workspace for %d threads, %d in use (call unet_alloc_acts after set_threads)", m->ws_threads,
+            threads_in_use());
     array_zero(m->dacts, (long)B * m->grads_per_image);
     memcpy(DACT(m->a_out), dout, (size_t)B * c->im_channels * S * S * sizeof(float));
     const Block *last = &m->blocks[m->n_blocks - 1];

@@ -79,6 +79,7 @@ typedef struct {
     size_t (*gmap)[2];    // (activation offset, gradient offset) pairs
     // batch state
     int B;               // activations allocated for this many images
+    int ws_threads;      // the layer workspace ws has room for this many threads
     int B_last;          // batch size of the last forward
     float *acts, *dacts, *dscratch, *ws; // dacts/dscratch only when allocated for training
     int *t;              // [B] timesteps of the last forward
@@ -86,7 +87,8 @@ typedef struct {
 
 void unet_build(Unet *m, const ModelConfig *c);          // layout + zeroed params/grads
 void unet_init_params(Unet *m, Rng *rng);                // PyTorch default init
-// once per batch size (no-op if it fits); with_grads = 0 for sampling (forward only)
+// once per batch size and thread count (no-op if both fit: call it again after set_threads);
+// with_grads = 0 for sampling (forward only)
 void unet_alloc_acts(Unet *m, int B, int with_grads);
 // x[B, C, S, S], t[B] -> output (a pointer into the activations, [B, C, S, S])
 float *unet_forward(Unet *m, const float *x, const int *t, int B);

@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "core/common.h"
+
 void adam_update(float *params, const float *grads, float *m, float *v, size_t n, long step, AdamConfig c) {
     double bc1 = 1.0 - pow(c.beta1, (double)step);
     double bc2 = 1.0 - pow(c.beta2, (double)step);
@@ -17,3 +19,5 @@ void adam_update(float *params, const float *grads, float *m, float *v, size_t n
         params[i] -= step_size * m[i] / denom;
     }
 }
+
+double cosine_decay(double p) { return 0.5 * (1.0 + cos(DDPM_PI * p)); }

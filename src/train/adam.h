@@ -13,4 +13,7 @@ typedef struct {
 // p -= (lr / (1 - b1^step)) m / (sqrt(v) / sqrt(1 - b2^step) + eps)
 void adam_update(float *params, const float *grads, float *m, float *v, size_t n, long step, AdamConfig cfg);
 
+// the cosine learning-rate factor (1 + cos(pi p)) / 2: 1 at p = 0, 0 at p = 1
+double cosine_decay(double p);
+
 #endif

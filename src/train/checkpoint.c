@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include "core/common.h"
 
@@ -72,11 +71,7 @@ int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *
     put(&b, m, n * sizeof(float));
     put(&b, v, n * sizeof(float));
     if (st->ema_decay > 0) put(&b, ema, n * sizeof(float));
-    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
-    for (size_t off = 0; off < b.n; off += 1u << 30) {
-        size_t chunk = b.n - off < (1u << 30) ? b.n - off : (1u << 30);
-        crc = (uint32_t)crc32(crc, b.p + off, (uInt)chunk);
-    }
+    uint32_t crc = crc32_bytes(b.p, b.n);
     PUT(&b, crc);
 
     int rc = write_file_atomic(path, b.p, b.n, err, errlen);
@@ -99,12 +94,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         return set_error(err, errlen, "%s: checkpoint format version %u, this ddpm reads versions 1 to %u", path, version, CKPT_VERSION);
     }
     memcpy(&crc_file, data + size - 4, 4);
-    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
-    for (size_t off = 0; off < size - 4; off += 1u << 30) {
-        size_t chunk = size - 4 - off < (1u << 30) ? size - 4 - off : (1u << 30);
-        crc = (uint32_t)crc32(crc, data + off, (uInt)chunk);
-    }
-    if (crc != crc_file) { free(data); return set_error(err, errlen, "%s: checkpoint is corrupt or truncated (CRC mismatch)", path); }
+    if (crc32_bytes(data, size - 4) != crc_file) { free(data); return set_error(err, errlen, "%s: checkpoint is corrupt or truncated (CRC mismatch)", path); }
     GET(&r, cfg_len);
     if (r.bad || cfg_len == 0 || cfg_len > 65536 || cfg_len > r.n - r.off) { free(data); return set_error(err, errlen, "%s: corrupt checkpoint (config length)", path); }
     char *cfg_text = mallocCheck(cfg_len + 1);

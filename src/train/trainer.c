@@ -30,7 +30,7 @@ float train_lr_at(const TrainState *st, int64_t step) {
         int64_t span = st->lr_decay_steps - st->warmup;
         if (step >= st->lr_decay_steps || span <= 0) return 0.0f;
         double p = (double)(step - st->warmup) / (double)span;
-        lr *= 0.5 * (1.0 + cos(M_PI * p));
+        lr *= cosine_decay(p);
     }
     return (float)lr;
 }
@@ -83,6 +83,7 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, con
     tr->xt = alignedCalloc((size_t)B * D * sizeof(float));
     tr->dout = alignedCalloc((size_t)B * D * sizeof(float));
     tr->t = callocCheck(B, sizeof(int));
+    tr->row_loss = callocCheck(B, sizeof(double));
     tr->perm = callocCheck(data->n, sizeof(int));
     tr->perm_epoch = -1;
 }
@@ -101,19 +102,24 @@ float trainer_step(Trainer *tr) {
     for (int b = 0; b < B; b++) tr->t[b] = (int)rng_below(&st->noise_rng, (uint32_t)T);
     rng_fill_normal(&st->noise_rng, tr->eps, (long)B * D);
     diffusion_add_noise(tr->xt, tr->x0, tr->eps, tr->t, &tr->sched, B, D);
-    // loss = mean (eps_theta(x_t, t) - eps)^2
+    // loss = mean (eps_theta(x_t, t) - eps)^2, from the per-image sums (also kept by timestep bucket)
     float *pred = unet_forward(m, tr->xt, tr->t, B);
-    float loss = mse_forward(pred, tr->eps, (long)B * D);
-    tr->last_loss = loss;
-    if (!isfinite(loss)) return loss;
-    for (int b = 0; b < B; b++) { // per-image loss by timestep bucket
+    double total = 0, *row = tr->row_loss;
+    for (int b = 0; b < B; b++) {
         double l = 0;
         for (int i = 0; i < D; i++) {
             double d = (double)pred[(size_t)b * D + i] - tr->eps[(size_t)b * D + i];
             l += d * d;
         }
+        row[b] = l;
+        total += l;
+    }
+    float loss = (float)(total / ((double)B * D));
+    tr->last_loss = loss;
+    if (!isfinite(loss)) return loss;
+    for (int b = 0; b < B; b++) {
         int k = (int)((long)tr->t[b] * TRAIN_T_BUCKETS / T);
-        tr->bucket_loss[k] += l / D;
+        tr->bucket_loss[k] += row[b] / D;
         tr->bucket_count[k]++;
     }
     unet_zero_grad(m);
@@ -158,6 +164,6 @@ void trainer_free(Trainer *tr) {
     unet_free(&tr->model);
     schedule_free(&tr->sched);
     free(tr->m); free(tr->v); free(tr->ema); free(tr->perm);
-    free(tr->x0); free(tr->eps); free(tr->xt); free(tr->dout); free(tr->t);
+    free(tr->x0); free(tr->eps); free(tr->xt); free(tr->dout); free(tr->t); free(tr->row_loss);
     memset(tr, 0, sizeof(*tr));
 }

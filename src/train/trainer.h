@@ -5,6 +5,7 @@
 #define DDPM_TRAIN_H
 
 #include "train/checkpoint.h"
+#include "train/state.h"
 #include "data/data.h"
 #include "diffusion/diffusion.h"
 #include "model/unet.h"
@@ -21,6 +22,7 @@ typedef struct {
     int64_t perm_epoch;
     float *x0, *eps, *xt, *dout; // [B, D] batch buffers
     int *t;                    // [B]
+    double *row_loss;          // [B] per-image sum of squared errors of the last step
     float last_loss;
     double last_grad_norm;     // global L2 norm of the last step's gradient (before clipping)
     // diagnostics (not part of the state): per-image loss summed by t bucket since the last reset

@@ -1,105 +1,28 @@
-// cli_judge.c: 'ddpm judge' trains the MNIST classifier of judge.h; 'ddpm eval' scores samples
-// (from a checkpoint or an IDX file) with it: FLD, IS, confident share, class histogram (metrics.h).
+// eval.c: ddpm eval: sample from a checkpoint (or read an IDX file) and score the images with the judge.
 #define _POSIX_C_SOURCE 200809L
-#include "cli/commands.h"
-
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include "train/checkpoint.h"
 #include "cli/cli.h"
-#include "core/threads.h"
+#include "cli/commands.h"
 #include "core/common.h"
+#include "core/config.h"
+#include "core/threads.h"
+#include "core/rng.h"
 #include "data/data.h"
-#include "diffusion/diffusion.h"
 #include "data/image.h"
+#include "diffusion/sample.h"
 #include "eval/judge.h"
 #include "eval/metrics.h"
-#include "diffusion/sample.h"
 #include "model/unet.h"
-
-// ---------------------------------------------------------------------------------------
-// ddpm judge
-
-static const char *JUDGE_HELP =
-    "usage: ddpm judge [--data DIR] [--out FILE] [options]\n"
-    "Train the MNIST classifier ('judge') that 'ddpm eval' uses to score samples: a small CNN\n"
-    "(conv 16-32-32-64, 128 SiLU features, 10 classes), Adam with a cosine-decayed learning rate,\n"
-    "random shifts as augmentation. Prints progress and the accuracy on the t10k test split, then saves.\n"
-    "  --data DIR      MNIST IDX files with labels (default data)\n"
-    "  --out FILE      judge file to write (default models/judge.bin)\n"
-    "  --epochs N      passes over the training set (default 4)\n"
-    "  --batch N       images per step (default 64)\n"
-    "  --lr X          Adam learning rate at the start (default 1e-3)\n"
-    "  --shift N       augmentation: random shifts of up to +-N pixels, 0 = off (default 2)\n"
-    "  --seed S        seed of init, data order and augmentation (default 0)\n"
-    "  --limit N       train on the first N images only\n"
-    "  --threads N     OpenMP threads (default: OMP_NUM_THREADS or all cores)\n";
-
-int cmd_judge(int argc, char **argv) {
-    cli_set_command("ddpm judge");
-    const char *data_dir = "data", *out = "models/judge.bin";
-    JudgeTrainOptions o = {4, 64, 1e-3f, 0, 2, 1};
-    long threads = 0, limit = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(JUDGE_HELP, stdout); return 0; }
-        else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--epochs")) o.epochs = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(a, "--batch")) o.batch = (int)parse_long(a, need_value(argc, argv, &i), 1, 65536);
-        else if (!strcmp(a, "--lr")) o.lr = (float)parse_double(a, need_value(argc, argv, &i), 1e-12, 10.0);
-        else if (!strcmp(a, "--shift")) o.shift = (int)parse_long(a, need_value(argc, argv, &i), 0, 8);
-        else if (!strcmp(a, "--seed")) o.seed = (uint64_t)parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
-        else if (!strcmp(a, "--limit")) limit = parse_long(a, need_value(argc, argv, &i), 1, 100000000L);
-        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
-        else usage_error("unknown option '%s'", a);
-    }
-    set_threads((int)threads);
-    JudgeConfig cfg;
-    judge_default_config(&cfg);
-    char err[600];
-    Dataset train, test;
-    if (dataset_load(&train, data_dir, 0, cfg.in_size, err, sizeof(err))) die("%s", err);
-    for (int i = 0; i < train.n; i++)
-        if (train.labels[i] >= cfg.classes) die("%s: training image %d has no digit label; the judge needs labelled MNIST", data_dir, i);
-    if (limit > 0 && limit < train.n) train.n = (int)limit;
-    if (train.n < o.batch) die("%s: %d training images, fewer than one batch of %d", data_dir, train.n, o.batch);
-    int have_test = dataset_load(&test, data_dir, 1, cfg.in_size, err, sizeof(err)) == 0;
-    if (!have_test) fprintf(stderr, "ddpm judge: %s; test accuracy will not be measured\n", err);
-
-    Judge j;
-    judge_build(&j, &cfg);
-    Rng rng;
-    rng_seed(&rng, o.seed);
-    judge_init_params(&j, &rng);
-    fprintf(stderr, "ddpm judge: %zu parameters | %d training images, batch %d, %d epochs, lr %g, shift +-%d, seed %llu | %d threads -> %s\n",
-            j.n_params, train.n, o.batch, o.epochs, o.lr, o.shift, (unsigned long long)o.seed, threads_in_use(), out);
-    double t0 = now_seconds();
-    double loss = judge_train(&j, &train, &o);
-    double t_train = now_seconds() - t0;
-    if (!isfinite(loss)) die("training diverged (loss %g); try a smaller --lr. Nothing saved.", loss);
-    judge_alloc_acts(&j, 100, 0);
-    double train_acc = judge_accuracy(&j, &train, 10000);
-    printf("train accuracy (first %d images, no augmentation): %.2f%%\n", train.n < 10000 ? train.n : 10000, 100.0 * train_acc);
-    if (have_test) printf("test accuracy: %.2f%% (%d images)\n", 100.0 * judge_accuracy(&j, &test, 0), test.n);
-    if (judge_save(out, &j, err, sizeof(err))) die("%s", err);
-    fprintf(stderr, "ddpm judge: trained in %.1f s, saved %s\n", t_train, out);
-    judge_free(&j);
-    dataset_free(&train);
-    if (have_test) dataset_free(&test);
-    return 0;
-}
-
-// ---------------------------------------------------------------------------------------
-// ddpm eval
+#include "train/checkpoint.h"
 
 static const char *EVAL_HELP =
     "usage: ddpm eval --model CKPT [options]   sample from a checkpoint and score the samples\n"
@@ -119,15 +42,7 @@ static const char *EVAL_HELP =
     "  --data DIR          MNIST IDX files: the test split is the FLD reference, the train split\n"
     "                      gives the real row (default data)\n"
     "  --threads N         OpenMP threads\n"
-    "sampling (with --model; as 'ddpm sample'):\n"
-    "  --seed S            sampling seed (default 0)\n"
-    "  --sampler ddpm|ddim ancestral DDPM over all T steps (default) or DDIM\n"
-    "  --sigma beta|posterior  DDPM noise: sigma_t^2 = beta_t (default) or the posterior variance\n"
-    "  --steps K           DDIM steps (default 100)\n"
-    "  --eta E             DDIM eta (default 0)\n"
-    "  --no-ema            sample with the raw weights instead of their EMA\n"
-    "  --clip              clip the x0 estimate to [-1, 1] in every step\n"
-    "  --batch N           images per forward pass (default 100)\n";
+    "sampling (with --model; as 'ddpm sample'):\n";
 
 #define REAL_SHUFFLE_SEED 20240601u // the real reference row: the same training images every time
 
@@ -153,42 +68,20 @@ int cmd_eval(int argc, char **argv) {
     cli_set_command("ddpm eval");
     const char *model = NULL, *idx = NULL, *judge_path = "models/judge.bin", *data_dir = "data";
     SampleOptions opt;
-    memset(&opt, 0, sizeof opt);
-    opt.sampler = SAMPLER_DDPM;
-    opt.sigma = SIGMA_BETA;
-    opt.ddim_steps = 100;
-    opt.batch = 100;
-    opt.progress = 1; // no strip (strip_n = 0)
+    sample_options_default(&opt); // no strip (strip_n = 0)
     long threads = 0, n_arg = 0;
     int no_ema = 0;
     const char *sampling_flag = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(EVAL_HELP, stdout); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(EVAL_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
         else if (!strcmp(a, "--n")) n_arg = parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--judge")) judge_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
-        else if (!strcmp(a, "--seed")) { sampling_flag = a; opt.seed = (uint64_t)parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL); }
-        else if (!strcmp(a, "--sampler")) {
-            sampling_flag = a;
-            const char *v = need_value(argc, argv, &i);
-            if (!strcmp(v, "ddpm")) opt.sampler = SAMPLER_DDPM;
-            else if (!strcmp(v, "ddim")) opt.sampler = SAMPLER_DDIM;
-            else usage_error("option --sampler: '%s' is not ddpm or ddim", v);
-        } else if (!strcmp(a, "--sigma")) {
-            sampling_flag = a;
-            const char *v = need_value(argc, argv, &i);
-            if (!strcmp(v, "beta")) opt.sigma = SIGMA_BETA;
-            else if (!strcmp(v, "posterior")) opt.sigma = SIGMA_POSTERIOR;
-            else usage_error("option --sigma: '%s' is not beta or posterior", v);
-        } else if (!strcmp(a, "--steps")) { sampling_flag = a; opt.ddim_steps = (int)parse_long(a, need_value(argc, argv, &i), 1, 100000); }
-        else if (!strcmp(a, "--eta")) { sampling_flag = a; opt.eta = (float)parse_double(a, need_value(argc, argv, &i), 0.0, 10.0); }
-        else if (!strcmp(a, "--no-ema")) { sampling_flag = a; no_ema = 1; }
-        else if (!strcmp(a, "--clip")) { sampling_flag = a; opt.clip = 1; }
-        else if (!strcmp(a, "--batch")) { sampling_flag = a; opt.batch = (int)parse_long(a, need_value(argc, argv, &i), 1, 65536); }
+        else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) sampling_flag = a;
         else usage_error("unknown option '%s'", a);
     }
     if (!!model == !!idx) usage_error("give exactly one of --model CKPT or --idx FILE");
@@ -225,24 +118,17 @@ int cmd_eval(int argc, char **argv) {
         n = n_arg > 0 ? n_arg : 1000;
         opt.n = (int)n;
         float *x = alignedCalloc((size_t)n * D * sizeof(float));
-        fprintf(stderr, "ddpm eval: sampling %ld images, %s%s, %s weights, step %lld checkpoint, %d threads\n", n,
-                opt.sampler == SAMPLER_DDIM ? "DDIM" : "DDPM",
-                opt.sampler == SAMPLER_DDIM ? "" : (opt.sigma == SIGMA_BETA ? " (sigma^2 = beta)" : " (posterior sigma)"),
-                use_ema ? "EMA" : "raw", (long long)ck.st.step, threads_in_use());
+        print_sampling_banner("ddpm eval", n, &opt, use_ema, (long long)ck.st.step);
         double t0 = now_seconds();
-        sample_images(&m, &sch, &opt, x, NULL);
+        sample_unet(&m, &sch, &opt, x, NULL);
         fprintf(stderr, "ddpm eval: sampled in %.1f s\n", now_seconds() - t0);
         px = mallocCheck((size_t)n * D);
         for (size_t k = 0; k < (size_t)n * D; k++) px[k] = to_u8(x[k]); // as 'ddpm sample --idx' writes them
         free(x);
-        if (opt.sampler == SAMPLER_DDIM)
-            snprintf(source, sizeof source, "%s step %lld, %s, DDIM %d steps eta %g%s, seed %llu (%ld images)", model,
-                     (long long)ck.st.step, use_ema ? "EMA" : "raw", opt.ddim_steps, opt.eta, opt.clip ? ", clip" : "",
-                     (unsigned long long)opt.seed, n);
-        else
-            snprintf(source, sizeof source, "%s step %lld, %s, DDPM sigma %s%s, seed %llu (%ld images)", model, (long long)ck.st.step,
-                     use_ema ? "EMA" : "raw", opt.sigma == SIGMA_BETA ? "beta" : "posterior", opt.clip ? ", clip" : "",
-                     (unsigned long long)opt.seed, n);
+        char how[200];
+        sample_describe(how, sizeof how, &opt);
+        snprintf(source, sizeof source, "%s step %lld, %s weights, %s, seed %llu (%ld images)", model, (long long)ck.st.step,
+                 use_ema ? "EMA" : "raw", how, (unsigned long long)opt.seed, n);
         schedule_free(&sch);
         unet_free(&m);
         checkpoint_free(&ck);

@@ -86,7 +86,8 @@ check-mnist:
 
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
 test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN)
-	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" $(addsuffix :asan,$(ASAN_BIN))
+	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" \
+	  $(addsuffix :asan,$(ASAN_BIN))
 
 data:
 	bash tools/get_mnist.sh data

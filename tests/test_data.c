@@ -1,5 +1,5 @@
 // test_data.c: dataset loading (IDX gz/plain, image folders), bad-input errors, IDX round trip,
-// PNG grid output, tools/get_mnist.sh. Real MNIST from $MNIST_DIR (parts needing it are skipped if unset).
+// PNG grid output, tools/get_mnist.sh. Real MNIST from $MNIST_DIR (a failure names the missing files and 'make data').
 #define _XOPEN_SOURCE 700
 #include "data/data.h"
 #include "data/image.h"
@@ -719,9 +719,10 @@ int main(void) {
         printf("real MNIST from %s:\n", mdir);
         test_real_mnist(mdir);
         if (access("tools/get_mnist.sh", R_OK) == 0) test_get_mnist(mdir);
-        else printf("tools/get_mnist.sh test: skipped (not run from the repository root)\n");
+        else CHECK(0, "tools/get_mnist.sh not found: run the tests from the repository root (make test)");
     } else {
-        printf("real MNIST tests: skipped (MNIST_DIR unset or without the MNIST .gz files)\n");
+        CHECK(0, "MNIST_DIR=%s lacks train-images-idx3-ubyte.gz / t10k-images-idx3-ubyte.gz: run 'make data' (or set MNIST_DIR)",
+              mdir ? mdir : "(unset)");
     }
 
     if (tu_failures == 0) nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -1,5 +1,5 @@
 // test_diffusion.c: schedules, forward noising, DDPM and DDIM steps.
-// Worked numbers from the lecture (seed 003, 1-indexed t: its alpha_bar_t is our alpha_bar[t-1]);
+// Hand-worked numbers (1-indexed t as in the DDPM paper: its alpha_bar_t is our alpha_bar[t-1]);
 // everything else against independent double-precision recomputations or sample statistics.
 #include <math.h>
 #include <string.h>
@@ -9,7 +9,6 @@
 #include "core/rng.h"
 #include "testutil.h"
 
-static const double PI = 3.14159265358979323846;
 
 static ModelConfig make_cfg(ScheduleKind kind, int T) {
     ModelConfig c;
@@ -26,13 +25,13 @@ static ModelConfig make_cfg(ScheduleKind kind, int T) {
 static double rel_err(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-300); }
 
 // ---------------------------------------------------------------------------------------------
-// seed 003: constant schedules and the worked training step
+// constant schedules and a training step worked by hand
 
-static void test_lecture(void) {
-    // The lecture rounds intermediate values (e.g. sqrt(0.59049) = 0.7684 is printed as 0.769,
+static void test_worked_example(void) {
+    // The hand-worked values are rounded (e.g. sqrt(0.59049) = 0.7684 is printed as 0.769,
     // sqrt(1 - 0.99^10) = 0.3092 as 0.310), so its 3-digit numbers are checked to 1e-3.
     const double tol3 = 1e-3;
-    const int tq[3] = {1, 5, 10};  // 1-indexed as in the lecture
+    const int tq[3] = {1, 5, 10};  // 1-indexed
     {   // schedule A: beta = 0.1
         ModelConfig c = make_cfg(SCHEDULE_CONSTANT, 10);
         c.beta = 0.1f;
@@ -52,7 +51,7 @@ static void test_lecture(void) {
         float x0 = 2.0f, eps = 0.3f, x5;
         int t5 = 5 - 1;
         diffusion_add_noise(&x5, &x0, &eps, &t5, &s, 1, 1);
-        CHECK_NEAR(x5, 1.730, 2e-3, "x_5 (lecture, rounded coefficients)");
+        CHECK_NEAR(x5, 1.730, 2e-3, "x_5 (hand-worked, rounded coefficients)");
         CHECK_NEAR(x5, sqrt(0.59049) * 2.0 + sqrt(1.0 - 0.59049) * 0.3, 1e-6, "x_5 (exact)");
         // loss = (eps - eps_theta)^2 for predictions 0.4, 0.3, -0.3
         const float pred[3] = {0.4f, 0.3f, -0.3f};
@@ -136,7 +135,7 @@ static void test_linear(void) {
 }
 
 static double cos_f(double u, int T, double sc) {
-    double v = cos(((u / T) + sc) / (1.0 + sc) * PI / 2.0);
+    double v = cos(((u / T) + sc) / (1.0 + sc) * DDPM_PI / 2.0);
     return v * v;
 }
 
@@ -512,7 +511,7 @@ static void test_chain_gaussian(void) {
 }
 
 int main(void) {
-    test_lecture();
+    test_worked_example();
     test_chain_gaussian();
     test_ddpm_step_clipped();
     test_linear();

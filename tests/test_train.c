@@ -1,5 +1,5 @@
 // test_train.c: the training engine. Loss goes down on real MNIST; an image folder built from
-// MNIST images (as seed 002's data/train/images/<digit>/*.png) trains a step; the epoch order
+// MNIST images (laid out as data/train/images/<digit>/*.png) trains a step; the epoch order
 // is a permutation; the EMA warm-up formula.
 #define _GNU_SOURCE
 #include <stb_image_write.h>
@@ -61,7 +61,8 @@ int main(void) {
     Dataset d;
     char err[600];
     if (!mnist || dataset_load(&d, mnist, 1, 28, err, sizeof(err)) != 0) {
-        printf("test_train: MNIST_DIR not set or unreadable: real-data checks skipped\n");
+        CHECK(0, "MNIST_DIR=%s: cannot load the MNIST test split (%s): run 'make data' (or set MNIST_DIR)",
+              mnist ? mnist : "(unset)", mnist ? err : "MNIST_DIR unset");
         TEST_DONE("test_train");
     }
     d.n = 512; // a slice of the test split is enough

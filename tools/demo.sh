@@ -15,6 +15,6 @@ mkdir -p samples
 ./ddpm train --config "$CONFIG" --data data --out models/ddpm.ckpt --steps "$STEPS" --batch 32 --lr 1e-3 \
   --warmup 100 --ema 0.999 --threads "$THREADS" --log samples/train_log.csv \
   --sample-every 1000 --sample-dir samples/progress
-./ddpm sample --model models/ddpm.ckpt --n 100 --rows 10 --seed 0 --threads "$THREADS" --clip \
+./ddpm sample --model models/ddpm.ckpt --n 100 --rows 10 --seed 0 --threads "$THREADS" \
   --out samples/grid.png --strip samples/strip.png --idx samples/samples.idx
 echo "demo: samples/grid.png (100 samples), samples/strip.png (denoising), samples/train_log.csv"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages ddpm.c needs to build and test: a C compiler with OpenMP,
-# make, pkg-config, zlib, stb (stb_image / stb_image_write), curl (for `make data`).
+# make, pkg-config, zlib, stb (stb_image / stb_image_write), curl (for `make data`), and
+# Fashion-MNIST (dataset-fashion-mnist: a second dataset the CLI tests train on).
 set -u
-PKGS="gcc make pkg-config zlib1g-dev libstb-dev curl ca-certificates"
+PKGS="gcc make pkg-config zlib1g-dev libstb-dev curl ca-certificates dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch gold-standard U-Net for ddpm.c.
 
-This is explainingai-code/DDPM-Pytorch `models/unet_base.py` (the reference U-Net of SPEC.md),
+This is explainingai-code/DDPM-Pytorch `models/unet_base.py` (the reference U-Net, models/reference.cfg),
 with identical module/attribute names and registration order, so a state_dict of either model
 loads into the other. The only extensions:
 

@@ -1,4 +1,5 @@
 // cli.c: argument parsing helpers shared by the commands.
+#define _POSIX_C_SOURCE 200809L
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/common.h"
 #include "core/threads.h"
@@ -44,6 +46,17 @@ double parse_double(const char *opt, const char *s, double lo, double hi) {
     double v = strtod(s, &end);
     if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) usage_error("option %s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
     return v;
+}
+
+#ifndef DDPM_DATADIR
+#define DDPM_DATADIR "/usr/local/share/ddpm"
+#endif
+
+const char *shipped_file(const char *rel) {
+    static char path[4096];
+    if (access(rel, F_OK) == 0) return rel;
+    snprintf(path, sizeof path, "%s/%s", DDPM_DATADIR, rel);
+    return access(path, F_OK) == 0 ? path : rel;
 }
 
 void sample_options_default(SampleOptions *o) {

@@ -10,6 +10,10 @@ long parse_long(const char *opt, const char *s, long lo, long hi);
 double parse_double(const char *opt, const char *s, double lo, double hi);
 
 
+// A file the program ships (e.g. "models/judge.bin"): rel itself if it exists (a run from the
+// source tree), else the installed copy under DDPM_DATADIR (make install), else rel.
+const char *shipped_file(const char *rel);
+
 // ---- sampling, shared by 'ddpm sample', 'ddpm eval' and the preview grids of 'ddpm train'
 #include "diffusion/sample.h"
 #include "model/unet.h"

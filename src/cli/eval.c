@@ -38,7 +38,7 @@ static const char *EVAL_HELP =
     "  --model CKPT        checkpoint written by 'ddpm train'\n"
     "  --idx FILE          IDX image file (gz or plain) instead of sampling\n"
     "  --n N               images to sample (default 1000); with --idx: score the first N (default all)\n"
-    "  --judge FILE        the judge (default models/judge.bin)\n"
+    "  --judge FILE        the judge (default models/judge.bin, or the installed copy)\n"
     "  --data DIR          MNIST IDX files: the test split is the FLD reference, the train split\n"
     "                      gives the real row (default data)\n"
     "  --threads N         OpenMP threads\n"
@@ -66,7 +66,7 @@ static void score(Scores *s, const float *feats, const float *probs, long n, int
 
 int cmd_eval(int argc, char **argv) {
     cli_set_command("ddpm eval");
-    const char *model = NULL, *idx = NULL, *judge_path = "models/judge.bin", *data_dir = "data";
+    const char *model = NULL, *idx = NULL, *judge_path = shipped_file("models/judge.bin"), *data_dir = "data";
     SampleOptions opt;
     sample_options_default(&opt); // no strip (strip_n = 0)
     long threads = 0, n_arg = 0;

@@ -12,6 +12,28 @@
 #include "nn/reduce.h"
 #include "nn/conv_lowering.h"
 
+// A same conv's per-thread workspace, in floats from the start of the thread's region:
+//   forward:  off_x (row table of Xp) | fwd_xp (padded x) | yw (wide output [Co, H Wp])
+//   backward: off_x | off_dy (row table of dYp) | xp | dyp (padded dy) | dxw (wide dx [Ci, H Wp]) |
+//             wf (flipped weights [Ci, Co K K]) | part (GRAD_CHUNKS partials of dw^T and dbias)
+typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, end; } SameLayout;
+
+static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
+    size_t ckk = (size_t)Ci * K * K, okk = (size_t)Co * K * K, wide = (size_t)H * (W + (K - 1) / 2);
+    SameLayout l;
+    l.fwd_xp = table_floats(ckk);
+    l.yw = l.fwd_xp + padded_floats(Ci, H, W, K);
+    l.off_dy = table_floats(ckk);
+    l.xp = l.off_dy + table_floats(okk);
+    l.dyp = l.xp + padded_floats(Ci, H, W, K);
+    l.dxw = l.dyp + padded_floats(Co, H, W, K);
+    l.wf = l.dxw + (size_t)Ci * wide;
+    l.part = l.wf + (size_t)Ci * okk;
+    size_t fwd = l.yw + (size_t)Co * wide, bwd = l.part + GRAD_CHUNKS * round16(ckk * Co + Co);
+    l.end = round16(fwd > bwd ? fwd : bwd);
+    return l;
+}
+
 static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, int pad);
 size_t conv2d_ws_floats(int Ci, int H, int W, int Co, int K, int stride, int pad) {
     return conv2d_ws_base(Ci, H, W, Co, K, stride, pad) + conv_packed_floats(Ci, Co, K);
@@ -24,13 +46,7 @@ static size_t conv2d_ws_base(int Ci, int H, int W, int Co, int K, int stride, in
         return grouped_off_part(Ci, H, W, K, G, (int)P, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
     }
     if (is_s2d(K, stride, pad, H, W)) return s2d_ws_floats(Ci, H, W, Co) + GRAD_CHUNKS * round16(ckk * Co + Co);
-    if (is_same(K, stride, pad)) {
-        size_t wide = (size_t)H * (W + (K - 1) / 2), ok = (size_t)Co * K * K;
-        size_t fwd = table_floats(ckk) + padded_floats(Ci, H, W, K) + (size_t)Co * wide;
-        size_t bwd = table_floats(ckk) + table_floats(ok) + padded_floats(Ci, H, W, K) + padded_floats(Co, H, W, K) +
-                     (size_t)Ci * wide + (size_t)Ci * ok + GRAD_CHUNKS * round16(ckk * Co + Co); // .., dX wide, wf, partials
-        return round16(fwd > bwd ? fwd : bwd);
-    }
+    if (is_same(K, stride, pad)) return same_layout(Ci, H, W, Co, K).end;
     return round16(2 * ckk * P) + GRAD_CHUNKS * round16((size_t)Co * ckk + Co); // col, dcol, GRAD_CHUNKS (dw, dbias) partials
 }
 
@@ -85,7 +101,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
         float *col = ws + (size_t)thread_id() * wsz, *wp = conv_packed(ws, wsz, Ci, Co, K);
         long *off = (long *)col;
         gemm_pack_a(0, Co, CKK, w, CKK, wp);
-        float *xp = col + table_floats(CKK), *yw = xp + padded_floats(Ci, H, W, K);
+        SameLayout sl = same_layout(Ci, H, W, Co, K);
+        float *xp = col + sl.fwd_xp, *yw = col + sl.yw;
         if (same) shift_table(off, Ci, K, Hp, Wp);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
@@ -119,14 +136,15 @@ typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf, *wfp; } SameB
 // carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
 static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, float *wfp, int Ci, int H, int W, int Co,
                                    int K) {
-    int Hp = H + K - 1, Wp = W + (K - 1) / 2, CKK = Ci * K * K, OKK = Co * K * K;
+    int Hp = H + K - 1, Wp = W + (K - 1) / 2, OKK = Co * K * K;
+    SameLayout l = same_layout(Ci, H, W, Co, K);
     SameBwd s;
     s.off_x = (long *)mine;
-    s.off_dy = (long *)(mine + table_floats(CKK));
-    s.xp = mine + table_floats(CKK) + table_floats(OKK);
-    s.dyp = s.xp + padded_floats(Ci, H, W, K);
-    s.dxw = s.dyp + padded_floats(Co, H, W, K);
-    s.wf = s.dxw + (size_t)Ci * H * Wp;
+    s.off_dy = (long *)(mine + l.off_dy);
+    s.xp = mine + l.xp;
+    s.dyp = mine + l.dyp;
+    s.dxw = mine + l.dxw;
+    s.wf = mine + l.wf;
     shift_table(s.off_x, Ci, K, Hp, Wp);
     shift_table(s.off_dy, Co, K, Hp, Wp);
     if (need_wf) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
@@ -197,9 +215,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
     if (grouped) off_part = grouped_off_part(Ci, H, W, K, G, P, Co);
     else if (s2d) off_part = s2d_ws_floats(Ci, H, W, Co);
-    else if (same)
-        off_part = table_floats(CKK) + table_floats((size_t)Co * K * K) + padded_floats(Ci, H, W, K) +
-                   padded_floats(Co, H, W, K) + (size_t)Ci * H * (W + (K - 1) / 2) + (size_t)Ci * Co * K * K;
+    else if (same) off_part = same_layout(Ci, H, W, Co, K).part;
     int nt = 1;
 #pragma omp parallel
     {

@@ -1,12 +1,16 @@
 // test_gemm.c: the packed GEMM against a double-precision naive product, all transposes,
 // odd shapes that exercise every edge of the MR x NR tiles and KC/MC/NC blocks; and gemm_rows
 // with row tables (rows stored in a shuffled order) for A, B or both; and gemm_packed with A
-// packed once by gemm_pack_a, which must give the same bits as gemm.
+// packed once by gemm_pack_a, which must give the same bits as gemm. Every variant the CPU runs
+// (avx512, avx2, generic) is checked; the variants that use FMAs must agree bit for bit (each C
+// element is summed over k in the same order), which makes training byte-identical across them.
 #include <string.h>
 
 #include "kernels/gemm.h"
 #include "core/rng.h"
 #include "testutil.h"
+
+static const char *g_same_bits_as; // a variant whose results the active one must match bit for bit
 
 // a row table that stores the rows of an [n, ld] matrix in a random order
 static long *shuffled_rows(int n, int ld, Rng *r) {
@@ -30,6 +34,18 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
     long *boff = tables & 2 ? shuffled_rows(tb ? N : K, ldb, r) : NULL;
     if (tables) gemm_rows(ta, tb, M, N, K, A, lda, aoff, B, ldb, boff, C, ldc, acc);
     else gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc);
+    if (g_same_bits_as) { // the same product with the reference FMA variant: the same bits
+        const char *mine = gemm_isa();
+        float *Cr = malloc(csz * 4);
+        memcpy(Cr, C0, csz * 4);
+        gemm_set_isa(g_same_bits_as);
+        if (tables) gemm_rows(ta, tb, M, N, K, A, lda, aoff, B, ldb, boff, Cr, ldc, acc);
+        else gemm(ta, tb, M, N, K, A, lda, B, ldb, Cr, ldc, acc);
+        gemm_set_isa(mine);
+        CHECK(memcmp(Cr, C, csz * 4) == 0, "%s and %s differ: ta=%d tb=%d %dx%dx%d acc=%d tables=%d", mine, g_same_bits_as,
+              ta, tb, M, N, K, acc, tables);
+        free(Cr);
+    }
 #define AR(row) (aoff ? aoff[row] : (long)(row) * lda)
 #define BR(row) (boff ? boff[row] : (long)(row) * ldb)
     double maxerr = 0;
@@ -60,16 +76,41 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
     free(A); free(B); free(C); free(C0); free(aoff); free(boff);
 }
 
+static int uses_fma(const char *isa) {
+#if defined(__FMA__)
+    (void)isa;
+    return 1; // the generic variant's vector code contracts to FMAs too
+#else
+    return strcmp(isa, "generic") != 0;
+#endif
+}
+
 int main(void) {
+    int ran = 0;
+    for (int v = 0; v < gemm_variant_count(); v++) {
+    const char *isa = gemm_variant_name(v);
+    if (!gemm_variant_supported(v)) { printf("SKIP gemm variant %s: this CPU lacks it\n", isa); continue; }
+    gemm_set_isa(isa);
+    // the first FMA variant checked is the reference of the others
+    g_same_bits_as = NULL;
+    for (int u = 0; u < v; u++)
+        if (gemm_variant_supported(u) && uses_fma(gemm_variant_name(u)) && uses_fma(isa)) { g_same_bits_as = gemm_variant_name(u); break; }
+    int before = tu_failures;
     Rng r;
     rng_seed(&r, 1);
-    // last tiles of 1-5 rows (4 and fewer take the 4-row kernel), last panels of 1-16 columns
+    // last tiles of 1-7 rows (4 and fewer take the 4-row kernels), last panels of 1-31 columns
     int shapes[][3] = {{1, 1, 1},    {7, 33, 5},   {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576},
-                       {3, 784, 16}, {9, 24, 7},   {5, 45, 20},  {4, 784, 32},  {16, 50, 9}};
+                       {3, 784, 16}, {9, 24, 7},   {5, 45, 20},  {4, 784, 32},  {16, 50, 9},
+                       /* AVX-512 8 x 32 tiles: 4-row and 16-column tails */ {12, 47, 33}, {8, 32, 64}, {20, 97, 40}, {17, 16, 3}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++)
                     for (int tables = 0; tables < 4; tables++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, tables, &r);
+    printf("gemm variant %s: %s%s%s\n", isa, tu_failures == before ? "all shapes pass" : "FAILED",
+           g_same_bits_as ? ", compared bit for bit with " : "", g_same_bits_as ? g_same_bits_as : "");
+    ran++;
+    }
+    CHECK(ran > 0, "no GEMM variant ran");
     TEST_DONE("test_gemm");
 }

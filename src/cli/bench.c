@@ -19,6 +19,8 @@
 #include "data/data.h"
 #include "model/unet.h"
 #include "train/trainer.h"
+#include "kernels/gemm.h"
+#include "kernels/peak.h"
 
 static double peak_rss_mb(void) {
     struct rusage ru;
@@ -30,8 +32,10 @@ static const char *BENCH_HELP =
     "usage: ddpm bench --config FILE [--batch 64] [--threads N] [--steps K] [--sample-batch 100]\n"
     "Time K training steps (noising, forward, MSE, backward, Adam) and K sampling forward passes\n"
     "after a warm-up, on random data; report images/s, GFLOP/s against the analytic FLOP count,\n"
-    "the machine's FMA peak measured in the same run, and peak memory. Each step is timed and the\n"
-    "median is reported (machines are shared and noisy); the peak is the best of three bursts.\n";
+    "the machine's FMA peak measured in the same run with its widest vectors (AVX-512, AVX2 or\n"
+    "plain C), and peak memory. Each step is timed and the median is reported (machines are shared\n"
+    "and noisy); the peak is the best of three bursts. DDPM_ISA=avx2 (or generic) runs the GEMMs of a\n"
+    "narrower instruction set, for comparison.\n";
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -48,46 +52,12 @@ static double median_of(double *t, long n, double *mean, double *min) {
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-// FMA throughput: 10 independent accumulator chains of 8 floats, per thread
-static double fma_peak_gflops(void) {
-    double t0 = now_seconds();
-    long iters = 20000000;
-    float sink = 0;
-#pragma omp parallel reduction(+ : sink)
-    {
-        __m256 a[10], x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-        for (int k = 0; k < 10; k++) a[k] = _mm256_set1_ps((float)k);
-        for (long i = 0; i < iters; i++)
-            for (int k = 0; k < 10; k++) a[k] = _mm256_fmadd_ps(a[k], x, y);
-        float s[8];
-        for (int k = 1; k < 10; k++) a[0] = _mm256_add_ps(a[0], a[k]);
-        _mm256_storeu_ps(s, a[0]);
-        sink += s[0];
-    }
-    double dt = now_seconds() - t0;
-    if (sink == 12345.0f) fprintf(stderr, " ");
-    return 2.0 * 8 * 10 * (double)iters * threads_in_use() / dt / 1e9;
+// the FMA peak with the widest vectors this CPU has (the first GEMM variant it supports)
+static const char *widest_isa(void) {
+    for (int i = 0; i < gemm_variant_count(); i++)
+        if (gemm_variant_supported(i)) return gemm_variant_name(i);
+    return "generic";
 }
-#else
-static double fma_peak_gflops(void) {
-    double t0 = now_seconds();
-    long iters = 20000000;
-    float sink = 0;
-#pragma omp parallel reduction(+ : sink)
-    {
-        float a[32];
-        for (int k = 0; k < 32; k++) a[k] = (float)k;
-        for (long i = 0; i < iters; i++)
-            for (int k = 0; k < 32; k++) a[k] = a[k] * 0.999999f + 1e-7f;
-        for (int k = 0; k < 32; k++) sink += a[k];
-    }
-    double dt = now_seconds() - t0;
-    if (sink == 12345.0f) fprintf(stderr, " ");
-    return 2.0 * 32 * (double)iters * threads_in_use() / dt / 1e9;
-}
-#endif
 
 int cmd_bench(int argc, char **argv) {
     cli_set_command("ddpm bench");
@@ -123,11 +93,13 @@ int cmd_bench(int argc, char **argv) {
     double macs = unet_forward_macs(&tr.model);
     printf("config %s: %zu parameters, %.4f GFLOP/image forward, %.4f GFLOP/image training step\n", config,
            tr.model.n_params, 2e-9 * macs, 6e-9 * macs);
-    printf("threads %d, batch %ld, sample batch %ld, %ld timed steps\n", threads_in_use(), batch, sample_batch, steps);
+    printf("threads %d, batch %ld, sample batch %ld, %ld timed steps, GEMM kernels %s\n", threads_in_use(), batch,
+           sample_batch, steps, gemm_isa());
     // The machine is shared: each step is timed, and the median step is reported (with the mean
     // and the fastest); the FMA peak is the best of three bursts, before, between and after.
     double *dt = callocCheck(steps, sizeof(double));
-    double peak = fma_peak_gflops();
+    const char *wide = widest_isa();
+    double peak = fma_peak_gflops(wide);
     trainer_step(&tr); // warm-up
     for (long k = 0; k < steps; k++) {
         double t0 = now_seconds();
@@ -138,7 +110,7 @@ int cmd_bench(int argc, char **argv) {
     double train_ips = batch / dt_train, train_gflops = 6e-9 * macs * train_ips;
     printf("train:  %.1f ms/step  %.1f images/s  %.1f GFLOP/s   (median of %ld steps; mean %.1f, fastest %.1f ms)\n",
            1e3 * dt_train, train_ips, train_gflops, steps, 1e3 * mean_train, 1e3 * min_train);
-    double p2 = fma_peak_gflops();
+    double p2 = fma_peak_gflops(wide);
     if (p2 > peak) peak = p2;
     // sampling: forward passes at the sampling batch size
     unet_alloc_acts(&tr.model, (int)sample_batch, 0);
@@ -158,15 +130,15 @@ int cmd_bench(int argc, char **argv) {
     double sample_ips = sample_batch / dt_sample;
     printf("sample: %.1f ms/step  %.1f image-steps/s  %.1f GFLOP/s   (median; mean %.1f, fastest %.1f ms)\n",
            1e3 * dt_sample, sample_ips, 2e-9 * macs * sample_ips, 1e3 * mean_sample, 1e3 * min_sample);
-    p2 = fma_peak_gflops();
+    p2 = fma_peak_gflops(wide);
     if (p2 > peak) peak = p2;
     free(dt);
     double rss = peak_rss_mb();
-    printf("FMA peak (measured, %d threads, best of 3): %.1f GFLOP/s; training efficiency %.1f%%\n", threads_in_use(), peak,
-           100 * train_gflops / peak);
+    printf("FMA peak (measured with %s vectors, %d threads, best of 3): %.1f GFLOP/s; training efficiency %.1f%%\n", wide,
+           threads_in_use(), peak, 100 * train_gflops / peak);
     printf("peak RSS: %.0f MB\n", rss);
-    printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f\n",
-           train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss);
+    printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f isa=%s "
+           "peak_isa=%s\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss, gemm_isa(), wide);
     free(x); free(t);
     trainer_free(&tr);
     free(data.pixels); free(data.labels);

@@ -15,6 +15,7 @@
 #include "core/common.h"
 #include "core/config.h"
 #include "core/threads.h"
+#include "kernels/gemm.h"
 #include "model/unet.h"
 #include "train/checkpoint.h"
 
@@ -26,7 +27,8 @@ static void print_config(FILE *f, const ModelConfig *c) {
 
 static const char *INFO_HELP =
     "usage: ddpm info (--config FILE | --model CKPT)\n"
-    "Print a model configuration, its parameter count and cost; with --model also the\n"
+    "Print a model configuration, its parameter count and cost, and the kernels this CPU runs;\n"
+    "with --model also the\n"
     "training state (step, epoch) and hyperparameters stored in the checkpoint.\n"
     "  --config FILE   a model config (models/*.cfg)\n"
     "  --model CKPT    a checkpoint written by 'ddpm train'\n";
@@ -40,6 +42,10 @@ static void print_model_summary(const ModelConfig *c) {
     printf("parameters: %zu\n", m.n_params);
     printf("forward GFLOP/image: %.4f\n", 2.0 * macs / 1e9);
     printf("train step GFLOP/image: %.4f\n", 6.0 * macs / 1e9);
+    printf("kernels: %s (this CPU runs:", gemm_isa());
+    for (int i = 0; i < gemm_variant_count(); i++)
+        if (gemm_variant_supported(i)) printf(" %s", gemm_variant_name(i));
+    printf("; DDPM_ISA selects one)\n");
     unet_free(&m);
 }
 

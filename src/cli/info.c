@@ -28,8 +28,7 @@ static void print_config(FILE *f, const ModelConfig *c) {
 static const char *INFO_HELP =
     "usage: ddpm info (--config FILE | --model CKPT)\n"
     "Print a model configuration, its parameter count and cost, and the kernels this CPU runs;\n"
-    "with --model also the\n"
-    "training state (step, epoch) and hyperparameters stored in the checkpoint.\n"
+    "with --model also the training state (step, epoch) and hyperparameters stored in the checkpoint.\n"
     "  --config FILE   a model config (models/*.cfg)\n"
     "  --model CKPT    a checkpoint written by 'ddpm train'\n";
 

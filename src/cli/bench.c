@@ -100,12 +100,21 @@ int cmd_bench(int argc, char **argv) {
     double *dt = callocCheck(steps, sizeof(double));
     const char *wide = widest_isa();
     double peak = fma_peak_gflops(wide);
+    // the thread count adapts to a busy machine, as in 'ddpm train' and 'ddpm sample' (threads.h)
+    ThreadTuner tu;
+    tuner_init(&tu, threads_in_use());
+    tuner_begin(&tu);
     trainer_step(&tr); // warm-up
+    tuner_end(&tu, batch);
     for (long k = 0; k < steps; k++) {
+        tuner_begin(&tu);
         double t0 = now_seconds();
         trainer_step(&tr);
         dt[k] = now_seconds() - t0;
+        tuner_end(&tu, batch);
     }
+    int train_threads = tu.cur;
+    set_threads(tu.max);
     double mean_train, min_train, dt_train = median_of(dt, steps, &mean_train, &min_train);
     double train_ips = batch / dt_train, train_gflops = 6e-9 * macs * train_ips;
     printf("train:  %.1f ms/step  %.1f images/s  %.1f GFLOP/s   (median of %ld steps; mean %.1f, fastest %.1f ms)\n",
@@ -120,12 +129,19 @@ int cmd_bench(int argc, char **argv) {
     rng_seed(&r, 1);
     rng_fill_normal(&r, x, sample_batch * cfg.im_size * cfg.im_size);
     for (long b = 0; b < sample_batch; b++) t[b] = 500;
+    tuner_init(&tu, threads_in_use());
+    tuner_begin(&tu);
     unet_forward(&tr.model, x, t, (int)sample_batch);
+    tuner_end(&tu, sample_batch);
     for (long k = 0; k < steps; k++) {
+        tuner_begin(&tu);
         double t0 = now_seconds();
         unet_forward(&tr.model, x, t, (int)sample_batch);
         dt[k] = now_seconds() - t0;
+        tuner_end(&tu, sample_batch);
     }
+    int sample_threads = tu.cur;
+    set_threads(tu.max);
     double mean_sample, min_sample, dt_sample = median_of(dt, steps, &mean_sample, &min_sample);
     double sample_ips = sample_batch / dt_sample;
     printf("sample: %.1f ms/step  %.1f image-steps/s  %.1f GFLOP/s   (median; mean %.1f, fastest %.1f ms)\n",
@@ -138,7 +154,8 @@ int cmd_bench(int argc, char **argv) {
            threads_in_use(), peak, 100 * train_gflops / peak);
     printf("peak RSS: %.0f MB\n", rss);
     printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f isa=%s "
-           "peak_isa=%s\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss, gemm_isa(), wide);
+           "peak_isa=%s train_threads=%d sample_threads=%d\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss,
+           gemm_isa(), wide, train_threads, sample_threads);
     free(x); free(t);
     trainer_free(&tr);
     free(data.pixels); free(data.labels);

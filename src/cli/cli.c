@@ -115,15 +115,27 @@ int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *
     return use_ema;
 }
 
+typedef struct {
+    Unet *m;
+    ThreadTuner tu;
+} UnetDenoiser;
+
 static const float *unet_denoiser(void *ctx, const float *x, const int *t, int n) {
-    return unet_forward((Unet *)ctx, x, t, n);
+    UnetDenoiser *d = ctx;
+    tuner_begin(&d->tu);
+    const float *eps = unet_forward(d->m, x, t, n);
+    tuner_end(&d->tu, n);
+    return eps;
 }
 
 void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip) {
     int B = opt->batch < opt->n ? opt->batch : opt->n;
     unet_alloc_acts(m, B > 0 ? B : 1, 0);
     int D = m->cfg.im_channels * m->cfg.im_size * m->cfg.im_size;
-    sample_images(unet_denoiser, m, D, s, opt, x, strip);
+    UnetDenoiser d = {.m = m};
+    tuner_init(&d.tu, threads_in_use());
+    sample_images(unet_denoiser, &d, D, s, opt, x, strip);
+    set_threads(d.tu.max);
 }
 
 void print_sampling_banner(const char *cmd, long n, const SampleOptions *opt, int use_ema, long long step) {

@@ -251,8 +251,12 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     double t0 = now_seconds(), t_window = t0, smooth = -1;
     long start_step = tr->st.step;
     int status = 0;
+    ThreadTuner tu;
+    tuner_init(&tu, threads_in_use());
     while (tr->st.step < total) {
+        tuner_begin(&tu);
         float loss = trainer_step(tr);
+        tuner_end(&tu, B);
         if (!isfinite(loss)) {
             fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
                     isnan(loss) ? "NaN" : "infinite", (long long)tr->st.step + 1, a->out);
@@ -270,10 +274,12 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
             char eta[32];
             fmt_time(eta, sizeof(eta), (double)(total - step) * B / ips);
             float lr_now = train_lr_at(&tr->st, step - 1);
+            char busy[48] = ""; // the machine is busy: fewer threads are faster (threads.h)
+            if (tu.cur < tu.max) snprintf(busy, sizeof busy, " | %d of %d threads", tu.cur, tu.max);
             if (tty || row)
-                fprintf(stderr, "%sstep %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s | ETA %s%s",
-                        tty ? "\r" : "", step, total, (long long)tr->st.epoch, smooth, lr_now, tr->last_grad_norm, ips, eta,
-                        tty ? "   " : "\n");
+                fprintf(stderr, "%sstep %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s%s | ETA %s%s",
+                        tty ? "\r" : "", step, total, (long long)tr->st.epoch, smooth, lr_now, tr->last_grad_norm, ips, busy,
+                        eta, tty ? "   " : "\n");
             if (row) csv_row(log, tr, step, ips, now - t0, lr_now);
             t_window = now;
         }
@@ -288,6 +294,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
         }
     }
     if (tty) fputc('\n', stderr);
+    set_threads(tu.max);
     if (status == 0)
         fprintf(stderr, "ddpm train: done, step %lld, %.1f s, checkpoint %s\n", (long long)tr->st.step, now_seconds() - t0, a->out);
     return status;

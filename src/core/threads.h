@@ -29,4 +29,31 @@ static inline int thread_count(void) {
 // [lo, hi) of n elements for this thread of a parallel region, in multiples of 16 floats
 void thread_span(long n, long *lo, long *hi);
 
+// ---- a thread count that adapts to a busy machine
+// Every parallel loop waits at its end for its slowest thread; when another process holds a core,
+// the thread the OS deschedules there makes every loop wait, and fewer threads can be faster.
+// A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
+// with one thread more or fewer after the warm-up, then every `interval` units; it moves to that
+// count when it was more than 5% faster. A probe that loses doubles the interval (from
+// TUNER_PROBE_EVERY up to 16 times that: a probe on a busy machine can cost several units). Results do not depend on the thread count (the layers sum in
+// fixed chunks), so the choice changes only the speed. DDPM_FIXED_THREADS=1 turns it off.
+#define TUNER_PROBE_EVERY 50
+#define TUNER_MAX 256
+typedef struct {
+    int max, cur;        // the count asked for; the count in use
+    int next;            // the count of the unit being timed
+    int fixed;           // 1: always max
+    long units;          // units timed
+    int probe_dir;       // -1 or +1: the direction of the next probe
+    long interval, next_probe; // units between probes; the unit of the next probe
+    double avg[TUNER_MAX + 1]; // mean seconds per unit of work at each count (0: not measured)
+    double t0;
+} ThreadTuner;
+
+void tuner_init(ThreadTuner *t, int max_threads);
+// before a unit of work: sets the thread count for it (set_threads)
+void tuner_begin(ThreadTuner *t);
+// after it: `work` is its size (e.g. images), so units of unequal size compare per image
+void tuner_end(ThreadTuner *t, double work);
+
 #endif

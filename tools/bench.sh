@@ -3,11 +3,13 @@
 # threads, one after the other in one run; prints both and the ratios.
 #   bash tools/bench.sh [CONFIG...]     (default: models/small.cfg models/reference.cfg)
 # Env: THREADS (2), BATCH (64), STEPS (5), SCALING (1: also run ddpm.c on 1 thread and print the
-# 1 -> THREADS speed-up). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
+# 1 -> THREADS speed-up), ISAS (1: also run the narrower GEMM variants this CPU has, DDPM_ISA=...,
+# and print default/variant), LOAD (1: with a busy loop pinned to the last core, fast.cfg at batch
+# 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
 # AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
 set -u
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}; SCALING=${SCALING:-1}
+THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}; SCALING=${SCALING:-1}; ISAS=${ISAS:-1}; LOAD=${LOAD:-1}
 CONFIGS=("$@"); [ ${#CONFIGS[@]} = 0 ] && CONFIGS=(models/small.cfg models/reference.cfg)
 if grep -qw avx512f /proc/cpuinfo; then CORE=SkylakeX; else CORE=Haswell; fi
 PY=/usr/bin/python3
@@ -25,6 +27,16 @@ for cfg in "${CONFIGS[@]}"; do
     one_out=$(tail -1 <<< "$one_all")
     row="$row, 1 -> $THREADS threads $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$one_out")" 'BEGIN{printf "%.2fx", a/b}') (train; 1 thread $(awk -v e="$(field efficiency "$one_out")" 'BEGIN{printf "%.0f%%", 100*e}') of its peak)"
   fi
+  if [ "$ISAS" = 1 ]; then
+    default_isa=$(field isa "$c_out")
+    for isa in $(./ddpm info --config "$cfg" | sed -n 's/^kernels: [a-z0-9]* (this CPU runs: \(.*\);.*/\1/p'); do
+      [ "$isa" = "$default_isa" ] && continue
+      echo "== ddpm.c: $cfg with DDPM_ISA=$isa"
+      v_all=$(DDPM_ISA=$isa ./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS"); echo "$v_all"
+      v_out=$(tail -1 <<< "$v_all")
+      row="$row, $default_isa/$isa $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$v_out")" 'BEGIN{printf "%.2fx", a/b}') train"
+    done
+  fi
   if [ $have_torch = 1 ]; then
     echo "== PyTorch: $cfg (OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1)"
     t_all=$(OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1 $PY tools/bench_torch.py --config "$cfg" --batch "$BATCH" \
@@ -36,6 +48,20 @@ for cfg in "${CONFIGS[@]}"; do
   fi
   rows+=("$row")
 done
+if [ "$LOAD" = 1 ] && [ "$THREADS" -gt 1 ]; then
+  core=$(( $(nproc) - 1 ))
+  echo "== under load: a busy loop on core $core; fast.cfg, batch 32, $THREADS threads against 1, 3 rounds"
+  taskset -c $core sh -c 'while :; do :; done' & busy=$!
+  many=(); one=()
+  for round in 1 2 3; do
+    m=$(./ddpm bench --config models/fast.cfg --batch 32 --threads "$THREADS" --steps 20 | tail -1); many+=("$(field train_img_s "$m")")
+    o=$(./ddpm bench --config models/fast.cfg --batch 32 --threads 1 --steps 20 | tail -1); one+=("$(field train_img_s "$o")")
+    echo "   round $round: $THREADS threads $(field train_img_s "$m") img/s (ended on $(field train_threads "$m")), 1 thread $(field train_img_s "$o") img/s"
+  done
+  kill $busy; wait $busy 2>/dev/null
+  med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+  rows+=("under load (1 core busy): fast.cfg train $THREADS threads $(med "${many[@]}") img/s, 1 thread $(med "${one[@]}") img/s (medians of 3), ratio $(awk -v a="$(med "${many[@]}")" -v b="$(med "${one[@]}")" 'BEGIN{printf "%.2fx", a/b}')")
+fi
 echo
-echo "== summary (threads $THREADS, batch $BATCH)"
+echo "== summary (threads $THREADS, batch $BATCH; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(grep -o 'avx512[a-z_0-9]*\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' '))"
 printf '%s\n' "${rows[@]}"

@@ -104,65 +104,46 @@ void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
         for (int d = 0; d < D; d++) xt[(size_t)n * D + d] = X[(size_t)d * N + n] * a;
 }
 
-// lanes [0, n) of an 8-float vector kept, the others zeroed (n in 0..8); a macro, like load8
-#define keep_first(x, n)                                                                           \
-    ((v8f)((v8i)(x) & ((v8i){0, 1, 2, 3, 4, 5, 6, 7} < (v8i){(n), (n), (n), (n), (n), (n), (n), (n)})))
-
-// x, y (keys 0-7 and 8-15 of a panel, arguments <= 0) <- 2^x, 2^y, keys from n on (past N)
-// zeroed
-static AI void exp_panel(v8f *x, v8f *y, int n) {
-    exp2_8_neg(x);
-    exp2_8_neg(y);
-    if (n < 16) { *x = keep_first(*x, n < 8 ? n : 8); *y = keep_first(*y, n > 8 ? n - 8 : 0); }
+// x (the 16 keys of a panel, arguments <= 0) <- 2^x, keys from n on (past N) zeroed
+static AI void exp_panel(v16f *x, int n) {
+    exp2_16_neg(x);
+    if (n < 16) *x = keep_first16(*x, n);
 }
 
-// The products of the flash kernels on a tile of R queries x 16 keys (register accumulators lo,
-// hi: keys 0-7 and 8-15), inlined into the kernels:
-// lo/hi[r] = c[r] + sum_d a[r D + d] panel[d][0..16): R rows of scores against one key panel
-static AI void flash_scores(v8f *lo, v8f *hi, const float *c, const float *a, const float *panel, int D, int R) {
-    for (int r = 0; r < R; r++) lo[r] = hi[r] = V8(c[r]);
+// The products of the flash kernels on a tile of R queries x 16 keys (one 16-lane register per
+// query), inlined into the kernels:
+// s[r] = c[r] + sum_d a[r D + d] panel[d][0..16): R rows of scores against one key panel
+static AI void flash_scores(v16f *s, const float *c, const float *a, const float *panel, int D, int R) {
+    for (int r = 0; r < R; r++) s[r] = V16(c[r]);
     for (int d = 0; d < D; d++) {
-        v8f bl = load8(panel + d * 16), bh = load8(panel + d * 16 + 8);
+        v16f b = load16(panel + d * 16);
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) {
-            v8f ar = V8(a[r * D + d]);
-            lo[r] += ar * bl;
-            hi[r] += ar * bh;
-        }
+        for (int r = 0; r < R; r++) s[r] += V16(a[r * D + d]) * b;
     }
 }
 
 // acc[r][0..16) (rows ld apart) += sum_j t[r][j] x[j][0..16) (rows ldx apart): over 16 keys
 static AI void flash_keys_product(float *acc, int ld, const float *t, const float *x, int ldx) {
-    v8f lo[FLASH_R], hi[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(acc + r * ld); hi[r] = load8(acc + r * ld + 8); }
+    v16f a[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) a[r] = load16(acc + r * ld);
     for (int j = 0; j < 16; j++) {
-        v8f xl = load8(x + j * ldx), xh = load8(x + j * ldx + 8);
+        v16f xj = load16(x + j * ldx);
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) {
-            v8f tr = V8(t[r * 16 + j]);
-            lo[r] += tr * xl;
-            hi[r] += tr * xh;
-        }
+        for (int r = 0; r < FLASH_R; r++) a[r] += V16(t[r * 16 + j]) * xj;
     }
-    for (int r = 0; r < FLASH_R; r++) { store8(acc + r * ld, lo[r]); store8(acc + r * ld + 8, hi[r]); }
+    for (int r = 0; r < FLASH_R; r++) store16(acc + r * ld, a[r]);
 }
 
 // acc[j][0..16) (rows ld apart) += sum_r t[r][j] x[r][0..16) (rows ld apart): over the FLASH_R
 // queries, with the x rows in registers
 static AI void flash_queries_product(float *acc, const float *t, const float *x, int ld) {
-    v8f lo[FLASH_R], hi[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) { lo[r] = load8(x + r * ld); hi[r] = load8(x + r * ld + 8); }
+    v16f xr[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) xr[r] = load16(x + r * ld);
     for (int j = 0; j < 16; j++) {
-        v8f al = load8(acc + j * ld), ah = load8(acc + j * ld + 8);
+        v16f a = load16(acc + j * ld);
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) {
-            v8f tr = V8(t[r * 16 + j]);
-            al += tr * lo[r];
-            ah += tr * hi[r];
-        }
-        store8(acc + j * ld, al);
-        store8(acc + j * ld + 8, ah);
+        for (int r = 0; r < FLASH_R; r++) a += V16(t[r * 16 + j]) * xr[r];
+        store16(acc + j * ld, a);
     }
 }
 
@@ -172,52 +153,46 @@ static AI void flash_queries_product(float *acc, const float *t, const float *x,
 // (V^T [16 np][D]); the last panel holds nt valid keys.
 static AI void flash_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
                                   const float *vt, int D, int np, int nt, float *pt) {
-    v8f sum[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) sum[r] = V8(0.0f);
+    v16f sum[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) sum[r] = V16(0.0f);
     for (int i = 0; i < FLASH_R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vt + (size_t)p * 16 * D;
-        v8f lo[FLASH_R], hi[FLASH_R];
-        flash_scores(lo, hi, nm, q, k, D, FLASH_R); // s[r][j] - m_r
+        v16f s[FLASH_R];
+        flash_scores(s, nm, q, k, D, FLASH_R); // s[r][j] - m_r
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) { // p = 2^(s - m)
-            v8f x = lo[r], y = hi[r];
-            exp_panel(&x, &y, p == np - 1 ? nt : 16);
-            sum[r] += x + y;
-            store8(pt + r * 16, x);
-            store8(pt + r * 16 + 8, y);
+            exp_panel(&s[r], p == np - 1 ? nt : 16);
+            sum[r] += s[r];
+            store16(pt + r * 16, s[r]);
         }
         // ob[r][c..c+16) += sum_j p[r][j] v_j[c..c+16)
         for (int c = 0; c < D; c += 16) flash_keys_product(ob + c, D, pt, v + c, D);
     }
-    for (int r = 0; r < FLASH_R; r++) l[r] = hsum8(&sum[r]);
+    for (int r = 0; r < FLASH_R; r++) l[r] = hsum16(&sum[r]);
 }
 
 // The narrow forward tile: as flash_tile_forward for NARROW_RF queries, with V as key panels vp
 static AI void narrow_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
                                    const float *vp, int D, int np, int nt) {
-    v8f acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
+    v16f acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
     for (int r = 0; r < NARROW_RF; r++) {
-        sum[r] = V8(0.0f);
-        for (int d = 0; d < D; d++) acc[r][d] = V8(0.0f);
+        sum[r] = V16(0.0f);
+        for (int d = 0; d < D; d++) acc[r][d] = V16(0.0f);
     }
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vp + (size_t)p * 16 * D;
-        v8f lo[NARROW_RF], hi[NARROW_RF];
-        flash_scores(lo, hi, nm, q, k, D, NARROW_RF);
+        v16f s[NARROW_RF];
+        flash_scores(s, nm, q, k, D, NARROW_RF);
         for (int r = 0; r < NARROW_RF; r++) {
-            v8f x = lo[r], y = hi[r];
-            exp_panel(&x, &y, p == np - 1 ? nt : 16);
-            sum[r] += x + y;
-            for (int d = 0; d < D; d++) {
-                acc[r][d] += x * load8(v + d * 16);
-                acc[r][d] += y * load8(v + d * 16 + 8);
-            }
+            exp_panel(&s[r], p == np - 1 ? nt : 16);
+            sum[r] += s[r];
+            for (int d = 0; d < D; d++) acc[r][d] += s[r] * load16(v + d * 16);
         }
     }
     for (int r = 0; r < NARROW_RF; r++) {
-        l[r] = hsum8(&sum[r]);
-        for (int d = 0; d < D; d++) ob[r * D + d] = hsum8(&acc[r][d]);
+        l[r] = hsum16(&sum[r]);
+        for (int d = 0; d < D; d++) ob[r * D + d] = hsum16(&acc[r][d]);
     }
 }
 
@@ -315,22 +290,17 @@ static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const floa
         size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po, *ktp = kt + po;
         float *dkp = dkt + po, *dvp = dvt + po;
-        v8f lo[FLASH_R], hi[FLASH_R];
-        flash_scores(lo, hi, nl, qs, k, D, FLASH_R); // p = 2^(qs . k + nl)
+        v16f s[FLASH_R];
+        flash_scores(s, nl, qs, k, D, FLASH_R); // p = 2^(qs . k + nl)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
-            v8f x = lo[r], y = hi[r];
-            exp_panel(&x, &y, p == np - 1 ? nt : 16);
-            if (r >= rows) x = y = V8(0.0f);
-            store8(pt + r * 16, x);
-            store8(pt + r * 16 + 8, y);
+            exp_panel(&s[r], p == np - 1 ? nt : 16);
+            if (r >= rows) s[r] = V16(0.0f);
+            store16(pt + r * 16, s[r]);
         }
-        flash_scores(lo, hi, ndd, g, v, D, FLASH_R); // ds = scale p (g . v - dd)
+        flash_scores(s, ndd, g, v, D, FLASH_R); // ds = scale p (g . v - dd)
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) {
-            store8(dst + r * 16, load8(pt + r * 16) * lo[r] * scale);
-            store8(dst + r * 16 + 8, load8(pt + r * 16 + 8) * hi[r] * scale);
-        }
+        for (int r = 0; r < FLASH_R; r++) store16(dst + r * 16, load16(pt + r * 16) * s[r] * scale);
         for (int c = 0; c < D; c += 16) {
             flash_keys_product(dq + c, D, dst, ktp + c, D); // dq[r] += sum_j ds_rj k_j (rows of K^T)
             flash_queries_product(dvp + c, pt, g + c, D);   // dvt[j] += sum_r p_rj g_r
@@ -344,45 +314,34 @@ static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const floa
 static AI void narrow_tile_backward(float *dq, float *dkp, float *dvp, const float *q, const float *qs,
                                     const float *g, const float *nl, const float *ndd, int rows, const float *kp,
                                     const float *vp, int D, int np, int nt, float scale) {
-    v8f acc[NARROW_RB][NARROW_D]; // acc[r][d]: lanes of sum_j ds_rj k_j[d]
+    v16f acc[NARROW_RB][NARROW_D]; // acc[r][d]: lanes of sum_j ds_rj k_j[d]
     for (int r = 0; r < NARROW_RB; r++)
-        for (int d = 0; d < D; d++) acc[r][d] = V8(0.0f);
+        for (int d = 0; d < D; d++) acc[r][d] = V16(0.0f);
     for (int p = 0; p < np; p++) {
         size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po;
         float *dk = dkp + po, *dv = dvp + po;
-        v8f pl[NARROW_RB], ph[NARROW_RB], sl[NARROW_RB], sh[NARROW_RB];
-        flash_scores(pl, ph, nl, qs, k, D, NARROW_RB); // p = 2^(qs . k + nl)
+        v16f pr[NARROW_RB], sr[NARROW_RB];
+        flash_scores(pr, nl, qs, k, D, NARROW_RB); // p = 2^(qs . k + nl)
         for (int r = 0; r < NARROW_RB; r++) {
-            exp_panel(&pl[r], &ph[r], p == np - 1 ? nt : 16);
-            if (r >= rows) pl[r] = ph[r] = V8(0.0f);
+            exp_panel(&pr[r], p == np - 1 ? nt : 16);
+            if (r >= rows) pr[r] = V16(0.0f);
         }
-        flash_scores(sl, sh, ndd, g, v, D, NARROW_RB); // ds = scale p (g . v - dd)
-        for (int r = 0; r < NARROW_RB; r++) {
-            sl[r] = pl[r] * sl[r] * scale;
-            sh[r] = ph[r] * sh[r] * scale;
-        }
+        flash_scores(sr, ndd, g, v, D, NARROW_RB); // ds = scale p (g . v - dd)
+        for (int r = 0; r < NARROW_RB; r++) sr[r] = pr[r] * sr[r] * scale;
         for (int d = 0; d < D; d++) {
-            v8f kl = load8(k + d * 16), kh = load8(k + d * 16 + 8);
-            v8f dkl = load8(dk + d * 16), dkh = load8(dk + d * 16 + 8);
-            v8f dvl = load8(dv + d * 16), dvh = load8(dv + d * 16 + 8);
+            v16f kd = load16(k + d * 16), dkd = load16(dk + d * 16), dvd = load16(dv + d * 16);
             for (int r = 0; r < NARROW_RB; r++) {
-                v8f qr = V8(q[r * D + d]), gr = V8(g[r * D + d]);
-                acc[r][d] += sl[r] * kl;
-                acc[r][d] += sh[r] * kh;
-                dkl += sl[r] * qr;
-                dkh += sh[r] * qr;
-                dvl += pl[r] * gr;
-                dvh += ph[r] * gr;
+                acc[r][d] += sr[r] * kd;
+                dkd += sr[r] * V16(q[r * D + d]);
+                dvd += pr[r] * V16(g[r * D + d]);
             }
-            store8(dk + d * 16, dkl);
-            store8(dk + d * 16 + 8, dkh);
-            store8(dv + d * 16, dvl);
-            store8(dv + d * 16 + 8, dvh);
+            store16(dk + d * 16, dkd);
+            store16(dv + d * 16, dvd);
         }
     }
     for (int r = 0; r < NARROW_RB; r++)
-        for (int d = 0; d < D; d++) dq[r * D + d] = hsum8(&acc[r][d]);
+        for (int d = 0; d < D; d++) dq[r * D + d] = hsum16(&acc[r][d]);
 }
 
 #define TILE_BWD_ARGS float *dq, float *dkt, float *dvt, const float *q, const float *qs, const float *g, \

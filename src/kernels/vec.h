@@ -80,6 +80,42 @@ static inline void exp2_8_neg(v8f *x) {
     *x = p * (v8f)e;
 }
 
+// 16-float vectors: the 16 keys of an attention panel (one zmm register with AVX-512, two ymm
+// with AVX2: the same code and the same results on both)
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+#define load16(p) ((v16f)(*(const v16f_u *)(p)))
+#define store16(p, v) (*(v16f_u *)(p) = (v))
+#define V16(x) ((v16f){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x})
+#define VSEL16(m, a, b) ((v16f)(((v16i)(a) & (m)) | ((v16i)(b) & ~(m))))
+
+// exp2_8_neg on 16 lanes (NaN goes through the clamp, as there)
+static inline void exp2_16_neg(v16f *x) {
+    v16f v = *x;
+    v = VSEL16(v < V16(-126.0f), V16(-126.0f), v);
+    v16f t = v + 12582912.0f, n = t - 12582912.0f, r = v - n, r2 = r * r;
+    v16i e = ((v16i)t + (127 - 0x4B400000)) << 23;
+    v16f p = (1.0f + r * 0.693147004f) + r2 * ((0.240222424f + r * 0.0555073358f) +
+                                               r2 * (0.00967150927f + r * 0.00132647087f));
+    *x = p * (v16f)e;
+}
+
+// lanes [0, n) of a 16-float vector kept, the others zeroed (n in 0..16); a macro (no vector
+// arguments: their ABI depends on the target)
+#define keep_first16(x, n)                                                                                       \
+    ((v16f)((v16i)(x) & ((v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} < (v16i){(n), (n), (n), (n), \
+                                                                                             (n), (n), (n), (n), \
+                                                                                             (n), (n), (n), (n), \
+                                                                                             (n), (n), (n), (n)})))
+
+// sum of the 16 lanes: lane k + lane k + 8 first, then the 8 sums in order
+static inline float hsum16(const v16f *v) {
+    float s = 0.0f;
+    for (int k = 0; k < 8; k++) s += (*v)[k] + (*v)[k + 8];
+    return s;
+}
+
 static inline float hsum8(const v8f *v) {
     float s = 0.0f;
     for (int k = 0; k < 8; k++) s += (*v)[k];

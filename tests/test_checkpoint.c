@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
     TrainState st = {0};
     st.batch = 8; st.seed = 42; st.lr = 2e-4f; st.beta1 = 0.9f; st.beta2 = 0.999f; st.eps = 1e-8f;
     st.ema_decay = 0.995f; st.warmup = 100; st.step = 123; st.epoch = 4; st.epoch_pos = 56; st.n_data = 1000;
-    st.lr_decay_steps = 5400; st.grad_clip = 1.5f;
+    st.lr_decay_steps = 5400; st.grad_clip = 1.5f; st.precision = 1;
     rng_seed(&st.noise_rng, 99);
     rng_u64(&st.noise_rng);
     char err[600];
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
           !memcmp(ck.st.noise_rng.s, st.noise_rng.s, 32) && ck.st.lr == st.lr && ck.st.seed == st.seed &&
           ck.st.ema_decay == st.ema_decay && ck.st.warmup == st.warmup && ck.st.batch == st.batch && ck.st.epoch == st.epoch && ck.st.n_data == st.n_data &&
           ck.st.beta1 == st.beta1 && ck.st.beta2 == st.beta2 && ck.st.eps == st.eps &&
-          ck.st.lr_decay_steps == st.lr_decay_steps && ck.st.grad_clip == st.grad_clip), "train state differs");
+          ck.st.lr_decay_steps == st.lr_decay_steps && ck.st.grad_clip == st.grad_clip && ck.st.precision == st.precision), "train state differs");
     CHECK(!memcmp(ck.params, m.params, n * 4) && !memcmp(ck.m, mm, n * 4) && !memcmp(ck.v, vv, n * 4) &&
           !memcmp(ck.ema, ema, n * 4), "arrays differ after round trip");
     char a[4096], b[4096];
@@ -129,26 +129,28 @@ int main(int argc, char **argv) {
     memcpy(c, fa, na); c[8] = 99; fix_crc(c, na);
     write_all(bad, c, na);
     load_fails(bad, "version", "version");
-    // a version-1 file (before lr decay and grad clip: 12 bytes fewer after the 100-byte state)
-    // still loads, with both off
-    {
+    // older versions still load: version 1 (before lr decay and grad clip: 16 bytes fewer after the
+    // 100-byte state, with the precision) with both off, version 2 (before the precision: 4 bytes
+    // fewer after 112) in fp32
+    for (uint32_t ver = 1; ver <= 2; ver++) {
         uint32_t cfg_len;
         memcpy(&cfg_len, fa + 12, 4);
-        size_t cut = 16 + cfg_len + 100;
+        size_t cut = 16 + cfg_len + (ver == 1 ? 100 : 112), gone = ver == 1 ? 16 : 4;
         memcpy(c, fa, cut);
-        memcpy(c + cut, fa + cut + 12, na - cut - 12);
-        uint32_t v1 = 1;
-        memcpy(c + 8, &v1, 4);
-        fix_crc(c, na - 12);
-        write_all(bad, c, na - 12);
+        memcpy(c + cut, fa + cut + gone, na - cut - gone);
+        memcpy(c + 8, &ver, 4);
+        fix_crc(c, na - gone);
+        write_all(bad, c, na - gone);
         Checkpoint old;
         int rc = checkpoint_load(bad, &old, err, sizeof(err));
-        CHECK(rc == 0, "version-1 file: %s", err);
+        CHECK(rc == 0, "version-%u file: %s", ver, err);
         if (rc == 0) {
-            CHECK(old.st.lr_decay_steps == 0 && old.st.grad_clip == 0 && old.st.step == st.step && old.st.lr == st.lr,
-                  "version-1 state: decay %lld clip %g step %lld", (long long)old.st.lr_decay_steps, old.st.grad_clip,
-                  (long long)old.st.step);
-            CHECK(old.params && !memcmp(old.params, m.params, n * 4) && !memcmp(old.ema, ema, n * 4), "version-1 arrays differ");
+            CHECK((ver > 1 || (old.st.lr_decay_steps == 0 && old.st.grad_clip == 0)) && old.st.step == st.step &&
+                      old.st.lr == st.lr && old.st.precision == 0,
+                  "version-%u state: decay %lld clip %g step %lld precision %d", ver, (long long)old.st.lr_decay_steps,
+                  old.st.grad_clip, (long long)old.st.step, old.st.precision);
+            CHECK(old.params && !memcmp(old.params, m.params, n * 4) && !memcmp(old.ema, ema, n * 4), "version-%u arrays differ",
+                  ver);
             checkpoint_free(&old);
         }
     }

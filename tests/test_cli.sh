@@ -97,6 +97,21 @@ if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,
   pass "CSV log with per-t-bucket losses; --sample-every grid written"
 else fail "CSV log / --sample-every: $(cat "$TMP/log.csv"; ls "$TMP/progress" 2>&1)"; fi
 
+echo "-- bf16 mixed precision"
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 10 --out "$TMP/bf.ckpt" 2>"$TMP/log" || fail "bf16 run: $(tail -2 "$TMP/log")"
+  "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 5 --out "$TMP/bf5.ckpt" 2>/dev/null
+  "$DDPM" train --resume "$TMP/bf5.ckpt" --data "$D" --limit 128 --threads 2 --steps 10 --save-every 0 2>/dev/null
+  cmp -s "$TMP/bf.ckpt" "$TMP/bf5.ckpt" && pass "bf16: resumed (without --precision) == uninterrupted, byte for byte" || fail "bf16 resume differs"
+  "$DDPM" info --model "$TMP/bf.ckpt" | grep -qx "precision: bf16" && pass "the checkpoint records bf16" || fail "info: precision"
+  cmp -s "$TMP/bf.ckpt" "$TMP/full.ckpt" && fail "bf16 run equals the fp32 run" || pass "bf16 and fp32 runs differ"
+  expect_err "contradicts" "--precision fp32 on a bf16 checkpoint" "$DDPM" train --resume "$TMP/bf.ckpt" --data "$D" --limit 128 --precision fp32 --steps 12
+else
+  echo "SKIP bf16 training: this CPU lacks AVX512_BF16"
+  expect_err "AVX512_BF16" "--precision bf16 without AVX512_BF16" "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 2 --out "$TMP/bf.ckpt"
+fi
+expect_rc 2 "bad --precision" "$DDPM" sample --model "$TMP/full.ckpt" --precision fp16
+
 echo "-- --resume without --out continues the file it resumed from"
 cp "$TMP/half.ckpt" "$TMP/cont.ckpt"
 (cd "$TMP" && mkdir -p models && "$DDPM" train --resume cont.ckpt --data "$D" --limit 128 --threads 2 --steps 22 --save-every 0 2>"$TMP/log") \

@@ -4,11 +4,25 @@
 // packed once by gemm_pack_a, which must give the same bits as gemm. Every variant the CPU runs
 // (avx512, avx2, generic) is checked; the variants that use FMAs must agree bit for bit (each C
 // element is summed over k in the same order), which makes training byte-identical across them.
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/gemm.h"
 #include "core/rng.h"
 #include "testutil.h"
+
+static int g_bf16; // the products are in bf16: the reference rounds A and B to bf16 first
+
+// x rounded to bf16 (nearest even) as VCVTNE2PS2BF16 does, back in a float; subnormals -> 0
+static double bf16(float x) {
+    if (!g_bf16) return x;
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    else u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
 
 static const char *g_same_bits_as; // a variant whose results the active one must match bit for bit
 
@@ -53,7 +67,7 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
         for (int j = 0; j < N; j++) {
             double s = acc ? C0[(long)i * ldc + j] : 0;
             for (int k = 0; k < K; k++)
-                s += (double)(ta ? A[AR(k) + i] : A[AR(i) + k]) * (tb ? B[BR(j) + k] : B[BR(k) + j]);
+                s += bf16(ta ? A[AR(k) + i] : A[AR(i) + k]) * bf16(tb ? B[BR(j) + k] : B[BR(k) + j]);
             double e = fabs(s - C[(long)i * ldc + j]);
             if (e > maxerr) maxerr = e;
         }
@@ -87,6 +101,10 @@ static int uses_fma(const char *isa) {
 
 int main(void) {
     int ran = 0;
+    // last tiles of 1-7 rows (4 and fewer take the 4-row kernels), last panels of 1-31 columns
+    static const int shapes[][3] = {{1, 1, 1},    {7, 33, 5},   {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576},
+                       {3, 784, 16}, {9, 24, 7},   {5, 45, 20},  {4, 784, 32},  {16, 50, 9},
+                       /* AVX-512 8 x 32 tiles: 4-row and 16-column tails */ {12, 47, 33}, {8, 32, 64}, {20, 97, 40}, {17, 16, 3}};
     for (int v = 0; v < gemm_variant_count(); v++) {
     const char *isa = gemm_variant_name(v);
     if (!gemm_variant_supported(v)) { printf("SKIP gemm variant %s: this CPU lacks it\n", isa); continue; }
@@ -98,10 +116,6 @@ int main(void) {
     int before = tu_failures;
     Rng r;
     rng_seed(&r, 1);
-    // last tiles of 1-7 rows (4 and fewer take the 4-row kernels), last panels of 1-31 columns
-    int shapes[][3] = {{1, 1, 1},    {7, 33, 5},   {6, 32, 256}, {13, 65, 257}, {97, 1030, 300}, {64, 49, 576},
-                       {3, 784, 16}, {9, 24, 7},   {5, 45, 20},  {4, 784, 32},  {16, 50, 9},
-                       /* AVX-512 8 x 32 tiles: 4-row and 16-column tails */ {12, 47, 33}, {8, 32, 64}, {20, 97, 40}, {17, 16, 3}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
@@ -112,5 +126,22 @@ int main(void) {
     ran++;
     }
     CHECK(ran > 0, "no GEMM variant ran");
+    // bf16 products (fp32 accumulation) against the double product of the bf16-rounded inputs
+    if (gemm_set_precision(GEMM_BF16) != 0) printf("SKIP gemm bf16: this CPU lacks AVX512_BF16\n");
+    else {
+        int before = tu_failures;
+        g_bf16 = 1;
+        g_same_bits_as = NULL;
+        Rng r;
+        rng_seed(&r, 2);
+        for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++)
+                    for (int acc = 0; acc < 2; acc++)
+                        for (int tables = 0; tables < 4; tables++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, tables, &r);
+        printf("gemm bf16 (%s): %s\n", gemm_isa(), tu_failures == before ? "all shapes pass" : "FAILED");
+        gemm_set_precision(GEMM_FP32);
+        g_bf16 = 0;
+    }
     TEST_DONE("test_gemm");
 }

@@ -30,12 +30,13 @@ static double peak_rss_mb(void) {
 
 static const char *BENCH_HELP =
     "usage: ddpm bench --config FILE [--batch 64] [--threads N] [--steps K] [--sample-batch 100]\n"
+    "                  [--precision fp32|bf16]\n"
     "Time K training steps (noising, forward, MSE, backward, Adam) and K sampling forward passes\n"
     "after a warm-up, on random data; report images/s, GFLOP/s against the analytic FLOP count,\n"
     "the machine's FMA peak measured in the same run with its widest vectors (AVX-512, AVX2 or\n"
     "plain C), and peak memory. Each step is timed and the median is reported (machines are shared\n"
     "and noisy); the peak is the best of three bursts. DDPM_ISA=avx2 (or generic) runs the GEMMs of a\n"
-    "narrower instruction set, for comparison.\n";
+    "narrower instruction set, for comparison; --precision bf16 times bf16 products (AVX512_BF16).\n";
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -63,6 +64,7 @@ int cmd_bench(int argc, char **argv) {
     cli_set_command("ddpm bench");
     const char *config = NULL;
     long batch = 64, threads = 0, steps = 5, sample_batch = 100;
+    int precision = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_HELP, stdout); return 0; }
@@ -70,11 +72,13 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
         else if (!strcmp(a, "--steps")) steps = parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (!strcmp(a, "--sample-batch")) sample_batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
         else usage_error("unknown option '%s'", a);
     }
     if (!config) usage_error("--config FILE is required");
     set_threads((int)threads);
+    use_precision(precision);
     ModelConfig cfg;
     config_load(&cfg, config);
     // a synthetic dataset: the benchmark measures compute, not I/O
@@ -154,8 +158,8 @@ int cmd_bench(int argc, char **argv) {
            threads_in_use(), peak, 100 * train_gflops / peak);
     printf("peak RSS: %.0f MB\n", rss);
     printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f isa=%s "
-           "peak_isa=%s train_threads=%d sample_threads=%d\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss,
-           gemm_isa(), wide, train_threads, sample_threads);
+           "peak_isa=%s train_threads=%d sample_threads=%d precision=%s\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss,
+           gemm_isa(), wide, train_threads, sample_threads, precision ? "bf16" : "fp32");
     free(x); free(t);
     trainer_free(&tr);
     free(data.pixels); free(data.labels);

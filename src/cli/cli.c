@@ -12,6 +12,7 @@
 
 #include "core/common.h"
 #include "core/threads.h"
+#include "kernels/gemm.h"
 
 static const char *cmd_name = "ddpm";
 
@@ -57,6 +58,26 @@ const char *shipped_file(const char *rel) {
     if (access(rel, F_OK) == 0) return rel;
     snprintf(path, sizeof path, "%s/%s", DDPM_DATADIR, rel);
     return access(path, F_OK) == 0 ? path : rel;
+}
+
+const char *PRECISION_HELP =
+    "  --precision fp32|bf16  precision of the matrix products: fp32 (default), or bf16 inputs with\n"
+    "                      fp32 accumulation (weights, Adam and EMA stay fp32); bf16 needs a CPU\n"
+    "                      with AVX512_BF16\n";
+
+int parse_precision(const char *v) {
+    if (!strcmp(v, "fp32")) return 0;
+    if (strcmp(v, "bf16")) usage_error("option --precision: '%s' is not fp32 or bf16", v);
+#ifdef DDPM_REF
+    usage_error("--precision bf16: this ddpm was built with REF=1 (plain reference layers, fp32 only)");
+#endif
+    if (!gemm_bf16_supported())
+        usage_error("--precision bf16: this CPU has no AVX512_BF16 instructions (fp32 only)");
+    return 1;
+}
+
+void use_precision(int precision) {
+    if (gemm_set_precision(precision ? GEMM_BF16 : GEMM_FP32)) die("bf16 matrix products need AVX512_BF16, which this CPU lacks");
 }
 
 void sample_options_default(SampleOptions *o) {

@@ -14,6 +14,13 @@ double parse_double(const char *opt, const char *s, double lo, double hi);
 // source tree), else the installed copy under DDPM_DATADIR (make install), else rel.
 const char *shipped_file(const char *rel);
 
+// --precision fp32|bf16 (train, sample, eval, bench): the precision of the GEMM inputs. bf16
+// needs AVX512_BF16 and the fast layers; otherwise a one-line error and exit 2. Returns 0 or 1.
+int parse_precision(const char *value);
+// make it the precision of every GEMM from now on
+void use_precision(int precision);
+extern const char *PRECISION_HELP;
+
 // ---- sampling, shared by 'ddpm sample', 'ddpm eval' and the preview grids of 'ddpm train'
 #include "diffusion/sample.h"
 #include "model/unet.h"

@@ -70,23 +70,25 @@ int cmd_eval(int argc, char **argv) {
     SampleOptions opt;
     sample_options_default(&opt); // no strip (strip_n = 0)
     long threads = 0, n_arg = 0;
-    int no_ema = 0;
+    int no_ema = 0, precision = 0;
     const char *sampling_flag = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(EVAL_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(EVAL_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); fputs(PRECISION_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
         else if (!strcmp(a, "--n")) n_arg = parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--judge")) judge_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) sampling_flag = a;
         else usage_error("unknown option '%s'", a);
     }
     if (!!model == !!idx) usage_error("give exactly one of --model CKPT or --idx FILE");
     if (idx && sampling_flag) usage_error("option %s applies to --model (sampling) only", sampling_flag);
     set_threads((int)threads);
+    use_precision(precision);
     char err[600];
 
     // the judge and the images, cheapest checks first

@@ -71,6 +71,7 @@ int cmd_info(int argc, char **argv) {
     const TrainState *s = &ck.st;
     printf("step: %lld\nepoch: %lld\nepoch_pos: %lld\ntrain images: %lld\n", (long long)s->step, (long long)s->epoch,
            (long long)s->epoch_pos, (long long)s->n_data);
+    printf("precision: %s\n", s->precision ? "bf16" : "fp32");
     printf("lr decay: %s\ngrad clip: %g\n", s->lr_decay_steps > 0 ? "cosine" : "none", s->grad_clip);
     if (s->lr_decay_steps > 0) printf("lr decay steps: %lld\n", (long long)s->lr_decay_steps);
     printf("batch: %d\nlr: %g\nwarmup: %d\nadam: beta1 %g beta2 %g eps %g\nseed: %llu\nema: %s",

@@ -44,13 +44,14 @@ int cmd_sample(int argc, char **argv) {
     opt.strip_n = 8;
     opt.strip_k = 10;
     long rows = 10, threads = 0;
-    int no_ema = 0;
+    int no_ema = 0, precision = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); fputs(PRECISION_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
         else if (!strcmp(a, "--n")) opt.n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--rows")) rows = parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) continue;
         else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
@@ -61,6 +62,7 @@ int cmd_sample(int argc, char **argv) {
     }
     if (!model) usage_error("--model CKPT is required");
     set_threads((int)threads);
+    use_precision(precision);
     Checkpoint ck;
     Unet m;
     Schedule s;

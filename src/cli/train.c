@@ -53,6 +53,8 @@ static const char *TRAIN_HELP =
     "  --sample-dir DIR   where --sample-every writes (default samples)\n"
     "  --resume [CKPT]    continue from CKPT (default: the --out file) and keep writing it; config and\n"
     "                     hyperparameters come from the checkpoint\n"
+    "  --precision fp32|bf16  matrix products in fp32 (default) or with bf16 inputs and fp32\n"
+    "                     accumulation (AVX512_BF16 CPUs); kept in the checkpoint\n"
     "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
     "Same seed and thread count give byte-identical checkpoints, resumed or not.\n";
 
@@ -65,13 +67,14 @@ typedef struct {
     long steps, epochs, batch, seed, save_every, keep_every, limit, threads, warmup, log_every, sample_every;
     double lr, ema, grad_clip;
     int resume_flag, lr_decay; // lr_decay: -1 unset, 0 none, 1 cosine
+    int precision;             // -1 unset, 0 fp32, 1 bf16
 } TrainArgs;
 
 // returns 1 if --help was printed
 static int parse_args(TrainArgs *a, int argc, char **argv) {
     *a = (TrainArgs){.data_dir = "data", .sample_dir = "samples", .steps = -1, .epochs = -1, .batch = -1, .seed = -1,
                      .save_every = 500, .warmup = -1, .log_every = 50, .lr = -1, .ema = -1, .grad_clip = -1,
-                     .lr_decay = -1};
+                     .lr_decay = -1, .precision = -1};
     for (int i = 2; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { fputs(TRAIN_HELP, stdout); return 1; }
@@ -99,6 +102,7 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
         else if (!strcmp(o, "--log-every")) a->log_every = parse_long(o, need_value(argc, argv, &i), 1, 1000000000L);
         else if (!strcmp(o, "--sample-every")) a->sample_every = parse_long(o, need_value(argc, argv, &i), 0, 1000000000L);
         else if (!strcmp(o, "--sample-dir")) a->sample_dir = need_value(argc, argv, &i);
+        else if (!strcmp(o, "--precision")) a->precision = parse_precision(need_value(argc, argv, &i));
         else if (!strcmp(o, "--resume")) {
             a->resume_flag = 1;
             if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) a->resume = argv[++i];
@@ -128,6 +132,7 @@ static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, Train
         st->warmup = a->warmup >= 0 ? (int)a->warmup : 0;
         st->grad_clip = a->grad_clip >= 0 ? (float)a->grad_clip : 0.0f;
         st->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+        st->precision = a->precision > 0;
         return;
     }
     const char *r = a->resume;
@@ -152,6 +157,9 @@ static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, Train
         die("--warmup %ld contradicts the checkpoint's warm-up %d (%s)", a->warmup, st->warmup, r);
     if (a->grad_clip >= 0 && (float)a->grad_clip != st->grad_clip)
         die("--grad-clip %g contradicts the checkpoint's %g (%s)", a->grad_clip, st->grad_clip, r);
+    if (a->precision >= 0 && a->precision != st->precision)
+        die("--precision %s contradicts the checkpoint's %s (%s)", a->precision ? "bf16" : "fp32", st->precision ? "bf16" : "fp32", r);
+    if (st->precision) parse_precision("bf16"); // the CPU (and build) must run the run's precision
     if (a->lr_decay >= 0 && a->lr_decay != (st->lr_decay_steps > 0))
         die("--lr-decay %s contradicts the checkpoint (%s)", a->lr_decay ? "cosine" : "none", r);
 }
@@ -333,6 +341,7 @@ int cmd_train(int argc, char **argv) {
         die("the run's length %ld differs from the %lld steps its learning rate decays over (%s): resume with --steps %lld",
             total, (long long)st.lr_decay_steps, a.resume, (long long)st.lr_decay_steps);
 
+    use_precision(st.precision);
     Trainer tr;
     trainer_init(&tr, &cfg, &st, &data, a.resume_flag ? &ck : NULL);
     if (a.resume_flag) checkpoint_free(&ck);
@@ -343,9 +352,10 @@ int cmd_train(int argc, char **argv) {
     if (tr.st.step >= total) {
         fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
     } else {
-        fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu -> %s\n",
+        fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu, %s -> %s\n",
                 (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.lr_decay_steps > 0 ? "cosine decay" : "constant",
-                tr.st.warmup, tr.st.grad_clip, tr.st.ema_decay, (unsigned long long)tr.st.seed, a.out);
+                tr.st.warmup, tr.st.grad_clip, tr.st.ema_decay, (unsigned long long)tr.st.seed, tr.st.precision ? "bf16" : "fp32",
+                a.out);
         CsvLog log;
         csv_open(&log, a.log_path, a.resume_flag);
         Preview pv;

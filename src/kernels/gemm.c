@@ -32,11 +32,19 @@ static int has_avx2(void) {
 #endif
 }
 static int always(void) { return 1; }
+static int has_avx512bf16(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
 
 #define VARIANT(isa, sup) {#isa, sup, gemm_packed_a_floats_##isa, gemm_pack_a_##isa, gemm_core_##isa}
 static const GemmVariant variants[] = {VARIANT(avx512, has_avx512), VARIANT(avx2, has_avx2), VARIANT(generic, always)};
 #define N_VARIANTS (int)(sizeof variants / sizeof variants[0])
-static const GemmVariant *active = &variants[N_VARIANTS - 1];
+static const GemmVariant bf16_variant = VARIANT(avx512bf16, has_avx512bf16);
+static const GemmVariant *fp32 = &variants[N_VARIANTS - 1], *active = &variants[N_VARIANTS - 1];
 
 int gemm_variant_count(void) { return N_VARIANTS; }
 const char *gemm_variant_name(int i) { return i >= 0 && i < N_VARIANTS ? variants[i].name : NULL; }
@@ -47,7 +55,8 @@ int gemm_set_isa(const char *name) {
     for (int i = 0; i < N_VARIANTS; i++)
         if (!strcmp(name, variants[i].name)) {
             if (!variants[i].supported()) return -1;
-            active = &variants[i];
+            if (active == fp32) active = &variants[i];
+            fp32 = &variants[i];
             return 0;
         }
     return -2;
@@ -67,8 +76,22 @@ __attribute__((constructor)) static void gemm_choose(void) {
         exit(2);
     }
     for (int i = 0; i < N_VARIANTS; i++)
-        if (variants[i].supported()) { active = &variants[i]; return; }
+        if (variants[i].supported()) { active = fp32 = &variants[i]; return; }
 }
+
+int gemm_bf16_supported(void) { return bf16_variant.supported(); }
+
+int gemm_set_precision(GemmPrecision p) {
+    if (p == GEMM_BF16) {
+        if (!bf16_variant.supported()) return -1;
+        active = &bf16_variant;
+    } else {
+        active = fp32;
+    }
+    return 0;
+}
+
+GemmPrecision gemm_precision(void) { return active == &bf16_variant ? GEMM_BF16 : GEMM_FP32; }
 
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
           int ldc, int accumulate) {

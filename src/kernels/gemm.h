@@ -30,9 +30,17 @@ void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, 
 int gemm_variant_count(void);
 const char *gemm_variant_name(int i);
 int gemm_variant_supported(int i);   // 1 if this CPU runs variant i
-const char *gemm_isa(void);          // the active variant's name
+const char *gemm_isa(void);          // the active variant's name ("avx512bf16" in bf16)
 // make the named variant active (not inside a parallel region, and not between gemm_pack_a and
 // gemm_packed: the packed layout is the variant's): 0, or -1 if the CPU lacks it, -2 if unknown
 int gemm_set_isa(const char *name);
+
+// Precision of the products: fp32, or bf16 inputs (rounded to nearest even) with fp32
+// accumulation, on CPUs with AVX512_BF16 (VDPBF16PS: two products per fp32 lane). Same rules as
+// gemm_set_isa; 0, or -1 if the CPU lacks bf16 instructions.
+typedef enum { GEMM_FP32 = 0, GEMM_BF16 = 1 } GemmPrecision;
+int gemm_bf16_supported(void);
+int gemm_set_precision(GemmPrecision p);
+GemmPrecision gemm_precision(void);
 
 #endif

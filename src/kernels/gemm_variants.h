@@ -13,5 +13,6 @@
 GEMM_VARIANT_DECL(avx512)
 GEMM_VARIANT_DECL(avx2)
 GEMM_VARIANT_DECL(generic)
+GEMM_VARIANT_DECL(avx512bf16) // bf16 inputs, fp32 accumulation (gemm_set_precision)
 
 #endif

@@ -11,7 +11,7 @@
 #include "core/common.h"
 
 #define CKPT_MAGIC "DDPMCKPT"
-#define CKPT_VERSION 2u
+#define CKPT_VERSION 3u
 
 // ---- a growable byte buffer: the whole file is built in memory, CRC'd, then written once
 typedef struct { unsigned char *p; size_t n, cap; } Buf;
@@ -35,6 +35,7 @@ static void put_state(Buf *b, const TrainState *s) {
     PUT(b, s->ema_decay); PUT(b, s->warmup); PUT(b, s->step); PUT(b, s->epoch); PUT(b, s->epoch_pos);
     PUT(b, s->n_data); PUT(b, s->noise_rng.s);
     PUT(b, s->lr_decay_steps); PUT(b, s->grad_clip);
+    PUT(b, s->precision);
 }
 
 // ---- reader over a loaded file with bounds checks
@@ -53,6 +54,8 @@ static void get_state(Rd *r, TrainState *s, uint32_t version) {
     s->lr_decay_steps = 0;
     s->grad_clip = 0;
     if (version >= 2) { GET(r, s->lr_decay_steps); GET(r, s->grad_clip); }
+    s->precision = 0;
+    if (version >= 3) GET(r, s->precision);
 }
 
 int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
@@ -116,7 +119,8 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
     }
     if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0 ||
-        ck->st.lr_decay_steps < 0 || !(ck->st.grad_clip >= 0) || !(ck->st.lr > 0)) {
+        ck->st.lr_decay_steps < 0 || !(ck->st.grad_clip >= 0) || !(ck->st.lr > 0) || ck->st.precision < 0 ||
+        ck->st.precision > 1) {
         free(data);
         return set_error(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
     }

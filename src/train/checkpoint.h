@@ -1,8 +1,8 @@
 // checkpoint.h: everything needed to continue a training run exactly, in one file.
 //
 // Layout (little-endian):
-//   char magic[8] = "DDPMCKPT"; uint32 version = 2 (version 1 files, without lr_decay_steps
-//   and grad_clip, are still read)
+//   char magic[8] = "DDPMCKPT"; uint32 version = 3 (versions 1 and 2, without lr_decay_steps
+//   and grad_clip or without precision, are still read)
 //   uint32 cfg_len; char cfg[cfg_len]            canonical model config text (config_to_text)
 //   TrainState fields, each written explicitly (see checkpoint.c)
 //   uint64 n_params; float params[n], adam_m[n], adam_v[n]; (if has_ema) float ema[n]

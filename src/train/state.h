@@ -16,6 +16,7 @@ typedef struct {
     int32_t warmup;        // learning-rate warm-up steps (0 = none)
     int64_t lr_decay_steps; // cosine decay of the lr to 0 at this step (0 = constant lr)
     float grad_clip;       // clip the global gradient L2 norm to this (0 = off)
+    int32_t precision;     // of the GEMM inputs: 0 fp32, 1 bf16 (fp32 accumulation, weights and Adam in fp32)
     // progress
     int64_t step;          // optimizer steps done (= Adam's step count)
     int64_t epoch;         // current epoch (0-based)

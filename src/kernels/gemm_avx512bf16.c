@@ -1,0 +1,195 @@
+// gemm_avx512bf16.c: the GEMM in bf16 mixed precision for CPUs with AVX512_BF16: A and B are
+// rounded to bf16 (round to nearest even, as VCVTNE2PS2BF16 does: subnormal inputs count as 0)
+// while they are packed, and VDPBF16PS multiplies two k at a time into fp32 accumulators:
+// c += a[k] b[k] + a[k+1] b[k+1]. The packed panels hold (k, k+1) pairs: A [k/2][MR][2],
+// B [k/2][NR][2], a 32-bit pair per row or column, so one broadcast of an A pair meets one
+// 512-bit load of 16 B pairs. An 8 x 32 tile, like the fp32 AVX-512 kernel; every panel is packed
+// (bf16 is never read in place). Deterministic: the order of the sums depends only on the shapes.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512bw,avx512bf16,avx2,fma")
+#endif
+#include "kernels/gemm_variants.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#define MR 8
+#define NR 32
+#define KC 512 // even: every K chunk but the last holds whole pairs (512 bf16: as many bytes as 256 floats)
+#define MC 96
+#define NC 1024
+
+// pack buffers (per thread, never state between calls), in bf16 elements
+static _Thread_local uint16_t packA[MC * (KC + 2)] __attribute__((aligned(64)));
+static _Thread_local uint16_t packB[(KC + 2) * (NC + NR)] __attribute__((aligned(64)));
+
+static inline const float *row_at(const float *M, int ld, const long *off, long r) {
+    return off ? M + off[r] : M + (size_t)r * ld;
+}
+
+// dst[0..n) = bf16(src[0..n)), n >= 0, through the vector conversion (masked tail)
+static void to_bf16(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16(dst + i, m, h);
+    }
+}
+
+// the even K chunk size: K in equal chunks of at most KC, rounded up to a pair
+static int k_step(int K) {
+    int nk = (K + KC - 1) / KC, s = (K + nk - 1) / nk;
+    return (s + 1) / 2 * 2;
+}
+
+// A panels p[ir/MR][kc2][MR][2] (kc2 = ceil(kc / 2)): rows i0..i0+mc, k0..k0+kc; zeros past them
+static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
+    int kc2 = (kc + 1) / 2;
+    uint16_t row[KC + 2], row2[MR];
+    for (int ir = 0; ir < mc; ir += MR, p += (size_t)kc2 * MR * 2) {
+        int mr = mc - ir < MR ? mc - ir : MR;
+        uint32_t *p32 = (uint32_t *)p;
+        if (!transA) { // row i of A: k contiguous; its pairs go to p32[kp MR + i]
+            for (int i = 0; i < MR; i++) {
+                if (i < mr) {
+                    to_bf16(row, row_at(A, lda, aoff, i0 + ir + i) + k0, kc);
+                    row[kc] = 0;
+                    for (int kp = 0; kp < kc2; kp++) { uint32_t v; memcpy(&v, row + 2 * kp, 4); p32[kp * MR + i] = v; }
+                } else {
+                    for (int kp = 0; kp < kc2; kp++) p32[kp * MR + i] = 0;
+                }
+            }
+        } else { // A stored [K][M]: row k holds the MR values of one k
+            for (int k = 0; k < 2 * kc2; k++) {
+                if (k < kc) to_bf16(row2, row_at(A, lda, aoff, k0 + k) + i0 + ir, mr);
+                for (int i = 0; i < MR; i++) p[((size_t)(k / 2) * MR + i) * 2 + k % 2] = k < kc && i < mr ? row2[i] : 0;
+            }
+        }
+    }
+}
+
+// B panels packB[jr/NR][kc2][NR][2]: rows k0..k0+kc, columns j0..j0+nc; zeros past them
+static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0, int kc, int j0, int nc) {
+    int kc2 = (kc + 1) / 2;
+    uint16_t *p = packB;
+    // (row k, row k+1) -> 16 interleaved pairs: words 2j, 2j+1 from j and 16 + j of cvtne2ps
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                           5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    uint16_t col[KC + 2];
+    for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) {
+        int nr = nc - jr < NR ? nc - jr : NR;
+        if (!transB) {
+            for (int kp = 0; kp < kc2; kp++) {
+                int k = 2 * kp;
+                const float *r0 = row_at(B, ldb, boff, k0 + k) + j0 + jr;
+                const float *r1 = k + 1 < kc ? row_at(B, ldb, boff, k0 + k + 1) + j0 + jr : NULL;
+                for (int h = 0; h < 2; h++) { // columns 16 h .. 16 h + 16
+                    int n = nr - 16 * h;
+                    __mmask16 m = n >= 16 ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+                    __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + 16 * h);
+                    __m512 x1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + 16 * h) : _mm512_setzero_ps();
+                    __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+                    _mm512_storeu_si512((void *)(p + ((size_t)kp * NR + 16 * h) * 2), v);
+                }
+            }
+        } else { // B stored [N][K]: column j of op(B) is row j, its k pairs contiguous
+            uint32_t *p32 = (uint32_t *)p;
+            for (int j = 0; j < NR; j++) {
+                if (j < nr) {
+                    to_bf16(col, row_at(B, ldb, boff, j0 + jr + j) + k0, kc);
+                    col[kc] = 0;
+                    for (int kp = 0; kp < kc2; kp++) { uint32_t v; memcpy(&v, col + 2 * kp, 4); p32[kp * NR + j] = v; }
+                } else {
+                    for (int kp = 0; kp < kc2; kp++) p32[kp * NR + j] = 0;
+                }
+            }
+        }
+    }
+}
+
+// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] from packed bf16 pair panels
+static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *restrict b, float *c, int ldc, int mr,
+                         int nr, int acc) {
+    __m512 r[MR][2];
+    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
+    const uint32_t *a32 = (const uint32_t *)a;
+    for (int kp = 0; kp < kc2; kp++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2));
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2 + 32));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a32[kp * MR + i]);
+            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
+            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
+        }
+    }
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        __m512 x0 = r[i][0], x1 = r[i][1];
+        if (acc) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, ci));
+            if (m1) x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        _mm512_mask_storeu_ps(ci, m0, x0);
+        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, x1);
+    }
+}
+
+// Pre-packed A (gemm_pack_a): for each K chunk [pc, pc + kc), the pair panels of all M rows at
+// Ap + pc Mr bf16 (Mr = M rounded up to MR; every chunk but the last has an even kc).
+size_t gemm_packed_a_floats_avx512bf16(int M, int K) {
+    size_t Mr = (size_t)(M + MR - 1) / MR * MR, Kp = (size_t)(K > 0 ? K + 1 : 0) / 2 * 2;
+    return (Mr * Kp + 1) / 2 + 16;
+}
+
+void gemm_pack_a_avx512bf16(int transA, int M, int K, const float *A, int lda, float *Ap) {
+    int Mr = (M + MR - 1) / MR * MR, kc_step = k_step(K);
+    for (int pc = 0; pc < K; pc += kc_step) {
+        int kc = K - pc < kc_step ? K - pc : kc_step;
+        pack_a((uint16_t *)Ap + (size_t)pc * Mr, transA, A, lda, NULL, 0, M, pc, kc);
+    }
+}
+
+void gemm_core_avx512bf16(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
+                          const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, N * sizeof(float));
+        return;
+    }
+    int kc_step = k_step(K), Mr = (M + MR - 1) / MR * MR;
+    for (int jc = 0; jc < N; jc += NC) {
+        int nc = N - jc < NC ? N - jc : NC;
+        for (int pc = 0; pc < K; pc += kc_step) {
+            int kc = K - pc < kc_step ? K - pc : kc_step, kc2 = (kc + 1) / 2;
+            int acc = accumulate || pc > 0;
+            pack_b(transB, B, ldb, boff, pc, kc, jc, nc);
+            for (int ic = 0; ic < M; ic += MC) {
+                int mc = M - ic < MC ? M - ic : MC;
+                const uint16_t *ablock = Ap ? (const uint16_t *)Ap + (size_t)pc * Mr + (size_t)ic * kc2 * 2 : packA;
+                if (!Ap) pack_a(packA, transA, A, lda, aoff, ic, mc, pc, kc);
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    const uint16_t *bp = packB + (size_t)jr * kc2 * 2;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        micro_kernel(kc2, ablock + (size_t)ir * kc2 * 2, bp, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
+                                     mr, nr, acc);
+                    }
+                }
+            }
+        }
+    }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -50,7 +50,7 @@ ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))
 
 .SECONDARY:
-.PHONY: all test check-mnist data deps clean bench demo install uninstall FORCE
+.PHONY: all test variant-tests check-mnist data deps clean bench demo install uninstall FORCE
 all: ddpm
 
 ddpm: $(CLI_OBJ) $(LIB_OBJ) build/.variant
@@ -84,10 +84,26 @@ check-mnist:
 	@missing=""; for f in $(MNIST_FILES); do [ -f "$(MNIST_DIR)/$$f" ] || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then echo "make test: MNIST_DIR=$(MNIST_DIR) lacks$$missing: run 'make data' (or set MNIST_DIR to a folder with them)"; exit 1; fi
 
+# The layer, GEMM and PyTorch-reference tests also run in the builds for the other CPU levels this
+# CPU runs (x86-64-v3 = AVX2 + FMA; the portable build), whose vector code differs from native's,
+# each with the GEMM variant of its level (DDPM_ISA).
+VARIANT_TESTS := test_layers test_gemm test_reference
+VARIANT_ARCHS := $(if $(filter native,$(ARCH)),$(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),x86-64-v3) portable)
+VARIANT_SKIP  := $(if $(filter native,$(ARCH)),$(if $(filter x86-64-v3,$(VARIANT_ARCHS)),,"echo SKIP x86-64-v3 build tests: this CPU lacks AVX2"))
+VARIANT_ISA_x86-64-v3 := avx2
+VARIANT_ISA_portable  := generic
+VARIANT_RUN   := $(foreach a,$(VARIANT_ARCHS),$(patsubst %,"DDPM_ISA=$(VARIANT_ISA_$(a)) build/$(a)$(if $(filter 1,$(REF)),-ref)/%",$(VARIANT_TESTS)))
+REF_SFX       := $(if $(filter 1,$(REF)),-ref)
+variant-tests:
+	@for a in $(VARIANT_ARCHS); do \
+	  if [ $$a = portable ]; then opt="PORTABLE=1"; else opt="ARCH=$$a"; fi; \
+	  $(MAKE) --no-print-directory $$opt $(if $(filter 1,$(REF)),REF=1) $$(for t in $(VARIANT_TESTS); do echo build/$$a$(REF_SFX)/$$t; done) >/dev/null || exit 1; \
+	done
+
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
-test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN)
+test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) variant-tests
 	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" \
-	  $(addsuffix :asan,$(ASAN_BIN))
+	  $(addsuffix :asan,$(ASAN_BIN)) $(VARIANT_RUN) $(VARIANT_SKIP)
 
 data:
 	bash tools/get_mnist.sh data

@@ -6,9 +6,9 @@
 // 512-bit load of 16 B pairs. An 8 x 32 tile, like the fp32 AVX-512 kernel; every panel is packed
 // (bf16 is never read in place). Deterministic: the order of the sums depends only on the shapes.
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
 #else
-#pragma GCC target("avx512f,avx512bw,avx512bf16,avx2,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")
 #endif
 #include "kernels/gemm_variants.h"
 

@@ -55,6 +55,63 @@ static int poison(const char *in, const char *out) {
     return 0;
 }
 
+// Whatever a config can hold, its canonical text (written into every checkpoint) reads back to
+// the same config: every key at the edges of its range, and keys the bounds reject with the bound
+// named. Cheap, so it runs before the checkpoint tests.
+static void test_config_round_trip(void) {
+    static const char *base =
+        "im_channels = 1\nim_size = 16\ndown_channels = 16, 16, 16\nmid_channels = 16, 16, 16\n"
+        "down_sample = 1, 1\ndown_attn = 0, 1\ntime_emb_dim = 16\nnum_down_layers = 1\nnum_mid_layers = 1\n"
+        "num_up_layers = 1\nnum_heads = 2\n";
+    static const char *edges[] = {
+        "beta_start = 1e-12\nbeta_end = 0.999\n", "beta_start = 0.999\nbeta_end = 0.999\n",
+        "schedule = constant\nbeta = 0.999\n", "schedule = constant\nbeta = 1e-12\n",
+        "schedule = cosine\ncosine_s = 0\n", "schedule = cosine\ncosine_s = 1\n",
+        "beta_start = 0.1\nbeta_end = 0.30000001\n", "num_timesteps = 1\n", "num_timesteps = 100000\n",
+        "beta_start = 1.17549435e-38\n", "beta_end = 0.99900001\n"};
+    char text[2048], canon[4096], canon2[4096], err[300];
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        snprintf(text, sizeof text, "%s%s", base, edges[i]);
+        ModelConfig a, b;
+        int ok = config_parse(&a, text, "edge", err, sizeof err) == 0;
+        if (!ok) { // 1.17e-38 is below 1e-12: rejected, naming the range
+            CHECK(strstr(edges[i], "e-38") && strstr(err, "[1e-12, 0.999]"), "edge %zu rejected: %s", i, err);
+            continue;
+        }
+        config_to_text(&a, canon, sizeof canon);
+        int back = config_parse(&b, canon, "canonical", err, sizeof err) == 0;
+        CHECK(back, "edge %zu: the canonical text does not read back: %s\n%s", i, err, canon);
+        if (back) {
+            config_to_text(&b, canon2, sizeof canon2);
+            CHECK(!strcmp(canon, canon2) && a.beta_start == b.beta_start && a.beta_end == b.beta_end && a.beta == b.beta &&
+                      a.cosine_s == b.cosine_s,
+                  "edge %zu: round trip changed the config:\n%s\n%s", i, canon, canon2);
+        }
+    }
+    // sizes beyond what the program can run are refused with the bound, before any allocation
+    static const char *too_big[] = {"time_emb_dim = 40000", "im_size = 1024", "im_channels = 5", "num_heads = 128",
+                                    "num_down_layers = 17", "num_timesteps = 100001"};
+    for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)(strchr(too_big[i], ' ') - too_big[i]), too_big[i]);
+        // replace the key's line of the base (or add it)
+        const char *at = strstr(base, key);
+        if (at) {
+            const char *eol = strchr(at, '\n');
+            snprintf(text, sizeof text, "%.*s%s%s", (int)(at - base), base, too_big[i], eol);
+        } else {
+            snprintf(text, sizeof text, "%s%s\n", base, too_big[i]);
+        }
+        ModelConfig a;
+        CHECK(config_parse(&a, text, "big", err, sizeof err) != 0 && strstr(err, "..") != NULL, "'%s' accepted or no bound named: %s",
+              too_big[i], err);
+    }
+    // a UTF-8 byte-order mark before the first key is skipped
+    snprintf(text, sizeof text, "\xEF\xBB\xBF%s", base);
+    ModelConfig a;
+    CHECK(config_parse(&a, text, "bom", err, sizeof err) == 0, "config with a byte-order mark: %s", err);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--poison")) return poison(argv[2], argv[3]);
     char dir[] = "/tmp/ddpm_ckpt_XXXXXX";
@@ -76,7 +133,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) { mm[i] = rng_normal(&r); vv[i] = rng_uniform(&r); ema[i] = rng_normal(&r); }
     TrainState st = {0};
     st.batch = 8; st.seed = 42; st.lr = 2e-4f; st.beta1 = 0.9f; st.beta2 = 0.999f; st.eps = 1e-8f;
-    st.ema_decay = 0.995f; st.warmup = 100; st.step = 123; st.epoch = 4; st.epoch_pos = 56; st.n_data = 1000;
+    st.ema_decay = 0.995f; st.warmup = 100; st.step = 507; st.epoch = 4; st.epoch_pos = 56; st.n_data = 1000;
     st.lr_decay_steps = 5400; st.grad_clip = 1.5f; st.precision = 1;
     rng_seed(&st.noise_rng, 99);
     rng_u64(&st.noise_rng);
@@ -129,6 +186,35 @@ int main(int argc, char **argv) {
     memcpy(c, fa, na); c[8] = 99; fix_crc(c, na);
     write_all(bad, c, na);
     load_fails(bad, "version", "version");
+    // every field of the state out of range or inconsistent, with a valid CRC: rejected, the field
+    // named (state layout after the config: batch 4, seed 8, lr 4, beta1 4, beta2 4, eps 4, ema 4,
+    // warmup 4, step 8, epoch 8, epoch_pos 8, n_data 8, rng 32, lr_decay_steps 8, grad_clip 4, precision 4)
+    {
+        uint32_t cfg_len;
+        memcpy(&cfg_len, fa + 12, 4);
+        size_t st0 = 16 + cfg_len;
+        struct { size_t off, size; double value; int is_float; const char *field; } muts[] = {
+            {0, 4, 0, 0, "batch"}, {0, 4, 70000, 0, "batch"}, {12, 4, 0, 1, "lr"}, {12, 4, NAN, 1, "lr"},
+            {16, 4, 1.0, 1, "beta1"}, {20, 4, -0.5, 1, "beta2"}, {24, 4, 0, 1, "eps"}, {28, 4, 1.0, 1, "ema_decay"},
+            {32, 4, -1, 0, "warmup"}, {36, 8, -5, 0, "step"}, {44, 8, 999, 0, "epoch"},
+            {52, 8, 1099511627776.0, 0, "epoch_pos"}, {52, 8, 999, 0, "epoch_pos"}, {52, 8, 57, 0, "epoch_pos"},
+            {52, 8, 64, 0, "do not give step"}, {60, 8, 4, 0, "n_data"}, {60, 8, 2000, 0, "do not give step"},
+            {68, 32, 0, 0, "noise_rng"}, {100, 8, -1, 0, "lr_decay_steps"}, {108, 4, -1, 1, "grad_clip"},
+            {112, 4, 2, 0, "precision"}};
+        for (size_t i = 0; i < sizeof muts / sizeof muts[0]; i++) {
+            memcpy(c, fa, na);
+            unsigned char *f = c + st0 + muts[i].off;
+            if (muts[i].size == 32) memset(f, 0, 32);
+            else if (muts[i].is_float) { float v = (float)muts[i].value; memcpy(f, &v, 4); }
+            else if (muts[i].size == 4) { int32_t v = (int32_t)muts[i].value; memcpy(f, &v, 4); }
+            else { int64_t v = (int64_t)muts[i].value; memcpy(f, &v, 8); }
+            fix_crc(c, na);
+            write_all(bad, c, na);
+            char what[64];
+            snprintf(what, sizeof what, "%s = %g", muts[i].field, muts[i].value);
+            load_fails(bad, what, muts[i].field);
+        }
+    }
     // older versions still load: version 1 (before lr decay and grad clip: 16 bytes fewer after the
     // 100-byte state, with the precision) with both off, version 2 (before the precision: 4 bytes
     // fewer after 112) in fp32
@@ -183,5 +269,6 @@ int main(int argc, char **argv) {
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
     free(fa); free(fb); free(c); free(mm); free(vv); free(ema);
     unet_free(&m);
+    test_config_round_trip();
     TEST_DONE("test_checkpoint");
 }

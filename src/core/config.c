@@ -11,6 +11,9 @@
 
 #include "core/common.h"
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 const char *schedule_name(ScheduleKind k) {
     switch (k) {
     case SCHEDULE_LINEAR: return "linear";
@@ -37,12 +40,15 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     return 0;
 }
 
+// strict float parse; the bounds apply to the value as a float, so whatever config_to_text
+// writes (%.9g of a float in range) reads back (0.999f prints as 0.999000013)
 static int parse_float(const char *s, float lo, float hi, float *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *trim(end) != 0 || errno || !isfinite(v) || v < lo || v > hi) return -1;
-    *out = (float)v;
+    float f = (float)v;
+    if (end == s || *trim(end) != 0 || errno || !isfinite(v) || !(f >= lo && f <= hi)) return -1;
+    *out = f;
     return 0;
 }
 
@@ -74,6 +80,25 @@ static const int REQUIRED[] = {K_IM_CHANNELS, K_IM_SIZE, K_DOWN_CHANNELS, K_MID_
                                K_DOWN_SAMPLE, K_TIME_EMB_DIM, K_NUM_DOWN_LAYERS,
                                K_NUM_MID_LAYERS, K_NUM_UP_LAYERS, K_NUM_HEADS};
 
+// the accepted values of a key, for error messages
+static const char *key_range(int k) {
+    switch (k) {
+    case K_IM_CHANNELS: return "an integer in 1.." STR(CFG_MAX_IM_CHANNELS);
+    case K_IM_SIZE: return "an integer in 1.." STR(CFG_MAX_IM_SIZE);
+    case K_DOWN_CHANNELS: case K_MID_CHANNELS: return "a comma-separated list of integers in 1.." STR(CFG_MAX_CHANNELS);
+    case K_DOWN_SAMPLE: case K_DOWN_ATTN: return "a comma-separated list of 0/1 or true/false";
+    case K_TIME_EMB_DIM: return "an even integer in 2.." STR(CFG_MAX_TIME_EMB_DIM);
+    case K_NUM_DOWN_LAYERS: case K_NUM_UP_LAYERS: return "an integer in 1.." STR(CFG_MAX_LAYERS);
+    case K_NUM_MID_LAYERS: return "an integer in 0.." STR(CFG_MAX_LAYERS);
+    case K_NUM_HEADS: return "an integer in 1.." STR(CFG_MAX_HEADS);
+    case K_SCHEDULE: return "linear, cosine or constant";
+    case K_NUM_TIMESTEPS: return "an integer in 1.." STR(CFG_MAX_TIMESTEPS);
+    case K_BETA_START: case K_BETA_END: case K_BETA: return "a number in [1e-12, 0.999]";
+    case K_COSINE_S: return "a number in [0, 1]";
+    }
+    return "?";
+}
+
 int config_parse(ModelConfig *c, const char *text, const char *name, char *err, size_t errlen) {
     memset(c, 0, sizeof(*c));
     c->schedule = SCHEDULE_LINEAR;
@@ -84,6 +109,7 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
     c->cosine_s = 0.008f;
     int seen[K_COUNT] = {0}, n_sample = 0, n_attn = 0;
 
+    if (!strncmp(text, "\xEF\xBB\xBF", 3)) text += 3; // a UTF-8 byte-order mark (some editors write one)
     size_t len = strlen(text);
     char *buf = mallocCheck(len + 1);
     memcpy(buf, text, len + 1);
@@ -115,30 +141,30 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         if (!*val) { rc = set_error(err, errlen, "%s:%d: key '%s' has no value", name, lineno, key); break; }
         int bad = 0;
         switch (k) {
-        case K_IM_CHANNELS: bad = parse_int(val, 1, 64, &c->im_channels); break;
-        case K_IM_SIZE: bad = parse_int(val, 1, 1024, &c->im_size); break;
-        case K_DOWN_CHANNELS: bad = parse_list(val, 1, 65536, 0, c->down_channels, &c->n_down); break;
-        case K_MID_CHANNELS: bad = parse_list(val, 1, 65536, 0, c->mid_channels, &c->n_mid); break;
+        case K_IM_CHANNELS: bad = parse_int(val, 1, CFG_MAX_IM_CHANNELS, &c->im_channels); break;
+        case K_IM_SIZE: bad = parse_int(val, 1, CFG_MAX_IM_SIZE, &c->im_size); break;
+        case K_DOWN_CHANNELS: bad = parse_list(val, 1, CFG_MAX_CHANNELS, 0, c->down_channels, &c->n_down); break;
+        case K_MID_CHANNELS: bad = parse_list(val, 1, CFG_MAX_CHANNELS, 0, c->mid_channels, &c->n_mid); break;
         case K_DOWN_SAMPLE: bad = parse_list(val, 0, 1, 1, c->down_sample, &n_sample); break;
         case K_DOWN_ATTN: bad = parse_list(val, 0, 1, 1, c->down_attn, &n_attn); break;
-        case K_TIME_EMB_DIM: bad = parse_int(val, 2, 65536, &c->time_emb_dim); break;
-        case K_NUM_DOWN_LAYERS: bad = parse_int(val, 1, 64, &c->num_down_layers); break;
-        case K_NUM_MID_LAYERS: bad = parse_int(val, 0, 64, &c->num_mid_layers); break;
-        case K_NUM_UP_LAYERS: bad = parse_int(val, 1, 64, &c->num_up_layers); break;
-        case K_NUM_HEADS: bad = parse_int(val, 1, 1024, &c->num_heads); break;
+        case K_TIME_EMB_DIM: bad = parse_int(val, 2, CFG_MAX_TIME_EMB_DIM, &c->time_emb_dim); break;
+        case K_NUM_DOWN_LAYERS: bad = parse_int(val, 1, CFG_MAX_LAYERS, &c->num_down_layers); break;
+        case K_NUM_MID_LAYERS: bad = parse_int(val, 0, CFG_MAX_LAYERS, &c->num_mid_layers); break;
+        case K_NUM_UP_LAYERS: bad = parse_int(val, 1, CFG_MAX_LAYERS, &c->num_up_layers); break;
+        case K_NUM_HEADS: bad = parse_int(val, 1, CFG_MAX_HEADS, &c->num_heads); break;
         case K_SCHEDULE:
             if (!strcmp(val, "linear")) c->schedule = SCHEDULE_LINEAR;
             else if (!strcmp(val, "cosine")) c->schedule = SCHEDULE_COSINE;
             else if (!strcmp(val, "constant")) c->schedule = SCHEDULE_CONSTANT;
             else bad = 1;
             break;
-        case K_NUM_TIMESTEPS: bad = parse_int(val, 1, 100000, &c->num_timesteps); break;
+        case K_NUM_TIMESTEPS: bad = parse_int(val, 1, CFG_MAX_TIMESTEPS, &c->num_timesteps); break;
         case K_BETA_START: bad = parse_float(val, 1e-12f, 0.999f, &c->beta_start); break;
         case K_BETA_END: bad = parse_float(val, 1e-12f, 0.999f, &c->beta_end); break;
         case K_BETA: bad = parse_float(val, 1e-12f, 0.999f, &c->beta); break;
         case K_COSINE_S: bad = parse_float(val, 0.0f, 1.0f, &c->cosine_s); break;
         }
-        if (bad) rc = set_error(err, errlen, "%s:%d: key '%s': invalid value '%.40s'", name, lineno, key, val);
+        if (bad) rc = set_error(err, errlen, "%s:%d: key '%s': invalid value '%.40s' (%s)", name, lineno, key, val, key_range(k));
     }
     free(buf);
     if (rc) return rc;

@@ -7,6 +7,15 @@
 #include <stdio.h>
 
 #define CFG_MAX_LEVELS 8
+// what this program can sensibly run (memory and time per image stay within a desktop's reach);
+// a config or checkpoint outside them is rejected with the bound in the message
+#define CFG_MAX_IM_CHANNELS 4
+#define CFG_MAX_IM_SIZE 256
+#define CFG_MAX_CHANNELS 2048
+#define CFG_MAX_TIME_EMB_DIM 4096
+#define CFG_MAX_LAYERS 16
+#define CFG_MAX_HEADS 64
+#define CFG_MAX_TIMESTEPS 100000
 
 typedef enum { SCHEDULE_LINEAR = 0, SCHEDULE_COSINE = 1, SCHEDULE_CONSTANT = 2 } ScheduleKind;
 

@@ -243,7 +243,8 @@ static size_t layout_block_layers(Unet *m, Block *bk, size_t cur) {
     return cur;
 }
 
-void unet_build(Unet *m, const ModelConfig *c) {
+// the layout: blocks, parameter tensors, activation offsets, workspace (no parameter arrays)
+static void unet_layout(Unet *m, const ModelConfig *c) {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
     int nd = c->n_down - 1, nm = c->n_mid - 1, D = c->time_emb_dim, S = c->im_size;
@@ -349,9 +350,20 @@ void unet_build(Unet *m, const ModelConfig *c) {
     m->a_act_out = add_act_g(m, (size_t)OUT_CH * S * S);
     m->a_out = add_act_g(m, img);
     need_ws(m, conv2d_ws_floats(OUT_CH, S, S, c->im_channels, 3, 1, 1));
+}
 
+void unet_build(Unet *m, const ModelConfig *c) {
+    unet_layout(m, c);
     m->params = alignedCalloc(m->n_params * sizeof(float));
     m->grads = alignedCalloc(m->n_params * sizeof(float));
+}
+
+void unet_size(const ModelConfig *c, size_t *n_params, size_t *floats_per_image) {
+    Unet m;
+    unet_layout(&m, c);
+    *n_params = m.n_params;
+    *floats_per_image = m.acts_per_image + m.grads_per_image + m.scratch_per_image;
+    unet_free(&m);
 }
 
 void unet_init_params(Unet *m, Rng *rng) {

@@ -86,6 +86,9 @@ typedef struct {
 } Unet;
 
 void unet_build(Unet *m, const ModelConfig *c);          // layout + zeroed params/grads
+// the parameter count and the activation floats per training image of a config, without
+// allocating either (to check a file against its config before trusting its sizes)
+void unet_size(const ModelConfig *c, size_t *n_params, size_t *floats_per_image);
 void unet_init_params(Unet *m, Rng *rng);                // PyTorch default init
 // once per batch size and thread count (no-op if both fit: call it again after set_threads);
 // with_grads = 0 for sampling (forward only)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/common.h"
+#include "model/unet.h"
 
 #define CKPT_MAGIC "DDPMCKPT"
 #define CKPT_VERSION 3u
@@ -56,6 +57,37 @@ static void get_state(Rd *r, TrainState *s, uint32_t version) {
     if (version >= 2) { GET(r, s->lr_decay_steps); GET(r, s->grad_clip); }
     s->precision = 0;
     if (version >= 3) GET(r, s->precision);
+}
+
+// Every field of a training state in its range, and consistent with the others (the data cursor
+// and the step count follow from each other). 0, or -1 with the field named in why.
+static int validate_state(const TrainState *s, char *why, size_t n) {
+#define BAD(...) return set_error(why, n, __VA_ARGS__)
+    if (s->batch < 1 || s->batch > 65536) BAD("batch = %d, not in [1, 65536]", s->batch);
+    if (s->n_data < s->batch || s->n_data > 100000000) BAD("n_data = %lld, not in [batch = %d, 1e8]", (long long)s->n_data, s->batch);
+    if (!(s->lr > 0 && s->lr <= 10)) BAD("lr = %g, not in (0, 10]", s->lr);
+    if (!(s->beta1 >= 0 && s->beta1 < 1)) BAD("beta1 = %g, not in [0, 1)", s->beta1);
+    if (!(s->beta2 >= 0 && s->beta2 < 1)) BAD("beta2 = %g, not in [0, 1)", s->beta2);
+    if (!(s->eps > 0 && s->eps <= 1)) BAD("eps = %g, not in (0, 1]", s->eps);
+    if (!(s->ema_decay >= 0 && s->ema_decay < 1)) BAD("ema_decay = %g, not in [0, 1)", s->ema_decay);
+    if (s->warmup < 0 || s->warmup > 1000000000) BAD("warmup = %d, not in [0, 1e9]", s->warmup);
+    if (s->lr_decay_steps < 0 || s->lr_decay_steps > 1000000000)
+        BAD("lr_decay_steps = %lld, not in [0, 1e9]", (long long)s->lr_decay_steps);
+    if (!(s->grad_clip >= 0 && s->grad_clip <= 1e30f)) BAD("grad_clip = %g, not in [0, 1e30]", s->grad_clip);
+    if (s->precision < 0 || s->precision > 1) BAD("precision = %d, not 0 (fp32) or 1 (bf16)", s->precision);
+    if (s->step < 0 || s->step > 1000000000) BAD("step = %lld, not in [0, 1e9]", (long long)s->step);
+    // the cursor: a whole number of batches into the epoch, with a whole batch left
+    if (s->epoch_pos < 0 || s->epoch_pos % s->batch || s->epoch_pos + s->batch > s->n_data)
+        BAD("epoch_pos = %lld, not a multiple of the batch %d in [0, n_data - batch = %lld]", (long long)s->epoch_pos, s->batch,
+            (long long)(s->n_data - s->batch));
+    int64_t spe = s->n_data / s->batch; // steps per epoch
+    if (s->epoch < 0 || s->epoch > s->step / spe || s->epoch * spe + s->epoch_pos / s->batch != s->step)
+        BAD("epoch %lld and epoch_pos %lld do not give step %lld (%lld steps per epoch)", (long long)s->epoch,
+            (long long)s->epoch_pos, (long long)s->step, (long long)spe);
+    if (!(s->noise_rng.s[0] | s->noise_rng.s[1] | s->noise_rng.s[2] | s->noise_rng.s[3]))
+        BAD("noise_rng state is all zero (not a state the generator can reach)");
+    return 0;
+#undef BAD
 }
 
 int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
@@ -118,11 +150,13 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         free(data);
         return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
     }
-    if (ck->st.batch <= 0 || ck->st.step < 0 || ck->st.epoch < 0 || ck->st.epoch_pos < 0 || ck->st.n_data < 0 ||
-        ck->st.lr_decay_steps < 0 || !(ck->st.grad_clip >= 0) || !(ck->st.lr > 0) || ck->st.precision < 0 ||
-        ck->st.precision > 1) {
+    char why[300];
+    if (validate_state(&ck->st, why, sizeof why)) { free(data); return set_error(err, errlen, "%s: corrupt checkpoint: %s", path, why); }
+    size_t want, per_image;
+    unet_size(&ck->cfg, &want, &per_image);
+    if (n != want) {
         free(data);
-        return set_error(err, errlen, "%s: corrupt checkpoint (training state out of range)", path);
+        return set_error(err, errlen, "%s: corrupt checkpoint: %llu parameters, its config builds %zu", path, (unsigned long long)n, want);
     }
     ck->n_params = n;
     ck->params = alignedCalloc(n * sizeof(float));

@@ -50,7 +50,7 @@ ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))
 
 .SECONDARY:
-.PHONY: all test variant-tests check-mnist data deps clean bench demo install uninstall FORCE
+.PHONY: all test variant-tests ref-tests check-mnist data deps clean bench demo install uninstall FORCE
 all: ddpm
 
 ddpm: $(CLI_OBJ) $(LIB_OBJ) build/.variant
@@ -100,10 +100,15 @@ variant-tests:
 	  $(MAKE) --no-print-directory $$opt $(if $(filter 1,$(REF)),REF=1) $$(for t in $(VARIANT_TESTS); do echo build/$$a$(REF_SFX)/$$t; done) >/dev/null || exit 1; \
 	done
 
+# the PyTorch reference test also with the model on the plain reference layers (REF=1)
+REF_RUN := $(if $(filter 1,$(REF)),,build/$(if $(ARCH),$(ARCH),portable)-ref/test_reference)
+ref-tests:
+	@$(if $(REF_RUN),$(MAKE) --no-print-directory REF=1 $(REF_RUN) >/dev/null,true)
+
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
-test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) variant-tests
+test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) variant-tests ref-tests
 	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" \
-	  $(addsuffix :asan,$(ASAN_BIN)) $(VARIANT_RUN) $(VARIANT_SKIP)
+	  $(addsuffix :asan,$(ASAN_BIN)) $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
 
 data:
 	bash tools/get_mnist.sh data

@@ -1,15 +1,26 @@
-// test_layers.c: every layer of layers.h against finite differences and naive references.
+// test_layers.c: every fast layer of layers.h against its plain reference twin (nn/ref/ref.h),
+// and the reference layers against finite differences and naive double-precision forwards.
 //
-// For each layer: random inputs/parameters, L = sum_i out_i R_i (double) with a fixed random R.
-// Analytic gradients come from backward(dout = R) into zeroed buffers; numeric gradients are
-// central differences (L(x+h) - L(x-h)) / (2h) for EVERY element of the input and of every
-// parameter. A tensor passes if max |analytic - numeric| <= tol * max |numeric| (the tolerance
-// is relative to the gradient's own scale, so a 1% error anywhere fails).
-// Also: forwards against naive double-precision implementations (conv2d, conv_transpose2d,
-// groupnorm, attention incl. the saved qkv/o/lse, ...), accumulation semantics (backward adds
-// to pre-filled gradients; conv2d accumulate=1 and attention add to `out`), NULL din paths,
-// and bitwise determinism of forward+backward. Scratch `ws` is exactly nthreads * ws_floats,
-// NaN-filled, so reading uninitialised scratch or overrunning it (under ASan) is caught.
+// The reference layers are the definition. For each of them: random inputs/parameters,
+// L = sum_i out_i R_i (double) with a fixed random R. Analytic gradients come from
+// backward(dout = R) into zeroed buffers; numeric gradients are central differences
+// (L(x+h) - L(x-h)) / (2h) for every element of the input and of every parameter (above FD_MAX
+// entries, every step-th). A tensor passes if max |analytic - numeric| <= tol * max |numeric|
+// (the tolerance is relative to the gradient's own scale, so a 1% error anywhere fails). Their
+// forwards are also compared with naive double-precision implementations written here (conv2d,
+// conv_transpose2d, groupnorm, attention incl. the saved qkv/o/lse, ...), independent of the
+// reference's own code.
+// Each fast layer is then run on the same inputs and compared with its twin on every element:
+// every forward output (incl. the saved mean/rstd, qkv/o/lse) and every backward gradient must
+// agree within float rounding, max |fast - ref| <= TOL_TWIN max |ref| (TOL_TWIN_ATT for attention).
+// The shapes are chosen for the fast layers: each exercises one of their code paths (the
+// reference has a single path for all).
+// For both twins: accumulation semantics (backward adds to pre-filled gradients; conv2d
+// accumulate=1 and attention add to `out`), NULL din paths, and bitwise determinism of
+// forward+backward. Scratch `ws` is exactly nthreads * <layer>_ws_floats (the fast layer's
+// size; the twin gets the same buffer), NaN-filled, so reading uninitialised scratch or
+// overrunning it (under ASan) is caught.
+#undef DDPM_REF // this test names both twins itself (make REF=1 would alias the fast names to the twins)
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,6 +30,7 @@
 
 #include "core/common.h"
 #include "nn/layers.h"
+#include "nn/ref/ref.h"
 #include "core/rng.h"
 #include "testutil.h"
 
@@ -33,8 +45,13 @@ static int nthreads(void) {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
+enum { FAST = 0, REF = 1 };
+static const char *const IMPL[2] = {"fast", "ref"};
+
 static Rng g_rng;
 static int g_verbose = 1;
+static long g_nchecks = 0; // checks run (each CHECKN below)
+#define CHECKN(cond, ...) do { g_nchecks++; CHECK(cond, __VA_ARGS__); } while (0)
 
 static float *alloc_f(long n) { return mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(float)); }
 static double *alloc_d(long n) { return mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(double)); }
@@ -64,6 +81,7 @@ static double dotR(const float *y, const float *R, long n) {
     for (long i = 0; i < n; i++) s += (double)y[i] * R[i];
     return s;
 }
+static double fmax3(double a, double b, double c) { return fmax(a, fmax(b, c)); }
 
 // max |got - want| <= rtol * max |want|; NaN counts as infinite error. Returns the relative error.
 static double cmp(const char *what, const float *got, const double *want, long n, double rtol) {
@@ -76,8 +94,8 @@ static double cmp(const char *what, const float *got, const double *want, long n
         if (e > maxe || i == 0) { maxe = e; wi = i; }
     }
     double scale = maxw > 0.0 ? maxw : 1.0;
-    CHECK(maxe <= rtol * scale, "%s: max |got - want| = %.3g at [%ld] (got %.9g, want %.9g), scale %.3g, rtol %.2g",
-          what, maxe, wi, (double)got[wi], want[wi], scale, rtol);
+    CHECKN(maxe <= rtol * scale, "%s: max |got - want| = %.3g at [%ld] (got %.9g, want %.9g), scale %.3g, rtol %.2g",
+           what, maxe, wi, (double)got[wi], want[wi], scale, rtol);
     return maxe / scale;
 }
 
@@ -86,8 +104,8 @@ static void same_bits(const char *what, const float *a, const float *b, long n) 
     long bad = -1;
     for (long i = 0; i < n && bad < 0; i++)
         if (memcmp(a + i, b + i, sizeof(float)) != 0) bad = i;
-    CHECK(bad < 0, "%s: not bitwise identical at [%ld] (%.9g vs %.9g)", what, bad, bad >= 0 ? (double)a[bad] : 0.0,
-          bad >= 0 ? (double)b[bad] : 0.0);
+    CHECKN(bad < 0, "%s: not bitwise identical at [%ld] (%.9g vs %.9g)", what, bad, bad >= 0 ? (double)a[bad] : 0.0,
+           bad >= 0 ? (double)b[bad] : 0.0);
 }
 
 // res must equal pre + g (backward accumulates into pre-filled gradients)
@@ -100,10 +118,11 @@ static void check_accum(const char *what, const float *res, const float *pre, co
     free(want);
 }
 
-// worst relative FD error per layer kind, for the summary
+// worst relative errors per layer kind, for the summary: the reference's forward vs double,
+// fast vs reference (forwards and gradients), the reference's gradients vs finite differences
 typedef struct {
     const char *name;
-    double fd, fwd;
+    double fwd, twin, fd;
 } Stat;
 static Stat g_stats[16];
 static int g_nstats = 0;
@@ -111,13 +130,39 @@ static Stat *stat_for(const char *name) {
     for (int i = 0; i < g_nstats; i++)
         if (!strcmp(g_stats[i].name, name)) return &g_stats[i];
     g_stats[g_nstats].name = name;
-    g_stats[g_nstats].fd = g_stats[g_nstats].fwd = 0.0;
+    g_stats[g_nstats].fwd = g_stats[g_nstats].twin = g_stats[g_nstats].fd = 0.0;
     return &g_stats[g_nstats++];
 }
 static void note_fwd(const char *layer, double e) {
     Stat *s = stat_for(layer);
     if (e > s->fwd) s->fwd = e;
 }
+
+// Fast vs reference twin: max |fast - ref| <= tol max |ref|. Both are float computations of the
+// same quantity in different orders (and exp_approx vs expf), so they differ by rounding only:
+// measured up to ~1e-6 for every layer but attention (TOL_TWIN, 10x margin). Attention goes
+// through a softmax of logits up to ~1e2 wide (the qk_gain 4 case): a float score carries
+// ~1e2 x 6e-8 absolute rounding, which moves P by as much relatively, and its backward amplifies
+// that: measured up to 1.6e-5 (TOL_TWIN_ATT, 6x margin). A wrong term, sign or index is O(1).
+#define TOL_TWIN 1e-5
+#define TOL_TWIN_ATT 1e-4
+static double twin(const char *layer, const char *what, const char *tensor, const float *fast, const float *ref,
+                   long n) {
+    double *want = alloc_d(n);
+    for (long i = 0; i < n; i++) want[i] = ref[i];
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s %s: fast vs ref", what, tensor);
+    double e = cmp(buf, fast, want, n, strcmp(layer, "attention") ? TOL_TWIN : TOL_TWIN_ATT);
+    free(want);
+    Stat *s = stat_for(layer);
+    if (e > s->twin) s->twin = e;
+    return e;
+}
+
+// Finite differences cost a forward of the (single-threaded, plain) reference layer per entry and
+// sign: tensors above FD_MAX entries are sampled, every step-th entry. The reference has one code
+// path for every shape, and the fast layers are compared with it on every element (TOL_TWIN).
+#define FD_MAX 512
 
 // L for the current parameters; `i` is the element being perturbed (a layer whose images are
 // independent may evaluate only the image that element belongs to: the other terms cancel).
@@ -128,15 +173,15 @@ typedef double (*LossFn)(void *ctx, long i);
 static double fd_check(const char *layer, const char *what, LossFn f, void *ctx, float *x, long n,
                        const float *ana, float h, double tol) {
     double *num = alloc_d(n);
-    // the thousands of tiny forwards run on one thread: OpenMP fork/join per call would dominate
-    // (and stall on a loaded machine); the analytic side already ran on the full team
+    // the thousands of tiny forwards run on one thread (the reference layers are single-threaded;
+    // this also keeps OpenMP out of the loop)
 #ifdef _OPENMP
     int nt_saved = omp_get_max_threads();
     omp_set_num_threads(1);
 #endif
-    // tensors above 4096 entries: every step-th entry (step coprime to the row lengths seen
-    // here: odd), so the sanitizer run stays short; all others are checked in full
-    long step = n > 4096 ? ((n + 4095) / 4096) | 1 : 1;
+    // tensors above FD_MAX entries: every step-th entry (step coprime to the row lengths seen
+    // here: odd); all others are checked in full
+    long step = n > FD_MAX ? ((n + FD_MAX - 1) / FD_MAX) | 1 : 1;
     for (long i = 0; i < n; i++) num[i] = NAN;
     for (long i = 0; i < n; i += step) {
         float x0 = x[i], xp = x0 + h, xm = x0 - h;
@@ -159,11 +204,11 @@ static double fd_check(const char *layer, const char *what, LossFn f, void *ctx,
         if (e > maxe || i == 0) { maxe = e; wi = i; }
     }
     // the check must be meaningful: the gradient is not identically zero
-    CHECK(maxn > 1e-3, "%s %s: numeric gradient is ~0 (max %.3g): the test is vacuous", layer, what, maxn);
+    CHECKN(maxn > 1e-3, "%s %s: numeric gradient is ~0 (max %.3g): the test is vacuous", layer, what, maxn);
     double scale = fmax(maxn, 1e-3);
-    CHECK(maxe <= tol * scale,
-          "%s %s: max |analytic - numeric| = %.3g at [%ld] (analytic %.7g, numeric %.7g), gradient scale %.3g, tol %.2g",
-          layer, what, maxe, wi, (double)ana[wi], num[wi], scale, tol);
+    CHECKN(maxe <= tol * scale,
+           "%s %s: max |analytic - numeric| = %.3g at [%ld] (analytic %.7g, numeric %.7g), gradient scale %.3g, tol %.2g",
+           layer, what, maxe, wi, (double)ana[wi], num[wi], scale, tol);
     free(num);
     double rel = maxe / scale;
     Stat *s = stat_for(layer);
@@ -173,8 +218,8 @@ static double fd_check(const char *layer, const char *what, LossFn f, void *ctx,
 }
 
 // FD step and tolerance. Linear-in-the-variable cases are exact up to rounding for any h;
-// nonlinear ones (silu, groupnorm, attention) use h = 1e-2: truncation O(h^2) ~ 1e-4 relative,
-// float rounding of L / (2h) ~ 1e-5 relative, both far below TOL_FD = 3e-3.
+// nonlinear ones (silu, groupnorm, attention, softmax) use h = 1e-2: truncation O(h^2) ~ 1e-4
+// relative, float rounding of L / (2h) ~ 1e-5 relative, both far below TOL_FD = 3e-3.
 #define H_LIN 0.5f
 #define H_NL 1e-2f
 #define TOL_FD 3e-3
@@ -184,27 +229,56 @@ static double fd_check(const char *layer, const char *what, LossFn f, void *ctx,
 // conv2d and conv_transpose2d
 
 typedef struct {
-    int transpose, B, Ci, H, W, Co, K, s, p, Ho, Wo;
-    float *in, *w, *b, *out, *ws, *R;
+    int transpose, B, Ci, H, W, Co, K, s, p, Ho, Wo, slice;
+    float *in, *w, *b, *out, *ws, *R, *wco;
     long nout;
+    size_t wsper;
 } ConvCtx;
 
-static void conv_fwd(ConvCtx *c, float *out, int accumulate) {
+// forward of nb images `in` by one twin
+static void conv_fwd(const ConvCtx *c, int ref, float *out, const float *in, int nb, int accumulate) {
     if (c->transpose)
-        conv_transpose2d_forward(out, c->in, c->w, c->b, c->B, c->Ci, c->H, c->W, c->Co, c->K, c->s, c->p, c->ws);
+        (ref ? conv_transpose2d_forward_ref : conv_transpose2d_forward)(out, in, c->w, c->b, nb, c->Ci, c->H, c->W,
+                                                                        c->Co, c->K, c->s, c->p, c->ws);
     else
-        conv2d_forward(out, c->in, c->w, c->b, c->B, c->Ci, c->H, c->W, c->Co, c->K, c->s, c->p, accumulate, c->ws);
+        (ref ? conv2d_forward_ref : conv2d_forward)(out, in, c->w, c->b, nb, c->Ci, c->H, c->W, c->Co, c->K, c->s,
+                                                    c->p, accumulate, c->ws);
 }
-static void conv_bwd(ConvCtx *c, float *din, float *dw, float *db) {
+static void conv_bwd(const ConvCtx *c, int ref, float *din, float *dw, float *db) {
     if (c->transpose)
-        conv_transpose2d_backward(din, dw, db, c->R, c->in, c->w, c->B, c->Ci, c->H, c->W, c->Co, c->K, c->s, c->p, c->ws);
+        (ref ? conv_transpose2d_backward_ref : conv_transpose2d_backward)(din, dw, db, c->R, c->in, c->w, c->B, c->Ci,
+                                                                          c->H, c->W, c->Co, c->K, c->s, c->p, c->ws);
     else
-        conv2d_backward(din, dw, db, c->R, c->in, c->w, c->B, c->Ci, c->H, c->W, c->Co, c->K, c->s, c->p, c->ws);
+        (ref ? conv2d_backward_ref : conv2d_backward)(din, dw, db, c->R, c->in, c->w, c->B, c->Ci, c->H, c->W, c->Co,
+                                                      c->K, c->s, c->p, c->ws);
 }
+// L of the reference layer. Only the part of L that the perturbed element reaches is evaluated
+// (the rest is the same at x + h and x - h and cancels): slice 1, an element of `in`: its image;
+// slice 2 or 3, an element of w or bias: its output channel co (the layer run with Co = 1).
 static double conv_loss(void *ctx, long i) {
-    (void)i;
     ConvCtx *c = ctx;
-    conv_fwd(c, c->out, 0);
+    long per_out = c->nout / c->B, P = (long)c->Ho * c->Wo, KK = (long)c->K * c->K;
+    if (c->slice == 1) {
+        long per_in = (long)c->Ci * c->H * c->W, b = i / per_in;
+        conv_fwd(c, REF, c->out, c->in + b * per_in, 1, 0);
+        return dotR(c->out, c->R + b * per_out, per_out);
+    }
+    if (c->slice == 2 || c->slice == 3) {
+        int co = (int)(c->slice == 3 ? i : c->transpose ? (i / KK) % c->Co : i / (c->Ci * KK));
+        if (c->transpose) { // w[Ci,Co,K,K]: w[:,co] gathered into [Ci,1,K,K]
+            for (long ci = 0; ci < c->Ci; ci++)
+                memcpy(c->wco + ci * KK, c->w + (ci * c->Co + co) * KK, (size_t)KK * sizeof(float));
+            conv_transpose2d_forward_ref(c->out, c->in, c->wco, c->b + co, c->B, c->Ci, c->H, c->W, 1, c->K, c->s,
+                                         c->p, c->ws);
+        } else {
+            conv2d_forward_ref(c->out, c->in, c->w + co * c->Ci * KK, c->b + co, c->B, c->Ci, c->H, c->W, 1, c->K,
+                               c->s, c->p, 0, c->ws);
+        }
+        double L = 0.0;
+        for (long b = 0; b < c->B; b++) L += dotR(c->out + b * P, c->R + (b * c->Co + co) * P, P);
+        return L;
+    }
+    conv_fwd(c, REF, c->out, c->in, c->B, 0);
     return dotR(c->out, c->R, c->nout);
 }
 
@@ -247,9 +321,81 @@ static void naive_convT(double *y, const ConvCtx *c) {
                             }
 }
 
+typedef struct { float *out, *din, *dw, *db; } ConvRes;
+
+// the checks one twin must pass on its own; its forward output and gradients (dout = R) into r
+static void conv_checks(ConvCtx *c, int ref, const double *naive, const char *what0, ConvRes *r) {
+    long nin = (long)c->B * c->Ci * c->H * c->W, nw = (long)c->Co * c->Ci * c->K * c->K, nout = c->nout;
+    int Co = c->Co;
+    char what[200], buf[256];
+    snprintf(what, sizeof what, "%s %s", what0, IMPL[ref]);
+    fill_nan(c->ws, (long)c->wsper * nthreads());
+    // forward (out NaN-filled: every element must be written)
+    r->out = alloc_f(nout);
+    fill_nan(r->out, nout);
+    conv_fwd(c, ref, r->out, c->in, c->B, 0);
+    if (!c->transpose) { // accumulate = 1 adds conv + bias to what is there
+        float *pre = randn(nout, 1.0f), *acc = copy_f(pre, nout);
+        conv_fwd(c, ref, acc, c->in, c->B, 1);
+        double *want = alloc_d(nout);
+        for (long i = 0; i < nout; i++) want[i] = pre[i] + naive[i];
+        snprintf(buf, sizeof buf, "%s forward accumulate=1", what);
+        cmp(buf, acc, want, nout, TOL_FWD);
+        free(pre); free(acc); free(want);
+    }
+
+    // analytic gradients (dout = R) into zeros
+    r->din = zeros(nin);
+    r->dw = zeros(nw);
+    r->db = zeros(Co);
+    conv_bwd(c, ref, r->din, r->dw, r->db);
+
+    // NULL din: same dw/db, bit for bit
+    {
+        float *dw2 = zeros(nw), *db2 = zeros(Co);
+        conv_bwd(c, ref, NULL, dw2, db2);
+        snprintf(buf, sizeof buf, "%s dw with din=NULL", what);
+        same_bits(buf, dw2, r->dw, nw);
+        snprintf(buf, sizeof buf, "%s db with din=NULL", what);
+        same_bits(buf, db2, r->db, Co);
+        free(dw2); free(db2);
+    }
+    // accumulation into pre-filled gradients
+    {
+        float *pi = randn(nin, 1.0f), *pw = randn(nw, 1.0f), *pb = randn(Co, 1.0f);
+        float *din2 = copy_f(pi, nin), *dw2 = copy_f(pw, nw), *db2 = copy_f(pb, Co);
+        conv_bwd(c, ref, din2, dw2, db2);
+        snprintf(buf, sizeof buf, "%s din", what);
+        check_accum(buf, din2, pi, r->din, nin);
+        snprintf(buf, sizeof buf, "%s dw", what);
+        check_accum(buf, dw2, pw, r->dw, nw);
+        snprintf(buf, sizeof buf, "%s db", what);
+        check_accum(buf, db2, pb, r->db, Co);
+        free(pi); free(pw); free(pb); free(din2); free(dw2); free(db2);
+    }
+    // determinism: forward + backward again, bitwise identical
+    {
+        float *out2 = alloc_f(nout), *din2 = zeros(nin), *dw2 = zeros(nw), *db2 = zeros(Co);
+        fill_nan(c->ws, (long)c->wsper * nthreads());
+        conv_fwd(c, ref, out2, c->in, c->B, 0);
+        conv_bwd(c, ref, din2, dw2, db2);
+        snprintf(buf, sizeof buf, "%s determinism out", what);
+        same_bits(buf, out2, r->out, nout);
+        snprintf(buf, sizeof buf, "%s determinism din", what);
+        same_bits(buf, din2, r->din, nin);
+        snprintf(buf, sizeof buf, "%s determinism dw", what);
+        same_bits(buf, dw2, r->dw, nw);
+        snprintf(buf, sizeof buf, "%s determinism db", what);
+        same_bits(buf, db2, r->db, Co);
+        free(out2); free(din2); free(dw2); free(db2);
+    }
+}
+
+static void conv_res_free(ConvRes *r) { free(r->out); free(r->din); free(r->dw); free(r->db); }
+
 static void test_conv(int transpose, int B, int Ci, int H, int W, int Co, int K, int s, int p) {
     const char *layer = transpose ? "convT2d" : "conv2d";
-    ConvCtx c = {transpose, B, Ci, H, W, Co, K, s, p, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    ConvCtx c = {.transpose = transpose, .B = B, .Ci = Ci, .H = H, .W = W, .Co = Co, .K = K, .s = s, .p = p};
     if (transpose) {
         c.Ho = (H - 1) * s - 2 * p + K;
         c.Wo = (W - 1) * s - 2 * p + K;
@@ -264,105 +410,164 @@ static void test_conv(int transpose, int B, int Ci, int H, int W, int Co, int K,
     c.b = randn(Co, 0.5f);
     c.R = randn(nout, 1.0f);
     c.out = alloc_f(nout);
-    c.ws = ws_alloc(transpose ? conv_transpose2d_ws_floats(Ci, H, W, Co, K, s, p)
-                              : conv2d_ws_floats(Ci, H, W, Co, K, s, p));
-    char what[160];
+    c.wco = alloc_f((long)Ci * K * K);
+    c.wsper = transpose ? conv_transpose2d_ws_floats(Ci, H, W, Co, K, s, p) : conv2d_ws_floats(Ci, H, W, Co, K, s, p);
+    c.ws = ws_alloc(c.wsper);
+    char what[160], buf[256];
     snprintf(what, sizeof what, "%s K%d s%d p%d B%d Ci%d %dx%d Co%d -> %dx%d", layer, K, s, p, B, Ci, H, W, Co, c.Ho, c.Wo);
 
-    // forward vs the naive direct implementation (out NaN-filled: every element must be written)
-    double *ref = alloc_d(nout);
-    transpose ? naive_convT(ref, &c) : naive_conv2d(ref, &c);
-    fill_nan(c.out, nout);
-    conv_fwd(&c, c.out, 0);
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s forward", what);
-    note_fwd(layer, cmp(buf, c.out, ref, nout, TOL_FWD));
-    if (!transpose) { // accumulate = 1 adds conv + bias to what is there
-        float *pre = randn(nout, 1.0f), *acc = copy_f(pre, nout);
-        conv_fwd(&c, acc, 1);
-        double *want = alloc_d(nout);
-        for (long i = 0; i < nout; i++) want[i] = pre[i] + ref[i];
-        snprintf(buf, sizeof buf, "%s forward accumulate=1", what);
-        cmp(buf, acc, want, nout, TOL_FWD);
-        free(pre); free(acc); free(want);
-    }
+    double *naive = alloc_d(nout);
+    transpose ? naive_convT(naive, &c) : naive_conv2d(naive, &c);
+    ConvRes f, r;
+    conv_checks(&c, FAST, naive, what, &f);
+    conv_checks(&c, REF, naive, what, &r);
 
-    // analytic gradients (dout = R) into zeros
-    float *din = zeros(nin), *dw = zeros(nw), *db = zeros(Co);
-    conv_bwd(&c, din, dw, db);
+    // the reference's forward vs the naive double implementation
+    snprintf(buf, sizeof buf, "%s ref forward vs double", what);
+    note_fwd(layer, cmp(buf, r.out, naive, nout, TOL_FWD));
+    // fast vs reference
+    double t = fmax(twin(layer, what, "out", f.out, r.out, nout), twin(layer, what, "din", f.din, r.din, nin));
+    t = fmax3(t, twin(layer, what, "dw", f.dw, r.dw, nw), twin(layer, what, "db", f.db, r.db, Co));
 
-    // NULL din: same dw/db, bit for bit
-    {
-        float *dw2 = zeros(nw), *db2 = zeros(Co);
-        conv_bwd(&c, NULL, dw2, db2);
-        snprintf(buf, sizeof buf, "%s dw with din=NULL", what);
-        same_bits(buf, dw2, dw, nw);
-        snprintf(buf, sizeof buf, "%s db with din=NULL", what);
-        same_bits(buf, db2, db, Co);
-        free(dw2); free(db2);
-    }
-    // accumulation into pre-filled gradients
-    {
-        float *pi = randn(nin, 1.0f), *pw = randn(nw, 1.0f), *pb = randn(Co, 1.0f);
-        float *din2 = copy_f(pi, nin), *dw2 = copy_f(pw, nw), *db2 = copy_f(pb, Co);
-        conv_bwd(&c, din2, dw2, db2);
-        snprintf(buf, sizeof buf, "%s din", what);
-        check_accum(buf, din2, pi, din, nin);
-        snprintf(buf, sizeof buf, "%s dw", what);
-        check_accum(buf, dw2, pw, dw, nw);
-        snprintf(buf, sizeof buf, "%s db", what);
-        check_accum(buf, db2, pb, db, Co);
-        free(pi); free(pw); free(pb); free(din2); free(dw2); free(db2);
-    }
-    // determinism: forward + backward again, bitwise identical
-    {
-        float *out2 = alloc_f(nout), *din2 = zeros(nin), *dw2 = zeros(nw), *db2 = zeros(Co);
-        float *out1 = copy_f(c.out, nout);
-        fill_nan(c.ws, (long)(transpose ? conv_transpose2d_ws_floats(Ci, H, W, Co, K, s, p)
-                                        : conv2d_ws_floats(Ci, H, W, Co, K, s, p)) * nthreads());
-        conv_fwd(&c, out2, 0);
-        conv_bwd(&c, din2, dw2, db2);
-        snprintf(buf, sizeof buf, "%s determinism out", what);
-        same_bits(buf, out2, out1, nout);
-        snprintf(buf, sizeof buf, "%s determinism din", what);
-        same_bits(buf, din2, din, nin);
-        snprintf(buf, sizeof buf, "%s determinism dw", what);
-        same_bits(buf, dw2, dw, nw);
-        snprintf(buf, sizeof buf, "%s determinism db", what);
-        same_bits(buf, db2, db, Co);
-        free(out1); free(out2); free(din2); free(dw2); free(db2);
-    }
+    // finite differences on the reference (conv is linear in each of in, w, bias)
+    c.slice = 1;
+    double e1 = fd_check(layer, "din", conv_loss, &c, c.in, nin, r.din, H_LIN, TOL_FD);
+    c.slice = 2;
+    double e2 = fd_check(layer, "dw", conv_loss, &c, c.w, nw, r.dw, H_LIN, TOL_FD);
+    c.slice = 3;
+    double e3 = fd_check(layer, "db", conv_loss, &c, c.b, Co, r.db, H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) din %.1e dw %.1e db %.1e\n", what, t, e1, e2, e3);
 
-    // finite differences (conv is linear in each of in, w, bias)
-    double e1 = fd_check(layer, "din", conv_loss, &c, c.in, nin, din, H_LIN, TOL_FD);
-    double e2 = fd_check(layer, "dw", conv_loss, &c, c.w, nw, dw, H_LIN, TOL_FD);
-    double e3 = fd_check(layer, "db", conv_loss, &c, c.b, Co, db, H_LIN, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err din %.1e dw %.1e db %.1e\n", what, e1, e2, e3);
-
-    free(ref); free(din); free(dw); free(db);
-    free(c.in); free(c.w); free(c.b); free(c.R); free(c.out); free(c.ws);
+    conv_res_free(&f); conv_res_free(&r);
+    free(naive);
+    free(c.in); free(c.w); free(c.b); free(c.R); free(c.out); free(c.wco); free(c.ws);
 }
 
 // ---------------------------------------------------------------------------------------------
-// GroupNorm
+// GroupNorm (and the fused GroupNorm + SiLU)
 
 typedef struct {
     int B, C, HW, G;
     float *in, *gamma, *beta, *out, *mean, *rstd, *R;
 } GnCtx;
 
+static void gn_fwd(const GnCtx *c, int ref, float *out, float *mean, float *rstd) {
+    (ref ? groupnorm_forward_ref : groupnorm_forward)(out, mean, rstd, c->in, c->gamma, c->beta, c->B, c->C, c->HW, c->G);
+}
+static void gn_bwd(const GnCtx *c, int ref, float *din, float *dg, float *db, const float *mean, const float *rstd) {
+    (ref ? groupnorm_backward_ref : groupnorm_backward)(din, dg, db, c->R, c->in, mean, rstd, c->gamma, c->B, c->C,
+                                                        c->HW, c->G);
+}
 static double gn_loss(void *ctx, long i) {
     (void)i;
     GnCtx *c = ctx;
-    groupnorm_forward(c->out, c->mean, c->rstd, c->in, c->gamma, c->beta, c->B, c->C, c->HW, c->G);
+    gn_fwd(c, REF, c->out, c->mean, c->rstd);
     return dotR(c->out, c->R, (long)c->B * c->C * c->HW);
+}
+
+// out, mean, rstd; act of the fused forward and dgn = silu_backward_groupnorm(dact); the gradients
+typedef struct { float *out, *mean, *rstd, *act, *dgn, *din, *dg, *db; } GnRes;
+
+static void gn_checks(GnCtx *c, int ref, const double *ry, const float *dact, const char *what0, GnRes *r) {
+    int B = c->B, C = c->C, HW = c->HW, G = c->G;
+    long n = (long)B * C * HW;
+    char what[200], buf[256];
+    snprintf(what, sizeof what, "%s %s", what0, IMPL[ref]);
+    r->out = alloc_f(n);
+    r->mean = alloc_f(B * G);
+    r->rstd = alloc_f(B * G);
+    fill_nan(r->out, n);
+    fill_nan(r->mean, B * G);
+    fill_nan(r->rstd, B * G);
+    gn_fwd(c, ref, r->out, r->mean, r->rstd);
+    { // fused GroupNorm + SiLU: the same GroupNorm bits, and act = silu(out)
+        float *o2 = alloc_f(n), *m2 = alloc_f(B * G), *r2 = alloc_f(B * G);
+        double *ract = alloc_d(n);
+        r->act = alloc_f(n);
+        fill_nan(r->act, n);
+        (ref ? groupnorm_silu_forward_ref : groupnorm_silu_forward)(o2, r->act, m2, r2, c->in, c->gamma, c->beta, B, C,
+                                                                    HW, G);
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU: GroupNorm part", what);
+        same_bits(buf, o2, r->out, n);
+        same_bits(buf, m2, r->mean, B * G);
+        same_bits(buf, r2, r->rstd, B * G);
+        for (long i = 0; i < n; i++) ract[i] = ry[i] / (1.0 + exp(-ry[i]));
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU: SiLU part vs double", what);
+        double e = cmp(buf, r->act, ract, n, TOL_FWD);
+        if (ref) note_fwd("groupnorm", e);
+        // SiLU backward with the GroupNorm output recomputed == silu_backward on the stored output
+        float *d1 = zeros(n);
+        r->dgn = zeros(n);
+        (ref ? silu_backward_ref : silu_backward)(d1, dact, r->out, n);
+        (ref ? silu_backward_groupnorm_ref : silu_backward_groupnorm)(r->dgn, dact, c->in, m2, r2, c->gamma, c->beta, B,
+                                                                      C, HW, G);
+        double worst = 0;
+        for (long i = 0; i < n; i++)
+            worst = fmax(worst, fabs((double)d1[i] - r->dgn[i]) / (fabs((double)d1[i]) + 1e-3));
+        CHECKN(worst < 1e-5, "%s: silu_backward_groupnorm vs silu_backward: rel err %g", what, worst);
+        // and act alone (out = NULL) is the same SiLU
+        float *act2 = alloc_f(n);
+        (ref ? groupnorm_silu_forward_ref : groupnorm_silu_forward)(NULL, act2, m2, r2, c->in, c->gamma, c->beta, B, C,
+                                                                    HW, G);
+        snprintf(buf, sizeof buf, "%s fused GN+SiLU without out", what);
+        same_bits(buf, act2, r->act, n);
+        free(act2); free(d1); free(o2); free(m2); free(r2); free(ract);
+    }
+
+    r->din = zeros(n);
+    r->dg = zeros(C);
+    r->db = zeros(C);
+    gn_bwd(c, ref, r->din, r->dg, r->db, r->mean, r->rstd);
+    {
+        float *dg2 = zeros(C), *db2 = zeros(C);
+        gn_bwd(c, ref, NULL, dg2, db2, r->mean, r->rstd);
+        snprintf(buf, sizeof buf, "%s dgamma with din=NULL", what);
+        same_bits(buf, dg2, r->dg, C);
+        snprintf(buf, sizeof buf, "%s dbeta with din=NULL", what);
+        same_bits(buf, db2, r->db, C);
+        free(dg2); free(db2);
+    }
+    {
+        float *pi = randn(n, 1.0f), *pg = randn(C, 1.0f), *pb = randn(C, 1.0f);
+        float *d1 = copy_f(pi, n), *d2 = copy_f(pg, C), *d3 = copy_f(pb, C), *d4 = copy_f(pi, n);
+        gn_bwd(c, ref, d1, d2, d3, r->mean, r->rstd);
+        snprintf(buf, sizeof buf, "%s din", what);
+        check_accum(buf, d1, pi, r->din, n);
+        snprintf(buf, sizeof buf, "%s dgamma", what);
+        check_accum(buf, d2, pg, r->dg, C);
+        snprintf(buf, sizeof buf, "%s dbeta", what);
+        check_accum(buf, d3, pb, r->db, C);
+        (ref ? silu_backward_groupnorm_ref : silu_backward_groupnorm)(d4, dact, c->in, r->mean, r->rstd, c->gamma,
+                                                                      c->beta, B, C, HW, G);
+        snprintf(buf, sizeof buf, "%s silu_backward_groupnorm dgn", what);
+        check_accum(buf, d4, pi, r->dgn, n);
+        free(pi); free(pg); free(pb); free(d1); free(d2); free(d3); free(d4);
+    }
+    {
+        float *o2 = alloc_f(n), *m2 = alloc_f(B * G), *r2 = alloc_f(B * G);
+        float *d1 = zeros(n), *d2 = zeros(C), *d3 = zeros(C);
+        gn_fwd(c, ref, o2, m2, r2);
+        gn_bwd(c, ref, d1, d2, d3, m2, r2);
+        snprintf(buf, sizeof buf, "%s determinism", what);
+        same_bits(buf, o2, r->out, n);
+        same_bits(buf, m2, r->mean, B * G);
+        same_bits(buf, r2, r->rstd, B * G);
+        same_bits(buf, d1, r->din, n);
+        same_bits(buf, d2, r->dg, C);
+        same_bits(buf, d3, r->db, C);
+        free(o2); free(m2); free(r2); free(d1); free(d2); free(d3);
+    }
+}
+
+static void gn_res_free(GnRes *r) {
+    free(r->out); free(r->mean); free(r->rstd); free(r->act); free(r->dgn); free(r->din); free(r->dg); free(r->db);
 }
 
 static void test_groupnorm(int B, int C, int HW, int G) {
     const char *layer = "groupnorm";
     long n = (long)B * C * HW;
     int Cg = C / G;
-    GnCtx c = {B, C, HW, G, 0, 0, 0, 0, 0, 0, 0};
+    GnCtx c = {.B = B, .C = C, .HW = HW, .G = G};
     // per-channel offsets and scales so the group mean is far from 0 and rstd != 1
     c.in = alloc_f(n);
     for (int b = 0; b < B; b++)
@@ -377,10 +582,11 @@ static void test_groupnorm(int B, int C, int HW, int G) {
     c.out = alloc_f(n);
     c.mean = alloc_f(B * G);
     c.rstd = alloc_f(B * G);
+    float *dact = randn(n, 1.0f);
     char what[160], buf[256];
     snprintf(what, sizeof what, "groupnorm B%d C%d HW%d G%d", B, C, HW, G);
 
-    // forward vs double
+    // forward in double
     double *ry = alloc_d(n), *rm = alloc_d(B * G), *rr = alloc_d(B * G);
     for (int b = 0; b < B; b++)
         for (int g = 0; g < G; g++) {
@@ -400,87 +606,30 @@ static void test_groupnorm(int B, int C, int HW, int G) {
                     ry[i] = (c.in[i] - mu) * r * c.gamma[ch] + c.beta[ch];
                 }
         }
-    fill_nan(c.out, n);
-    fill_nan(c.mean, B * G);
-    fill_nan(c.rstd, B * G);
-    groupnorm_forward(c.out, c.mean, c.rstd, c.in, c.gamma, c.beta, B, C, HW, G);
-    snprintf(buf, sizeof buf, "%s forward out", what);
-    note_fwd(layer, cmp(buf, c.out, ry, n, TOL_FWD));
-    snprintf(buf, sizeof buf, "%s forward mean", what);
-    note_fwd(layer, cmp(buf, c.mean, rm, B * G, TOL_FWD));
-    snprintf(buf, sizeof buf, "%s forward rstd", what);
-    note_fwd(layer, cmp(buf, c.rstd, rr, B * G, TOL_FWD));
-    float *mean0 = copy_f(c.mean, B * G), *rstd0 = copy_f(c.rstd, B * G), *out0 = copy_f(c.out, n);
-    { // fused GroupNorm + SiLU: the same GroupNorm bits, and act = silu(out)
-        float *o2 = alloc_f(n), *act = alloc_f(n), *m2 = alloc_f(B * G), *r2 = alloc_f(B * G);
-        double *ract = alloc_d(n);
-        fill_nan(act, n);
-        groupnorm_silu_forward(o2, act, m2, r2, c.in, c.gamma, c.beta, B, C, HW, G);
-        snprintf(buf, sizeof buf, "%s fused GN+SiLU: GroupNorm part", what);
-        same_bits(buf, o2, out0, n);
-        for (long i = 0; i < n; i++) ract[i] = ry[i] / (1.0 + exp(-ry[i]));
-        snprintf(buf, sizeof buf, "%s fused GN+SiLU: SiLU part", what);
-        note_fwd(layer, cmp(buf, act, ract, n, TOL_FWD));
-        // SiLU backward with the GroupNorm output recomputed == silu_backward on the stored output
-        float *dact = randn(n, 1.0f), *d1 = zeros(n), *d2 = zeros(n);
-        silu_backward(d1, dact, out0, n);
-        silu_backward_groupnorm(d2, dact, c.in, m2, r2, c.gamma, c.beta, B, C, HW, G);
-        double worst = 0;
-        for (long i = 0; i < n; i++) worst = fmax(worst, fabs((double)d1[i] - d2[i]) / (fabs((double)d1[i]) + 1e-3));
-        CHECK(worst < 1e-5, "%s: silu_backward_groupnorm vs silu_backward: rel err %g", what, worst);
-        // and act alone (out = NULL) is the same SiLU
-        float *act2 = alloc_f(n);
-        groupnorm_silu_forward(NULL, act2, m2, r2, c.in, c.gamma, c.beta, B, C, HW, G);
-        snprintf(buf, sizeof buf, "%s fused GN+SiLU without out", what);
-        same_bits(buf, act2, act, n);
-        free(act2); free(dact); free(d1); free(d2);
-        free(o2); free(act); free(m2); free(r2); free(ract);
-    }
+    GnRes f, r;
+    gn_checks(&c, FAST, ry, dact, what, &f);
+    gn_checks(&c, REF, ry, dact, what, &r);
+    snprintf(buf, sizeof buf, "%s ref forward out vs double", what);
+    note_fwd(layer, cmp(buf, r.out, ry, n, TOL_FWD));
+    snprintf(buf, sizeof buf, "%s ref forward mean vs double", what);
+    note_fwd(layer, cmp(buf, r.mean, rm, B * G, TOL_FWD));
+    snprintf(buf, sizeof buf, "%s ref forward rstd vs double", what);
+    note_fwd(layer, cmp(buf, r.rstd, rr, B * G, TOL_FWD));
 
-    float *din = zeros(n), *dg = zeros(C), *dbt = zeros(C);
-    groupnorm_backward(din, dg, dbt, c.R, c.in, mean0, rstd0, c.gamma, B, C, HW, G);
-    {
-        float *dg2 = zeros(C), *db2 = zeros(C);
-        groupnorm_backward(NULL, dg2, db2, c.R, c.in, mean0, rstd0, c.gamma, B, C, HW, G);
-        snprintf(buf, sizeof buf, "%s dgamma with din=NULL", what);
-        same_bits(buf, dg2, dg, C);
-        snprintf(buf, sizeof buf, "%s dbeta with din=NULL", what);
-        same_bits(buf, db2, dbt, C);
-        free(dg2); free(db2);
-    }
-    {
-        float *pi = randn(n, 1.0f), *pg = randn(C, 1.0f), *pb = randn(C, 1.0f);
-        float *d1 = copy_f(pi, n), *d2 = copy_f(pg, C), *d3 = copy_f(pb, C);
-        groupnorm_backward(d1, d2, d3, c.R, c.in, mean0, rstd0, c.gamma, B, C, HW, G);
-        snprintf(buf, sizeof buf, "%s din", what);
-        check_accum(buf, d1, pi, din, n);
-        snprintf(buf, sizeof buf, "%s dgamma", what);
-        check_accum(buf, d2, pg, dg, C);
-        snprintf(buf, sizeof buf, "%s dbeta", what);
-        check_accum(buf, d3, pb, dbt, C);
-        free(pi); free(pg); free(pb); free(d1); free(d2); free(d3);
-    }
-    {
-        float *o2 = alloc_f(n), *m2 = alloc_f(B * G), *r2 = alloc_f(B * G);
-        float *d1 = zeros(n), *d2 = zeros(C), *d3 = zeros(C);
-        groupnorm_forward(o2, m2, r2, c.in, c.gamma, c.beta, B, C, HW, G);
-        groupnorm_backward(d1, d2, d3, c.R, c.in, m2, r2, c.gamma, B, C, HW, G);
-        snprintf(buf, sizeof buf, "%s determinism", what);
-        same_bits(buf, o2, out0, n);
-        same_bits(buf, m2, mean0, B * G);
-        same_bits(buf, r2, rstd0, B * G);
-        same_bits(buf, d1, din, n);
-        same_bits(buf, d2, dg, C);
-        same_bits(buf, d3, dbt, C);
-        free(o2); free(m2); free(r2); free(d1); free(d2); free(d3);
-    }
+    double t = fmax3(twin(layer, what, "out", f.out, r.out, n), twin(layer, what, "mean", f.mean, r.mean, B * G),
+                     twin(layer, what, "rstd", f.rstd, r.rstd, B * G));
+    t = fmax3(t, twin(layer, what, "act (fused SiLU)", f.act, r.act, n),
+              twin(layer, what, "silu_backward_groupnorm", f.dgn, r.dgn, n));
+    t = fmax3(t, twin(layer, what, "din", f.din, r.din, n), twin(layer, what, "dgamma", f.dg, r.dg, C));
+    t = fmax(t, twin(layer, what, "dbeta", f.db, r.db, C));
 
-    double e1 = fd_check(layer, "din", gn_loss, &c, c.in, n, din, H_NL, TOL_FD);
-    double e2 = fd_check(layer, "dgamma", gn_loss, &c, c.gamma, C, dg, H_LIN, TOL_FD);
-    double e3 = fd_check(layer, "dbeta", gn_loss, &c, c.beta, C, dbt, H_LIN, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err din %.1e dgamma %.1e dbeta %.1e\n", what, e1, e2, e3);
+    double e1 = fd_check(layer, "din", gn_loss, &c, c.in, n, r.din, H_NL, TOL_FD);
+    double e2 = fd_check(layer, "dgamma", gn_loss, &c, c.gamma, C, r.dg, H_LIN, TOL_FD);
+    double e3 = fd_check(layer, "dbeta", gn_loss, &c, c.beta, C, r.db, H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) din %.1e dgamma %.1e dbeta %.1e\n", what, t, e1, e2, e3);
 
-    free(ry); free(rm); free(rr); free(mean0); free(rstd0); free(out0); free(din); free(dg); free(dbt);
+    gn_res_free(&f); gn_res_free(&r);
+    free(ry); free(rm); free(rr); free(dact);
     free(c.in); free(c.gamma); free(c.beta); free(c.R); free(c.out); free(c.mean); free(c.rstd);
 }
 
@@ -494,8 +643,30 @@ typedef struct {
 static double silu_loss(void *ctx, long i) {
     (void)i;
     SiluCtx *c = ctx;
-    silu_forward(c->out, c->in, c->n);
+    silu_forward_ref(c->out, c->in, c->n);
     return dotR(c->out, c->R, c->n);
+}
+
+static void silu_checks(SiluCtx *c, int ref, float **out, float **din) {
+    long n = c->n;
+    char buf[128];
+    *out = alloc_f(n);
+    fill_nan(*out, n);
+    (ref ? silu_forward_ref : silu_forward)(*out, c->in, n);
+    *din = zeros(n);
+    (ref ? silu_backward_ref : silu_backward)(*din, c->R, c->in, n);
+    float *pre = randn(n, 1.0f), *d2 = copy_f(pre, n);
+    (ref ? silu_backward_ref : silu_backward)(d2, c->R, c->in, n);
+    snprintf(buf, sizeof buf, "silu %s din", IMPL[ref]);
+    check_accum(buf, d2, pre, *din, n);
+    float *o3 = alloc_f(n), *d3 = zeros(n);
+    (ref ? silu_forward_ref : silu_forward)(o3, c->in, n);
+    (ref ? silu_backward_ref : silu_backward)(d3, c->R, c->in, n);
+    snprintf(buf, sizeof buf, "silu %s determinism out", IMPL[ref]);
+    same_bits(buf, o3, *out, n);
+    snprintf(buf, sizeof buf, "silu %s determinism din", IMPL[ref]);
+    same_bits(buf, d3, *din, n);
+    free(pre); free(d2); free(o3); free(d3);
 }
 
 static void test_silu(long n) {
@@ -503,25 +674,18 @@ static void test_silu(long n) {
     SiluCtx c = {n, randn(n, 3.0f), alloc_f(n), randn(n, 1.0f)};
     c.in[0] = 0.0f;
     if (n > 3) { c.in[1] = 20.0f; c.in[2] = -20.0f; c.in[3] = -90.0f; }
-    double *ref = alloc_d(n);
-    for (long i = 0; i < n; i++) ref[i] = c.in[i] / (1.0 + exp(-(double)c.in[i]));
-    fill_nan(c.out, n);
-    silu_forward(c.out, c.in, n);
-    note_fwd(layer, cmp("silu forward", c.out, ref, n, TOL_FWD));
-    float *out0 = copy_f(c.out, n);
-    float *din = zeros(n);
-    silu_backward(din, c.R, c.in, n);
-    float *pre = randn(n, 1.0f), *d2 = copy_f(pre, n);
-    silu_backward(d2, c.R, c.in, n);
-    check_accum("silu din", d2, pre, din, n);
-    float *d3 = zeros(n);
-    silu_forward(c.out, c.in, n);
-    silu_backward(d3, c.R, c.in, n);
-    same_bits("silu determinism out", c.out, out0, n);
-    same_bits("silu determinism din", d3, din, n);
-    double e = fd_check(layer, "din", silu_loss, &c, c.in, n, din, H_NL, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err din %.1e\n", "silu n=301", e);
-    free(ref); free(out0); free(din); free(pre); free(d2); free(d3); free(c.in); free(c.out); free(c.R);
+    double *naive = alloc_d(n);
+    for (long i = 0; i < n; i++) naive[i] = c.in[i] / (1.0 + exp(-(double)c.in[i]));
+    float *fo, *fd, *ro, *rd;
+    silu_checks(&c, FAST, &fo, &fd);
+    silu_checks(&c, REF, &ro, &rd);
+    note_fwd(layer, cmp("silu ref forward vs double", ro, naive, n, TOL_FWD));
+    double t = fmax(twin(layer, "silu", "out", fo, ro, n), twin(layer, "silu", "din", fd, rd, n));
+    double e = fd_check(layer, "din", silu_loss, &c, c.in, n, rd, H_NL, TOL_FD);
+    char what[64];
+    snprintf(what, sizeof what, "silu n=%ld", n);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) din %.1e\n", what, t, e);
+    free(naive); free(fo); free(fd); free(ro); free(rd); free(c.in); free(c.out); free(c.R);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -534,8 +698,63 @@ typedef struct {
 static double lin_loss(void *ctx, long i) {
     (void)i;
     LinCtx *c = ctx;
-    linear_forward(c->out, c->in, c->w, c->b, c->B, c->I, c->O);
+    linear_forward_ref(c->out, c->in, c->w, c->b, c->B, c->I, c->O);
     return dotR(c->out, c->R, (long)c->B * c->O);
+}
+
+typedef struct { float *out, *din, *dw, *db; } LinRes;
+
+static void lin_checks(LinCtx *c, int ref, const char *what0, LinRes *r) {
+    int B = c->B, I = c->I, O = c->O;
+    long nin = (long)B * I, nw = (long)O * I, nout = (long)B * O;
+    void (*fwd)(float *, const float *, const float *, const float *, int, int, int) =
+        ref ? linear_forward_ref : linear_forward;
+    void (*bwd)(float *, float *, float *, const float *, const float *, const float *, int, int, int) =
+        ref ? linear_backward_ref : linear_backward;
+    char what[200], buf[256];
+    snprintf(what, sizeof what, "%s %s", what0, IMPL[ref]);
+    r->out = alloc_f(nout);
+    fill_nan(r->out, nout);
+    fwd(r->out, c->in, c->w, c->b, B, I, O);
+    r->din = zeros(nin);
+    r->dw = zeros(nw);
+    r->db = zeros(O);
+    bwd(r->din, r->dw, r->db, c->R, c->in, c->w, B, I, O);
+    {
+        float *dw2 = zeros(nw), *db2 = zeros(O), *dw3 = zeros(nw), *din3 = zeros(nin);
+        bwd(NULL, dw2, db2, c->R, c->in, c->w, B, I, O);
+        snprintf(buf, sizeof buf, "%s din=NULL", what);
+        same_bits(buf, dw2, r->dw, nw);
+        same_bits(buf, db2, r->db, O);
+        bwd(din3, dw3, NULL, c->R, c->in, c->w, B, I, O);
+        snprintf(buf, sizeof buf, "%s dbias=NULL", what);
+        same_bits(buf, dw3, r->dw, nw);
+        same_bits(buf, din3, r->din, nin);
+        free(dw2); free(db2); free(dw3); free(din3);
+    }
+    {
+        float *pi = randn(nin, 1.0f), *pw = randn(nw, 1.0f), *pb = randn(O, 1.0f);
+        float *d1 = copy_f(pi, nin), *d2 = copy_f(pw, nw), *d3 = copy_f(pb, O);
+        bwd(d1, d2, d3, c->R, c->in, c->w, B, I, O);
+        snprintf(buf, sizeof buf, "%s din", what);
+        check_accum(buf, d1, pi, r->din, nin);
+        snprintf(buf, sizeof buf, "%s dw", what);
+        check_accum(buf, d2, pw, r->dw, nw);
+        snprintf(buf, sizeof buf, "%s db", what);
+        check_accum(buf, d3, pb, r->db, O);
+        free(pi); free(pw); free(pb); free(d1); free(d2); free(d3);
+    }
+    {
+        float *o2 = alloc_f(nout), *d1 = zeros(nin), *d2 = zeros(nw), *d3 = zeros(O);
+        fwd(o2, c->in, c->w, c->b, B, I, O);
+        bwd(d1, d2, d3, c->R, c->in, c->w, B, I, O);
+        snprintf(buf, sizeof buf, "%s determinism", what);
+        same_bits(buf, o2, r->out, nout);
+        same_bits(buf, d1, r->din, nin);
+        same_bits(buf, d2, r->dw, nw);
+        same_bits(buf, d3, r->db, O);
+        free(o2); free(d1); free(d2); free(d3);
+    }
 }
 
 static void test_linear(int B, int I, int O) {
@@ -545,61 +764,26 @@ static void test_linear(int B, int I, int O) {
                 randn(nout, 1.0f)};
     char what[160], buf[256];
     snprintf(what, sizeof what, "linear B%d I%d O%d", B, I, O);
-    double *ref = alloc_d(nout);
+    double *naive = alloc_d(nout);
     for (int b = 0; b < B; b++)
         for (int o = 0; o < O; o++) {
             double s = c.b[o];
             for (int i = 0; i < I; i++) s += (double)c.in[b * I + i] * c.w[o * I + i];
-            ref[b * O + o] = s;
+            naive[b * O + o] = s;
         }
-    fill_nan(c.out, nout);
-    linear_forward(c.out, c.in, c.w, c.b, B, I, O);
-    snprintf(buf, sizeof buf, "%s forward", what);
-    note_fwd(layer, cmp(buf, c.out, ref, nout, TOL_FWD));
-    float *out0 = copy_f(c.out, nout);
-
-    float *din = zeros(nin), *dw = zeros(nw), *db = zeros(O);
-    linear_backward(din, dw, db, c.R, c.in, c.w, B, I, O);
-    {
-        float *dw2 = zeros(nw), *db2 = zeros(O), *dw3 = zeros(nw), *din3 = zeros(nin);
-        linear_backward(NULL, dw2, db2, c.R, c.in, c.w, B, I, O);
-        snprintf(buf, sizeof buf, "%s din=NULL", what);
-        same_bits(buf, dw2, dw, nw);
-        same_bits(buf, db2, db, O);
-        linear_backward(din3, dw3, NULL, c.R, c.in, c.w, B, I, O);
-        snprintf(buf, sizeof buf, "%s dbias=NULL", what);
-        same_bits(buf, dw3, dw, nw);
-        same_bits(buf, din3, din, nin);
-        free(dw2); free(db2); free(dw3); free(din3);
-    }
-    {
-        float *pi = randn(nin, 1.0f), *pw = randn(nw, 1.0f), *pb = randn(O, 1.0f);
-        float *d1 = copy_f(pi, nin), *d2 = copy_f(pw, nw), *d3 = copy_f(pb, O);
-        linear_backward(d1, d2, d3, c.R, c.in, c.w, B, I, O);
-        snprintf(buf, sizeof buf, "%s din", what);
-        check_accum(buf, d1, pi, din, nin);
-        snprintf(buf, sizeof buf, "%s dw", what);
-        check_accum(buf, d2, pw, dw, nw);
-        snprintf(buf, sizeof buf, "%s db", what);
-        check_accum(buf, d3, pb, db, O);
-        free(pi); free(pw); free(pb); free(d1); free(d2); free(d3);
-    }
-    {
-        float *d1 = zeros(nin), *d2 = zeros(nw), *d3 = zeros(O);
-        linear_forward(c.out, c.in, c.w, c.b, B, I, O);
-        linear_backward(d1, d2, d3, c.R, c.in, c.w, B, I, O);
-        snprintf(buf, sizeof buf, "%s determinism", what);
-        same_bits(buf, c.out, out0, nout);
-        same_bits(buf, d1, din, nin);
-        same_bits(buf, d2, dw, nw);
-        same_bits(buf, d3, db, O);
-        free(d1); free(d2); free(d3);
-    }
-    double e1 = fd_check(layer, "din", lin_loss, &c, c.in, nin, din, H_LIN, TOL_FD);
-    double e2 = fd_check(layer, "dw", lin_loss, &c, c.w, nw, dw, H_LIN, TOL_FD);
-    double e3 = fd_check(layer, "db", lin_loss, &c, c.b, O, db, H_LIN, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err din %.1e dw %.1e db %.1e\n", what, e1, e2, e3);
-    free(ref); free(out0); free(din); free(dw); free(db);
+    LinRes f, r;
+    lin_checks(&c, FAST, what, &f);
+    lin_checks(&c, REF, what, &r);
+    snprintf(buf, sizeof buf, "%s ref forward vs double", what);
+    note_fwd(layer, cmp(buf, r.out, naive, nout, TOL_FWD));
+    double t = fmax(twin(layer, what, "out", f.out, r.out, nout), twin(layer, what, "din", f.din, r.din, nin));
+    t = fmax3(t, twin(layer, what, "dw", f.dw, r.dw, nw), twin(layer, what, "db", f.db, r.db, O));
+    double e1 = fd_check(layer, "din", lin_loss, &c, c.in, nin, r.din, H_LIN, TOL_FD);
+    double e2 = fd_check(layer, "dw", lin_loss, &c, c.w, nw, r.dw, H_LIN, TOL_FD);
+    double e3 = fd_check(layer, "db", lin_loss, &c, c.b, O, r.db, H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) din %.1e dw %.1e db %.1e\n", what, t, e1, e2, e3);
+    free(naive);
+    free(f.out); free(f.din); free(f.dw); free(f.db); free(r.out); free(r.din); free(r.dw); free(r.db);
     free(c.in); free(c.w); free(c.b); free(c.out); free(c.R);
 }
 
@@ -609,22 +793,32 @@ static void test_linear(int B, int I, int O) {
 typedef struct {
     int B, C, N, NH, slice_a;
     float *a, *w_in, *b_in, *w_out, *b_out, *out, *qkv, *o, *lse, *ws, *R;
+    size_t wsper;
 } AttCtx;
 
+static void att_fwd(const AttCtx *c, int ref, float *out, float *qkv, float *o, float *lse, const float *a, int nb) {
+    (ref ? attention_forward_ref : attention_forward)(out, qkv, o, lse, a, c->w_in, c->b_in, c->w_out, c->b_out, nb,
+                                                      c->C, c->N, c->NH, c->ws);
+}
+static void att_bwd(const AttCtx *c, int ref, float *da, float *dwi, float *dbi, float *dwo, float *dbo,
+                    const float *qkv, const float *o, const float *lse) {
+    (ref ? attention_backward_ref : attention_backward)(da, dwi, dbi, dwo, dbo, c->R, c->a, qkv, o, lse, c->w_in,
+                                                        c->w_out, c->B, c->C, c->N, c->NH, c->ws);
+}
+
+// L of the reference layer
 static double att_loss(void *ctx, long i) {
     AttCtx *c = ctx;
     long per = (long)c->C * c->N;
     if (c->slice_a) { // perturbing a[i] only changes image i / (C N): evaluate that image alone
         long b = i / per;
         memset(c->out, 0, (size_t)per * sizeof(float));
-        attention_forward(c->out, c->qkv, c->o, c->lse, c->a + b * per, c->w_in, c->b_in, c->w_out, c->b_out, 1,
-                          c->C, c->N, c->NH, c->ws);
+        att_fwd(c, REF, c->out, c->qkv, c->o, c->lse, c->a + b * per, 1);
         return dotR(c->out, c->R + b * per, per);
     }
     long n = (long)c->B * per;
     memset(c->out, 0, (size_t)n * sizeof(float));
-    attention_forward(c->out, c->qkv, c->o, c->lse, c->a, c->w_in, c->b_in, c->w_out, c->b_out, c->B, c->C, c->N,
-                      c->NH, c->ws);
+    att_fwd(c, REF, c->out, c->qkv, c->o, c->lse, c->a, c->B);
     return dotR(c->out, c->R, n);
 }
 
@@ -673,10 +867,101 @@ static void naive_attention(double *y, double *qkv, double *o, double *lse, cons
     free(p);
 }
 
+// part = out - residual (the attention alone); saved qkv, o, lse; the gradients
+typedef struct { float *part, *qkv, *o, *lse, *da, *dwi, *dbi, *dwo, *dbo; } AttRes;
+
+static void att_checks(AttCtx *c, int ref, const float *resid, const double *ry, const char *what0, AttRes *r) {
+    int B = c->B, C = c->C, N = c->N, NH = c->NH;
+    long n = (long)B * C * N, nq = 3 * n, nl = (long)B * NH * N;
+    long nwi = 3L * C * C, nbi = 3L * C, nwo = (long)C * C;
+    char what[200], buf[256];
+    snprintf(what, sizeof what, "%s %s", what0, IMPL[ref]);
+    fill_nan(c->ws, (long)c->wsper * nthreads());
+    // forward adds to `out` (the residual)
+    float *out = copy_f(resid, n);
+    r->qkv = alloc_f(nq);
+    r->o = alloc_f(n);
+    r->lse = alloc_f(nl);
+    fill_nan(r->qkv, nq);
+    fill_nan(r->o, n);
+    fill_nan(r->lse, nl);
+    att_fwd(c, ref, out, r->qkv, r->o, r->lse, c->a, B);
+    {
+        double *want = alloc_d(n);
+        for (long i = 0; i < n; i++) want[i] = resid[i] + ry[i];
+        snprintf(buf, sizeof buf, "%s forward out (residual + attention) vs double", what);
+        cmp(buf, out, want, n, TOL_FWD);
+        // the attention part alone, so a wrong result cannot hide behind the residual
+        r->part = alloc_f(n);
+        for (long i = 0; i < n; i++) r->part[i] = out[i] - resid[i];
+        free(want);
+    }
+
+    r->da = zeros(n);
+    r->dwi = zeros(nwi);
+    r->dbi = zeros(nbi);
+    r->dwo = zeros(nwo);
+    r->dbo = zeros(C);
+    att_bwd(c, ref, r->da, r->dwi, r->dbi, r->dwo, r->dbo, r->qkv, r->o, r->lse);
+    {
+        float *g2 = zeros(nwi), *g3 = zeros(nbi), *g4 = zeros(nwo), *g5 = zeros(C);
+        att_bwd(c, ref, NULL, g2, g3, g4, g5, r->qkv, r->o, r->lse);
+        snprintf(buf, sizeof buf, "%s da=NULL", what);
+        same_bits(buf, g2, r->dwi, nwi);
+        same_bits(buf, g3, r->dbi, nbi);
+        same_bits(buf, g4, r->dwo, nwo);
+        same_bits(buf, g5, r->dbo, C);
+        free(g2); free(g3); free(g4); free(g5);
+    }
+    {
+        float *p1 = randn(n, 1.0f), *p2 = randn(nwi, 1.0f), *p3 = randn(nbi, 1.0f), *p4 = randn(nwo, 1.0f),
+              *p5 = randn(C, 1.0f);
+        float *g1 = copy_f(p1, n), *g2 = copy_f(p2, nwi), *g3 = copy_f(p3, nbi), *g4 = copy_f(p4, nwo),
+              *g5 = copy_f(p5, C);
+        att_bwd(c, ref, g1, g2, g3, g4, g5, r->qkv, r->o, r->lse);
+        snprintf(buf, sizeof buf, "%s da", what);
+        check_accum(buf, g1, p1, r->da, n);
+        snprintf(buf, sizeof buf, "%s dw_in", what);
+        check_accum(buf, g2, p2, r->dwi, nwi);
+        snprintf(buf, sizeof buf, "%s db_in", what);
+        check_accum(buf, g3, p3, r->dbi, nbi);
+        snprintf(buf, sizeof buf, "%s dw_out", what);
+        check_accum(buf, g4, p4, r->dwo, nwo);
+        snprintf(buf, sizeof buf, "%s db_out", what);
+        check_accum(buf, g5, p5, r->dbo, C);
+        free(p1); free(p2); free(p3); free(p4); free(p5); free(g1); free(g2); free(g3); free(g4); free(g5);
+    }
+    {
+        float *out2 = copy_f(resid, n), *q2 = alloc_f(nq), *o2 = alloc_f(n), *l2 = alloc_f(nl);
+        float *g1 = zeros(n), *g2 = zeros(nwi), *g3 = zeros(nbi), *g4 = zeros(nwo), *g5 = zeros(C);
+        fill_nan(c->ws, (long)c->wsper * nthreads());
+        att_fwd(c, ref, out2, q2, o2, l2, c->a, B);
+        att_bwd(c, ref, g1, g2, g3, g4, g5, q2, o2, l2);
+        snprintf(buf, sizeof buf, "%s determinism", what);
+        same_bits(buf, out2, out, n);
+        same_bits(buf, q2, r->qkv, nq);
+        same_bits(buf, o2, r->o, n);
+        same_bits(buf, l2, r->lse, nl);
+        same_bits(buf, g1, r->da, n);
+        same_bits(buf, g2, r->dwi, nwi);
+        same_bits(buf, g3, r->dbi, nbi);
+        same_bits(buf, g4, r->dwo, nwo);
+        same_bits(buf, g5, r->dbo, C);
+        free(out2); free(q2); free(o2); free(l2); free(g1); free(g2); free(g3); free(g4); free(g5);
+    }
+    free(out);
+}
+
+static void att_res_free(AttRes *r) {
+    free(r->part); free(r->qkv); free(r->o); free(r->lse);
+    free(r->da); free(r->dwi); free(r->dbi); free(r->dwo); free(r->dbo);
+}
+
 static void test_attention(int B, int C, int N, int NH, float qk_gain) {
     const char *layer = "attention";
     long n = (long)B * C * N, nq = 3 * n, nl = (long)B * NH * N;
-    AttCtx c = {B, C, N, NH, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    long nwi = 3L * C * C, nbi = 3L * C, nwo = (long)C * C;
+    AttCtx c = {.B = B, .C = C, .N = N, .NH = NH};
     c.a = randn(n, 1.0f);
     c.w_in = randn(3L * C * C, 1.0f / sqrtf((float)C));
     for (long i = 0; i < 2L * C * C; i++) c.w_in[i] *= qk_gain; // sharper softmax: more nonlinear
@@ -688,107 +973,61 @@ static void test_attention(int B, int C, int N, int NH, float qk_gain) {
     c.qkv = alloc_f(nq);
     c.o = alloc_f(n);
     c.lse = alloc_f(nl);
-    size_t wsper = attention_ws_floats(C, N, NH);
-    c.ws = ws_alloc(wsper);
+    c.wsper = attention_ws_floats(C, N, NH);
+    c.ws = ws_alloc(c.wsper);
     char what[160], buf[256];
     snprintf(what, sizeof what, "attention B%d C%d N%d NH%d", B, C, N, NH);
 
     double *ry = alloc_d(n), *rq = alloc_d(nq), *ro = alloc_d(n), *rl = alloc_d(nl);
     naive_attention(ry, rq, ro, rl, &c);
-    // forward adds to `out` (the residual)
-    float *resid = randn(n, 1.0f), *out = copy_f(resid, n);
-    float *qkv = alloc_f(nq), *o = alloc_f(n), *lse = alloc_f(nl);
-    fill_nan(qkv, nq);
-    fill_nan(o, n);
-    fill_nan(lse, nl);
-    attention_forward(out, qkv, o, lse, c.a, c.w_in, c.b_in, c.w_out, c.b_out, B, C, N, NH, c.ws);
-    {
-        double *want = alloc_d(n);
-        for (long i = 0; i < n; i++) want[i] = resid[i] + ry[i];
-        snprintf(buf, sizeof buf, "%s forward out (residual + attention)", what);
-        note_fwd(layer, cmp(buf, out, want, n, TOL_FWD));
-        // the attention part alone, so a wrong result cannot hide behind the residual
-        float *part = alloc_f(n);
-        for (long i = 0; i < n; i++) part[i] = out[i] - resid[i];
-        snprintf(buf, sizeof buf, "%s forward out - residual", what);
-        note_fwd(layer, cmp(buf, part, ry, n, 1e-4));
-        free(part);
-        free(want);
-    }
-    snprintf(buf, sizeof buf, "%s forward saved qkv", what);
-    note_fwd(layer, cmp(buf, qkv, rq, nq, TOL_FWD));
-    snprintf(buf, sizeof buf, "%s forward saved o", what);
-    note_fwd(layer, cmp(buf, o, ro, n, TOL_FWD));
-    snprintf(buf, sizeof buf, "%s forward saved lse", what);
-    note_fwd(layer, cmp(buf, lse, rl, nl, TOL_FWD));
     { // the softmax must not be uniform (else the test would not probe it)
         double lo = INFINITY, hi = -INFINITY;
         for (long i = 0; i < nl; i++) { lo = fmin(lo, rl[i] - log((double)N)); hi = fmax(hi, rl[i] - log((double)N)); }
-        CHECK(hi - lo > 0.5, "%s: softmax too flat for a meaningful test (lse - log N in [%g, %g])", what, lo, hi);
+        CHECKN(hi - lo > 0.5, "%s: softmax too flat for a meaningful test (lse - log N in [%g, %g])", what, lo, hi);
     }
+    float *resid = randn(n, 1.0f);
+    AttRes f, r;
+    att_checks(&c, FAST, resid, ry, what, &f);
+    att_checks(&c, REF, resid, ry, what, &r);
 
-    long nwi = 3L * C * C, nbi = 3L * C, nwo = (long)C * C;
-    float *da = zeros(n), *dwi = zeros(nwi), *dbi = zeros(nbi), *dwo = zeros(nwo), *dbo = zeros(C);
-    attention_backward(da, dwi, dbi, dwo, dbo, c.R, c.a, qkv, o, lse, c.w_in, c.w_out, B, C, N, NH, c.ws);
-    {
-        float *g2 = zeros(nwi), *g3 = zeros(nbi), *g4 = zeros(nwo), *g5 = zeros(C);
-        attention_backward(NULL, g2, g3, g4, g5, c.R, c.a, qkv, o, lse, c.w_in, c.w_out, B, C, N, NH, c.ws);
-        snprintf(buf, sizeof buf, "%s da=NULL", what);
-        same_bits(buf, g2, dwi, nwi);
-        same_bits(buf, g3, dbi, nbi);
-        same_bits(buf, g4, dwo, nwo);
-        same_bits(buf, g5, dbo, C);
-        free(g2); free(g3); free(g4); free(g5);
-    }
-    {
-        float *p1 = randn(n, 1.0f), *p2 = randn(nwi, 1.0f), *p3 = randn(nbi, 1.0f), *p4 = randn(nwo, 1.0f),
-              *p5 = randn(C, 1.0f);
-        float *g1 = copy_f(p1, n), *g2 = copy_f(p2, nwi), *g3 = copy_f(p3, nbi), *g4 = copy_f(p4, nwo),
-              *g5 = copy_f(p5, C);
-        attention_backward(g1, g2, g3, g4, g5, c.R, c.a, qkv, o, lse, c.w_in, c.w_out, B, C, N, NH, c.ws);
-        snprintf(buf, sizeof buf, "%s da", what);
-        check_accum(buf, g1, p1, da, n);
-        snprintf(buf, sizeof buf, "%s dw_in", what);
-        check_accum(buf, g2, p2, dwi, nwi);
-        snprintf(buf, sizeof buf, "%s db_in", what);
-        check_accum(buf, g3, p3, dbi, nbi);
-        snprintf(buf, sizeof buf, "%s dw_out", what);
-        check_accum(buf, g4, p4, dwo, nwo);
-        snprintf(buf, sizeof buf, "%s db_out", what);
-        check_accum(buf, g5, p5, dbo, C);
-        free(p1); free(p2); free(p3); free(p4); free(p5); free(g1); free(g2); free(g3); free(g4); free(g5);
-    }
-    {
-        float *out2 = copy_f(resid, n), *q2 = alloc_f(nq), *o2 = alloc_f(n), *l2 = alloc_f(nl);
-        float *g1 = zeros(n), *g2 = zeros(nwi), *g3 = zeros(nbi), *g4 = zeros(nwo), *g5 = zeros(C);
-        fill_nan(c.ws, (long)wsper * nthreads());
-        attention_forward(out2, q2, o2, l2, c.a, c.w_in, c.b_in, c.w_out, c.b_out, B, C, N, NH, c.ws);
-        attention_backward(g1, g2, g3, g4, g5, c.R, c.a, q2, o2, l2, c.w_in, c.w_out, B, C, N, NH, c.ws);
-        snprintf(buf, sizeof buf, "%s determinism", what);
-        same_bits(buf, out2, out, n);
-        same_bits(buf, q2, qkv, nq);
-        same_bits(buf, o2, o, n);
-        same_bits(buf, l2, lse, nl);
-        same_bits(buf, g1, da, n);
-        same_bits(buf, g2, dwi, nwi);
-        same_bits(buf, g3, dbi, nbi);
-        same_bits(buf, g4, dwo, nwo);
-        same_bits(buf, g5, dbo, C);
-        free(out2); free(q2); free(o2); free(l2); free(g1); free(g2); free(g3); free(g4); free(g5);
-    }
+    // the reference's forward vs double (the attention part alone: looser, it is a difference)
+    snprintf(buf, sizeof buf, "%s ref forward out - residual vs double", what);
+    note_fwd(layer, cmp(buf, r.part, ry, n, 1e-4));
+    snprintf(buf, sizeof buf, "%s ref forward saved qkv vs double", what);
+    note_fwd(layer, cmp(buf, r.qkv, rq, nq, TOL_FWD));
+    snprintf(buf, sizeof buf, "%s ref forward saved o vs double", what);
+    note_fwd(layer, cmp(buf, r.o, ro, n, TOL_FWD));
+    snprintf(buf, sizeof buf, "%s ref forward saved lse vs double", what);
+    note_fwd(layer, cmp(buf, r.lse, rl, nl, TOL_FWD));
 
+    double t = fmax(twin(layer, what, "out - residual", f.part, r.part, n), twin(layer, what, "qkv", f.qkv, r.qkv, nq));
+    t = fmax3(t, twin(layer, what, "o", f.o, r.o, n), twin(layer, what, "lse", f.lse, r.lse, nl));
+    t = fmax3(t, twin(layer, what, "da", f.da, r.da, n), twin(layer, what, "dw_in", f.dwi, r.dwi, nwi));
+    t = fmax3(t, twin(layer, what, "db_in", f.dbi, r.dbi, nbi), twin(layer, what, "dw_out", f.dwo, r.dwo, nwo));
+    t = fmax(t, twin(layer, what, "db_out", f.dbo, r.dbo, C));
+
+    // finite differences on the reference. da: every image (each evaluated alone). The weights
+    // reach every image: their FD runs on the first Bfd = min(B, 2) images (two, so that the sum
+    // over images is checked too), against the reference's gradients of those images.
     c.slice_a = 1;
-    double e1 = fd_check(layer, "da", att_loss, &c, c.a, n, da, H_NL, TOL_FD);
+    double e1 = fd_check(layer, "da", att_loss, &c, c.a, n, r.da, H_NL, TOL_FD);
     c.slice_a = 0;
-    double e2 = fd_check(layer, "dw_in", att_loss, &c, c.w_in, nwi, dwi, H_NL, TOL_FD);
-    double e3 = fd_check(layer, "db_in", att_loss, &c, c.b_in, nbi, dbi, H_NL, TOL_FD);
-    double e4 = fd_check(layer, "dw_out", att_loss, &c, c.w_out, nwo, dwo, H_LIN, TOL_FD);
-    double e5 = fd_check(layer, "db_out", att_loss, &c, c.b_out, C, dbo, H_LIN, TOL_FD);
+    int Bfd = B < 2 ? B : 2;
+    float *gwi = zeros(nwi), *gbi = zeros(nbi), *gwo = zeros(nwo), *gbo = zeros(C);
+    attention_backward_ref(NULL, gwi, gbi, gwo, gbo, c.R, c.a, r.qkv, r.o, r.lse, c.w_in, c.w_out, Bfd, C, N, NH, c.ws);
+    c.B = Bfd;
+    double e2 = fd_check(layer, "dw_in", att_loss, &c, c.w_in, nwi, gwi, H_NL, TOL_FD);
+    double e3 = fd_check(layer, "db_in", att_loss, &c, c.b_in, nbi, gbi, H_NL, TOL_FD);
+    double e4 = fd_check(layer, "dw_out", att_loss, &c, c.w_out, nwo, gwo, H_LIN, TOL_FD);
+    double e5 = fd_check(layer, "db_out", att_loss, &c, c.b_out, C, gbo, H_LIN, TOL_FD);
+    c.B = B;
+    free(gwi); free(gbi); free(gwo); free(gbo);
     if (g_verbose)
-        printf("  %-52s FD rel err da %.1e dw_in %.1e db_in %.1e dw_out %.1e db_out %.1e\n", what, e1, e2, e3, e4, e5);
+        printf("  %-50s fast-ref %.1e  FD(ref) da %.1e dw_in %.1e db_in %.1e dw_out %.1e db_out %.1e\n", what, t, e1,
+               e2, e3, e4, e5);
 
-    free(ry); free(rq); free(ro); free(rl); free(resid); free(out); free(qkv); free(o); free(lse);
-    free(da); free(dwi); free(dbi); free(dwo); free(dbo);
+    att_res_free(&f); att_res_free(&r);
+    free(ry); free(rq); free(ro); free(rl); free(resid);
     free(c.a); free(c.w_in); free(c.b_in); free(c.w_out); free(c.b_out); free(c.R);
     free(c.out); free(c.qkv); free(c.o); free(c.lse); free(c.ws);
 }
@@ -799,27 +1038,69 @@ static void test_attention(int B, int C, int N, int NH, float qk_gain) {
 static void test_timestep_embedding(int D) {
     int ts[] = {0, 1, 2, 3, 17, 100, 250, 499, 500, 731, 998, 999};
     int B = (int)(sizeof ts / sizeof ts[0]), half = D / 2;
-    float *out = alloc_f((long)B * D);
-    fill_nan(out, (long)B * D);
-    timestep_embedding(out, ts, B, D);
-    double *ref = alloc_d((long)B * D);
+    float *out[2];
+    for (int ref = 0; ref < 2; ref++) {
+        out[ref] = alloc_f((long)B * D);
+        fill_nan(out[ref], (long)B * D);
+        (ref ? timestep_embedding_ref : timestep_embedding)(out[ref], ts, B, D);
+    }
+    double *naive = alloc_d((long)B * D);
     for (int b = 0; b < B; b++)
         for (int i = 0; i < half; i++) {
             double f = pow(10000.0, (double)i / half);
-            ref[(long)b * D + i] = sin(ts[b] / f);
-            ref[(long)b * D + half + i] = cos(ts[b] / f);
+            naive[(long)b * D + i] = sin(ts[b] / f);
+            naive[(long)b * D + half + i] = cos(ts[b] / f);
         }
     char buf[128];
     snprintf(buf, sizeof buf, "timestep_embedding D%d", D);
     // float32 throughout (as the reference): |arg| <= 999 so arg carries ~1e-4 absolute rounding
-    double e = cmp(buf, out, ref, (long)B * D, 2e-4);
+    double e = cmp(buf, out[REF], naive, (long)B * D, 2e-4);
     note_fwd("temb", e);
-    if (g_verbose) printf("  %-52s max abs err vs double %.1e\n", buf, e);
-    free(out); free(ref);
+    double t = twin("temb", buf, "out", out[FAST], out[REF], (long)B * D);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  ref vs double %.1e\n", buf, t, e);
+    free(out[0]); free(out[1]); free(naive);
 }
 
 // ---------------------------------------------------------------------------------------------
-// concat, add_bias_bc, mse
+// whole arrays: zero, copy, add (exact: bit for bit)
+
+static void test_arrays(long n) {
+    float *x = randn(n, 1.0f), *y0 = randn(n, 1.0f), *res[2][3];
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        float *z = alloc_f(n), *cp = alloc_f(n), *ad = copy_f(y0, n);
+        fill_nan(z, n);
+        fill_nan(cp, n);
+        (ref ? array_zero_ref : array_zero)(z, n);
+        (ref ? array_copy_ref : array_copy)(cp, x, n);
+        (ref ? array_add_ref : array_add)(ad, x, n);
+        int ok_z = 1, ok_a = 1;
+        for (long i = 0; i < n; i++) {
+            ok_z &= z[i] == 0.0f && !signbit(z[i]);
+            ok_a &= ad[i] == y0[i] + x[i];
+        }
+        snprintf(buf, sizeof buf, "array_zero %s", IMPL[ref]);
+        CHECKN(ok_z, "%s: not all +0", buf);
+        snprintf(buf, sizeof buf, "array_copy %s", IMPL[ref]);
+        same_bits(buf, cp, x, n);
+        snprintf(buf, sizeof buf, "array_add %s", IMPL[ref]);
+        CHECKN(ok_a, "%s: y != y + x", buf);
+        res[ref][0] = z;
+        res[ref][1] = cp;
+        res[ref][2] = ad;
+    }
+    same_bits("array_zero: fast vs ref", res[FAST][0], res[REF][0], n);
+    same_bits("array_copy: fast vs ref", res[FAST][1], res[REF][1], n);
+    same_bits("array_add: fast vs ref", res[FAST][2], res[REF][2], n);
+    stat_for("arrays");
+    if (g_verbose) printf("  %-50s fast-ref bitwise equal\n", "array_zero / copy / add");
+    for (int ref = 0; ref < 2; ref++)
+        for (int k = 0; k < 3; k++) free(res[ref][k]);
+    free(x); free(y0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// concat, add_bias_bc, mse, softmax cross-entropy
 
 typedef struct {
     int B, Ca, Cb, HW;
@@ -828,7 +1109,7 @@ typedef struct {
 static double cat_loss(void *ctx, long i) {
     (void)i;
     CatCtx *c = ctx;
-    concat_channels_forward(c->out, c->a, c->b, c->B, c->Ca, c->Cb, c->HW);
+    concat_channels_forward_ref(c->out, c->a, c->b, c->B, c->Ca, c->Cb, c->HW);
     return dotR(c->out, c->R, (long)c->B * (c->Ca + c->Cb) * c->HW);
 }
 
@@ -836,26 +1117,40 @@ static void test_concat(int B, int Ca, int Cb, int HW) {
     const char *layer = "concat";
     long na = (long)B * Ca * HW, nb = (long)B * Cb * HW, no = na + nb;
     CatCtx c = {B, Ca, Cb, HW, randn(na, 1.0f), randn(nb, 1.0f), alloc_f(no), randn(no, 1.0f)};
-    fill_nan(c.out, no);
-    concat_channels_forward(c.out, c.a, c.b, B, Ca, Cb, HW);
-    int ok = 1;
-    for (int n = 0; n < B; n++)
-        for (int ch = 0; ch < Ca + Cb; ch++)
-            for (int p = 0; p < HW; p++) {
-                float want = ch < Ca ? c.a[((long)n * Ca + ch) * HW + p] : c.b[((long)n * Cb + ch - Ca) * HW + p];
-                ok &= memcmp(&c.out[((long)n * (Ca + Cb) + ch) * HW + p], &want, sizeof(float)) == 0;
-            }
-    CHECK(ok, "concat forward: wrong layout");
-    float *da = zeros(na), *db = zeros(nb);
-    concat_channels_backward(da, db, c.R, B, Ca, Cb, HW);
-    float *pa = randn(na, 1.0f), *pb = randn(nb, 1.0f), *da2 = copy_f(pa, na), *db2 = copy_f(pb, nb);
-    concat_channels_backward(da2, db2, c.R, B, Ca, Cb, HW);
-    check_accum("concat da", da2, pa, da, na);
-    check_accum("concat db", db2, pb, db, nb);
-    double e1 = fd_check(layer, "da", cat_loss, &c, c.a, na, da, H_LIN, TOL_FD);
-    double e2 = fd_check(layer, "db", cat_loss, &c, c.b, nb, db, H_LIN, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err da %.1e db %.1e\n", "concat B2 Ca3 Cb2 HW7", e1, e2);
-    free(da); free(db); free(pa); free(pb); free(da2); free(db2); free(c.a); free(c.b); free(c.out); free(c.R);
+    float *out[2], *da[2], *db[2];
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        out[ref] = alloc_f(no);
+        fill_nan(out[ref], no);
+        (ref ? concat_channels_forward_ref : concat_channels_forward)(out[ref], c.a, c.b, B, Ca, Cb, HW);
+        int ok = 1;
+        for (int n = 0; n < B; n++)
+            for (int ch = 0; ch < Ca + Cb; ch++)
+                for (int p = 0; p < HW; p++) {
+                    float want = ch < Ca ? c.a[((long)n * Ca + ch) * HW + p] : c.b[((long)n * Cb + ch - Ca) * HW + p];
+                    ok &= memcmp(&out[ref][((long)n * (Ca + Cb) + ch) * HW + p], &want, sizeof(float)) == 0;
+                }
+        CHECKN(ok, "concat %s forward: wrong layout", IMPL[ref]);
+        da[ref] = zeros(na);
+        db[ref] = zeros(nb);
+        (ref ? concat_channels_backward_ref : concat_channels_backward)(da[ref], db[ref], c.R, B, Ca, Cb, HW);
+        float *pa = randn(na, 1.0f), *pb = randn(nb, 1.0f), *da2 = copy_f(pa, na), *db2 = copy_f(pb, nb);
+        (ref ? concat_channels_backward_ref : concat_channels_backward)(da2, db2, c.R, B, Ca, Cb, HW);
+        snprintf(buf, sizeof buf, "concat %s da", IMPL[ref]);
+        check_accum(buf, da2, pa, da[ref], na);
+        snprintf(buf, sizeof buf, "concat %s db", IMPL[ref]);
+        check_accum(buf, db2, pb, db[ref], nb);
+        free(pa); free(pb); free(da2); free(db2);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "concat B%d Ca%d Cb%d HW%d", B, Ca, Cb, HW);
+    double t = fmax3(twin(layer, what, "out", out[FAST], out[REF], no), twin(layer, what, "da", da[FAST], da[REF], na),
+                     twin(layer, what, "db", db[FAST], db[REF], nb));
+    double e1 = fd_check(layer, "da", cat_loss, &c, c.a, na, da[REF], H_LIN, TOL_FD);
+    double e2 = fd_check(layer, "db", cat_loss, &c, c.b, nb, db[REF], H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) da %.1e db %.1e\n", what, t, e1, e2);
+    for (int k = 0; k < 2; k++) { free(out[k]); free(da[k]); free(db[k]); }
+    free(c.a); free(c.b); free(c.out); free(c.R);
 }
 
 typedef struct {
@@ -867,26 +1162,41 @@ static double bias_loss(void *ctx, long i) {
     BiasCtx *c = ctx;
     long n = (long)c->B * c->C * c->HW;
     memcpy(c->out, c->base, (size_t)n * sizeof(float));
-    add_bias_bc_forward(c->out, c->bias, c->B, c->C, c->HW);
+    add_bias_bc_forward_ref(c->out, c->bias, c->B, c->C, c->HW);
     return dotR(c->out, c->R, n);
 }
 
 static void test_add_bias_bc(int B, int C, int HW) {
     const char *layer = "add_bias_bc";
-    long n = (long)B * C * HW;
-    BiasCtx c = {B, C, HW, randn((long)B * C, 1.0f), randn(n, 1.0f), alloc_f(n), randn(n, 1.0f)};
-    memcpy(c.out, c.base, (size_t)n * sizeof(float));
-    add_bias_bc_forward(c.out, c.bias, B, C, HW);
+    long n = (long)B * C * HW, nbc = (long)B * C;
+    BiasCtx c = {B, C, HW, randn(nbc, 1.0f), randn(n, 1.0f), alloc_f(n), randn(n, 1.0f)};
     double *want = alloc_d(n);
     for (long i = 0; i < n; i++) want[i] = (double)c.base[i] + c.bias[i / HW];
-    note_fwd(layer, cmp("add_bias_bc forward (adds to out)", c.out, want, n, TOL_FWD));
-    float *dbias = zeros((long)B * C), *pre = randn((long)B * C, 1.0f), *d2 = copy_f(pre, (long)B * C);
-    add_bias_bc_backward(dbias, c.R, B, C, HW);
-    add_bias_bc_backward(d2, c.R, B, C, HW);
-    check_accum("add_bias_bc dbias", d2, pre, dbias, (long)B * C);
-    double e = fd_check(layer, "dbias", bias_loss, &c, c.bias, (long)B * C, dbias, H_LIN, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err dbias %.1e\n", "add_bias_bc B2 C3 HW5", e);
-    free(want); free(dbias); free(pre); free(d2); free(c.bias); free(c.base); free(c.out); free(c.R);
+    float *out[2], *dbias[2];
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        out[ref] = copy_f(c.base, n);
+        (ref ? add_bias_bc_forward_ref : add_bias_bc_forward)(out[ref], c.bias, B, C, HW);
+        snprintf(buf, sizeof buf, "add_bias_bc %s forward (adds to out) vs double", IMPL[ref]);
+        double e = cmp(buf, out[ref], want, n, TOL_FWD);
+        if (ref) note_fwd(layer, e);
+        dbias[ref] = zeros(nbc);
+        float *pre = randn(nbc, 1.0f), *d2 = copy_f(pre, nbc);
+        (ref ? add_bias_bc_backward_ref : add_bias_bc_backward)(dbias[ref], c.R, B, C, HW);
+        (ref ? add_bias_bc_backward_ref : add_bias_bc_backward)(d2, c.R, B, C, HW);
+        snprintf(buf, sizeof buf, "add_bias_bc %s dbias", IMPL[ref]);
+        check_accum(buf, d2, pre, dbias[ref], nbc);
+        free(pre); free(d2);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "add_bias_bc B%d C%d HW%d", B, C, HW);
+    double t = fmax(twin(layer, what, "out", out[FAST], out[REF], n),
+                    twin(layer, what, "dbias", dbias[FAST], dbias[REF], nbc));
+    double e = fd_check(layer, "dbias", bias_loss, &c, c.bias, nbc, dbias[REF], H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) dbias %.1e\n", what, t, e);
+    free(want);
+    for (int k = 0; k < 2; k++) { free(out[k]); free(dbias[k]); }
+    free(c.bias); free(c.base); free(c.out); free(c.R);
 }
 
 typedef struct {
@@ -896,7 +1206,7 @@ typedef struct {
 static double mse_loss(void *ctx, long i) {
     (void)i;
     MseCtx *c = ctx;
-    return mse_forward(c->pred, c->target, c->n);
+    return mse_forward_ref(c->pred, c->target, c->n);
 }
 
 static void test_mse(long n) {
@@ -905,23 +1215,102 @@ static void test_mse(long n) {
     double s = 0.0;
     for (long i = 0; i < n; i++) s += ((double)c.pred[i] - c.target[i]) * ((double)c.pred[i] - c.target[i]);
     double want = s / n;
-    float got = mse_forward(c.pred, c.target, n);
-    CHECK(fabs(got - want) <= 1e-6 * want, "mse forward: got %.9g, want %.9g", (double)got, want);
-    note_fwd(layer, fabs(got - want) / want);
-    float *d = zeros(n);
-    mse_backward(d, c.pred, c.target, n);
     double *wd = alloc_d(n);
     for (long i = 0; i < n; i++) wd[i] = 2.0 * ((double)c.pred[i] - c.target[i]) / n;
-    cmp("mse backward vs 2 (pred - target) / n", d, wd, n, TOL_FWD);
-    // mse_backward is the root of the backward pass and, as documented ("dpred = ..."), WRITES
-    // dpred rather than accumulating (train.c relies on this: it does not zero dout first)
-    float *pre = randn(n, 1.0f), *d2 = copy_f(pre, n);
-    mse_backward(d2, c.pred, c.target, n);
-    same_bits("mse dpred written (=), independent of its previous contents", d2, d, n);
+    float loss[2], *d[2] = {NULL, NULL};
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        loss[ref] = (ref ? mse_forward_ref : mse_forward)(c.pred, c.target, n);
+        CHECKN(fabs(loss[ref] - want) <= 1e-6 * want, "mse %s forward: got %.9g, want %.9g", IMPL[ref],
+               (double)loss[ref], want);
+        if (ref) note_fwd(layer, fabs(loss[ref] - want) / want);
+        d[ref] = zeros(n);
+        (ref ? mse_backward_ref : mse_backward)(d[ref], c.pred, c.target, n);
+        snprintf(buf, sizeof buf, "mse %s backward vs 2 (pred - target) / n", IMPL[ref]);
+        cmp(buf, d[ref], wd, n, TOL_FWD);
+        // mse_backward is the root of the backward pass and, as documented ("dpred = ..."), WRITES
+        // dpred rather than accumulating (train.c relies on this: it does not zero dout first)
+        float *pre = randn(n, 1.0f), *d2 = copy_f(pre, n);
+        (ref ? mse_backward_ref : mse_backward)(d2, c.pred, c.target, n);
+        snprintf(buf, sizeof buf, "mse %s dpred written (=), independent of its previous contents", IMPL[ref]);
+        same_bits(buf, d2, d[ref], n);
+        free(pre); free(d2);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "mse n=%ld", n);
+    double t = twin(layer, what, "loss", &loss[FAST], &loss[REF], 1);
+    t = fmax(t, twin(layer, what, "dpred", d[FAST], d[REF], n));
     // mse is quadratic: central differences are exact up to rounding
-    double e = fd_check(layer, "dpred", mse_loss, &c, c.pred, n, d, 1e-2f, TOL_FD);
-    if (g_verbose) printf("  %-52s FD rel err dpred %.1e\n", "mse n=37", e);
-    free(d); free(wd); free(pre); free(d2); free(c.pred); free(c.target);
+    double e = fd_check(layer, "dpred", mse_loss, &c, c.pred, n, d[REF], 1e-2f, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) dpred %.1e\n", what, t, e);
+    free(d[0]); free(d[1]); free(wd); free(c.pred); free(c.target);
+}
+
+typedef struct {
+    int B, C;
+    float *logits, *probs;
+    int *labels;
+} XentCtx;
+static double xent_loss(void *ctx, long i) {
+    (void)i;
+    XentCtx *c = ctx;
+    return softmax_cross_entropy_forward_ref(c->probs, c->logits, c->labels, c->B, c->C);
+}
+
+// softmax cross-entropy (the judge's classifier head): against double, twins, FD of the loss
+static void test_softmax_xent(int B, int C) {
+    const char *layer = "softmax_xent";
+    long n = (long)B * C;
+    XentCtx c = {B, C, randn(n, 3.0f), alloc_f(n), mallocCheck((size_t)B * sizeof(int))};
+    for (int b = 0; b < B; b++) c.labels[b] = (int)rng_below(&g_rng, (uint32_t)C);
+    c.logits[0] = 80.0f; // a row with a huge logit: the max subtraction must keep exp finite
+    double *wp = alloc_d(n), want = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *z = c.logits + (long)b * C;
+        double mx = -INFINITY, sum = 0.0;
+        for (int k = 0; k < C; k++) mx = fmax(mx, z[k]);
+        for (int k = 0; k < C; k++) sum += exp(z[k] - mx);
+        for (int k = 0; k < C; k++) wp[(long)b * C + k] = exp(z[k] - mx) / sum;
+        want += mx + log(sum) - z[c.labels[b]];
+    }
+    want /= B;
+    float loss[2], *probs[2], *dl[2];
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        float (*fwd)(float *, const float *, const int *, int, int) =
+            ref ? softmax_cross_entropy_forward_ref : softmax_cross_entropy_forward;
+        void (*bwd)(float *, const float *, const int *, int, int) =
+            ref ? softmax_cross_entropy_backward_ref : softmax_cross_entropy_backward;
+        probs[ref] = alloc_f(n);
+        fill_nan(probs[ref], n);
+        loss[ref] = fwd(probs[ref], c.logits, c.labels, B, C);
+        snprintf(buf, sizeof buf, "softmax_xent %s probs vs double", IMPL[ref]);
+        double e = cmp(buf, probs[ref], wp, n, TOL_FWD);
+        CHECKN(fabs(loss[ref] - want) <= 1e-6 * want, "softmax_xent %s loss: got %.9g, want %.9g", IMPL[ref],
+               (double)loss[ref], want);
+        if (ref) note_fwd(layer, fmax(e, fabs(loss[ref] - want) / want));
+        float *p2 = alloc_f(n); // without labels: the softmax alone, loss 0
+        float l2 = fwd(p2, c.logits, NULL, B, C);
+        snprintf(buf, sizeof buf, "softmax_xent %s labels=NULL probs", IMPL[ref]);
+        same_bits(buf, p2, probs[ref], n);
+        CHECKN(l2 == 0.0f, "softmax_xent %s labels=NULL: loss %g, want 0", IMPL[ref], (double)l2);
+        dl[ref] = zeros(n);
+        bwd(dl[ref], probs[ref], c.labels, B, C);
+        float *pre = randn(n, 1.0f), *d2 = copy_f(pre, n);
+        bwd(d2, probs[ref], c.labels, B, C);
+        snprintf(buf, sizeof buf, "softmax_xent %s dlogits", IMPL[ref]);
+        check_accum(buf, d2, pre, dl[ref], n);
+        free(p2); free(pre); free(d2);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "softmax_xent B%d C%d", B, C);
+    double t = fmax3(twin(layer, what, "loss", &loss[FAST], &loss[REF], 1),
+                     twin(layer, what, "probs", probs[FAST], probs[REF], n),
+                     twin(layer, what, "dlogits", dl[FAST], dl[REF], n));
+    double e = fd_check(layer, "dlogits", xent_loss, &c, c.logits, n, dl[REF], H_NL, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) dlogits %.1e\n", what, t, e);
+    for (int k = 0; k < 2; k++) { free(probs[k]); free(dl[k]); }
+    free(wp); free(c.logits); free(c.probs); free(c.labels);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -936,7 +1325,8 @@ int main(void) {
     rng_seed(&g_rng, 12345);
     const char *v = getenv("TEST_VERBOSE");
     if (v) g_verbose = atoi(v);
-    printf("test_layers: %d thread(s)\n", nthreads());
+    printf("test_layers: %d thread(s); fast layers vs their reference twins, reference vs finite differences\n",
+           nthreads());
 
     // conv2d (forward, FD and NaN-filled workspace): 3x3 pad 1, 1x1, 4x4 stride 2 pad 1 (even and odd sizes), 3x3 pad 0; non-square images
     RUN(test_conv(0, 2, 3, 5, 6, 4, 3, 1, 1));
@@ -968,7 +1358,7 @@ int main(void) {
     RUN(test_conv(1, 2, 3, 3, 4, 4, 4, 2, 1));
     RUN(test_conv(1, 3, 4, 5, 5, 3, 4, 2, 1));
     RUN(test_conv(1, 2, 17, 7, 6, 5, 4, 2, 1));
-    // groupnorm
+    // groupnorm (with the fused GroupNorm + SiLU and its backward)
     RUN(test_groupnorm(2, 8, 30, 2));
     RUN(test_groupnorm(3, 16, 25, 8));
     RUN(test_groupnorm(2, 8, 9, 8));
@@ -1002,14 +1392,20 @@ int main(void) {
     RUN(test_attention(33, 8, 10, 2, 1.5f));
     RUN(test_timestep_embedding(128));
     RUN(test_timestep_embedding(16));
+    RUN(test_arrays(1001));
     RUN(test_concat(2, 3, 2, 7));
     RUN(test_add_bias_bc(2, 3, 5));
     RUN(test_mse(37));
+    RUN(test_softmax_xent(5, 10));
 
-    printf("  summary (max relative error):\n");
-    for (int i = 0; i < g_nstats; i++)
-        if (!strcmp(g_stats[i].name, "temb")) printf("    %-12s forward vs double %.1e   (no gradient)\n", g_stats[i].name, g_stats[i].fwd);
-        else printf("    %-12s forward vs double %.1e   FD gradients %.1e\n", g_stats[i].name, g_stats[i].fwd, g_stats[i].fd);
+    printf("  summary (max relative error; %ld checks):\n", g_nchecks);
+    printf("    %-12s %14s %14s %14s\n", "layer", "ref vs double", "fast vs ref", "FD (ref)");
+    for (int i = 0; i < g_nstats; i++) {
+        const Stat *s = &g_stats[i];
+        if (!strcmp(s->name, "arrays")) printf("    %-12s %14s %14s %14s\n", s->name, "-", "bitwise", "-");
+        else if (!strcmp(s->name, "temb")) printf("    %-12s %14.1e %14.1e %14s\n", s->name, s->fwd, s->twin, "-");
+        else printf("    %-12s %14.1e %14.1e %14.1e\n", s->name, s->fwd, s->twin, s->fd);
+    }
     printf("  %.2f s\n", now_seconds() - t0);
     TEST_DONE("test_layers");
 }

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A ALLOW=(
   [core]="core"
   [kernels]="core kernels"
-  [nn]="core kernels nn"
+  [nn]="core kernels nn nn/ref"
   [nn/ref]="core nn"
   [model]="core nn model"
   [data]="core data"

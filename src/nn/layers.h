@@ -100,4 +100,8 @@ float softmax_cross_entropy_forward(float *probs, const float *logits, const int
 // d loss / d logits[b,c] = (probs[b,c] - [c == labels[b]]) / B, ACCUMULATED into dlogits
 void softmax_cross_entropy_backward(float *dlogits, const float *probs, const int *labels, int B, int C);
 
+#if defined(DDPM_REF) && !defined(DDPM_NN_IMPL)
+#include "nn/ref/alias.h" // make REF=1: every caller gets the plain reference layers
+#endif
+
 #endif

@@ -60,6 +60,30 @@ const char *shipped_file(const char *rel) {
     return access(path, F_OK) == 0 ? path : rel;
 }
 
+void refuse_same_file(const char *out_flag, const char *out, int n, ...) {
+    if (!out) return;
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        const char *flag = va_arg(ap, const char *), *path = va_arg(ap, const char *);
+        if (path && same_file(out, path)) {
+            va_end(ap);
+            usage_error("%s %s is the same file as %s %s: refusing to overwrite it", out_flag, out, flag, path);
+        }
+    }
+    va_end(ap);
+}
+
+void refuse_data_file(const char *out_flag, const char *out, const char *data_dir) {
+    static const char *names[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                                  "t10k-labels-idx1-ubyte"};
+    char path[4200];
+    for (int i = 0; i < 8 && out && data_dir; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", data_dir, names[i / 2], i % 2 ? ".gz" : "");
+        if (same_file(out, path)) usage_error("%s %s is the data file %s: refusing to overwrite it", out_flag, out, path);
+    }
+}
+
 const char *PRECISION_HELP =
     "  --precision fp32|bf16  precision of the matrix products: fp32 (default), or bf16 inputs with\n"
     "                      fp32 accumulation (weights, Adam and EMA stay fp32); bf16 needs a CPU\n"

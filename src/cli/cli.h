@@ -21,6 +21,12 @@ int parse_precision(const char *value);
 void use_precision(int precision);
 extern const char *PRECISION_HELP;
 
+// Refuse (exit 2) an output that is the same file as an input or another output: each of the
+// n (flag, path) pairs after the first is checked against the first; NULL paths are skipped.
+void refuse_same_file(const char *out_flag, const char *out, int n, ...);
+// ... or one of the MNIST files in a data directory
+void refuse_data_file(const char *out_flag, const char *out, const char *data_dir);
+
 // ---- sampling, shared by 'ddpm sample', 'ddpm eval' and the preview grids of 'ddpm train'
 #include "diffusion/sample.h"
 #include "model/unet.h"

@@ -53,6 +53,7 @@ int cmd_judge(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
         else usage_error("unknown option '%s'", a);
     }
+    refuse_data_file("--out", out, data_dir);
     set_threads((int)threads);
     JudgeConfig cfg;
     judge_default_config(&cfg);

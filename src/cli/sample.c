@@ -61,6 +61,9 @@ int cmd_sample(int argc, char **argv) {
         else usage_error("unknown option '%s'", a);
     }
     if (!model) usage_error("--model CKPT is required");
+    refuse_same_file("--out", out, 3, "--model", model, "--idx", idx, "--strip", strip_path);
+    refuse_same_file("--idx", idx, 2, "--model", model, "--strip", strip_path);
+    refuse_same_file("--strip", strip_path, 1, "--model", model);
     set_threads((int)threads);
     use_precision(precision);
     Checkpoint ck;

@@ -113,6 +113,10 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
     // a resumed run continues the file it came from, unless --out says otherwise
     if (a->resume_flag && !a->resume) a->resume = a->out ? a->out : "models/ddpm.ckpt";
     if (!a->out) a->out = a->resume_flag ? a->resume : "models/ddpm.ckpt";
+    refuse_same_file("--out", a->out, 2, "--config", a->config, "--log", a->log_path);
+    refuse_same_file("--log", a->log_path, 2, "--config", a->config, "--resume", a->resume);
+    refuse_data_file("--out", a->out, a->data_dir);
+    refuse_data_file("--log", a->log_path, a->data_dir);
     return 0;
 }
 

@@ -1,5 +1,5 @@
 // common.c: error exit, checked allocation, clock.
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #define _DEFAULT_SOURCE // madvise
 #include "core/common.h"
 
@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -71,6 +72,23 @@ int set_error(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen) {
+    // what is there must be a regular file (or nothing); a symbolic link is written through
+    struct stat sb;
+    char *resolved = NULL;
+    if (lstat(path, &sb) == 0) {
+        if (S_ISLNK(sb.st_mode)) {
+            resolved = realpath(path, NULL);
+            if (!resolved) return set_error(err, errlen, "%s: a symbolic link to a missing file: give a real path", path);
+            if (stat(resolved, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                free(resolved);
+                return set_error(err, errlen, "%s: links to something that is not a regular file: refusing to replace it", path);
+            }
+            path = resolved;
+        } else if (!S_ISREG(sb.st_mode)) {
+            return set_error(err, errlen, "%s: not a regular file (a %s): refusing to replace it", path,
+                             S_ISDIR(sb.st_mode) ? "directory" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : "special file");
+        }
+    }
     size_t plen = strlen(path);
     char *tmp = mallocCheck(plen + 16);
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
@@ -78,7 +96,9 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
     if (fd < 0) {
         int e = errno;
         free(tmp);
-        return set_error(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(e));
+        int rc = set_error(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(e));
+        free(resolved);
+        return rc;
     }
     fchmod(fd, 0644);
     const unsigned char *p = data;
@@ -95,7 +115,9 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
     if (werr) {
         unlink(tmp);
         free(tmp);
-        return set_error(err, errlen, "%s: cannot write: %s (the previous file is unchanged)", path, strerror(werr));
+        int rc = set_error(err, errlen, "%s: cannot write: %s (the previous file is unchanged)", path, strerror(werr));
+        free(resolved);
+        return rc;
     }
     // make the rename itself durable
     char *dcopy = mallocCheck(plen + 1);
@@ -104,7 +126,27 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
     if (dfd >= 0) { fsync(dfd); close(dfd); }
     free(dcopy);
     free(tmp);
+    free(resolved);
     return 0;
+}
+
+// the directory of path resolved, plus its last component: a name for a file that may not exist
+static int canonical_name(const char *path, char *out, size_t n) {
+    char *d = strdup(path), *b = strdup(path);
+    char *dir = realpath(dirname(d), NULL);
+    int ok = dir && snprintf(out, n, "%s/%s", dir, basename(b)) < (int)n;
+    free(dir); free(d); free(b);
+    return ok ? 0 : -1;
+}
+
+int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b) return 0;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea != eb) return 0;
+    char ca[4096], cb[4096]; // neither exists yet: the same name in the same directory
+    return canonical_name(a, ca, sizeof ca) == 0 && canonical_name(b, cb, sizeof cb) == 0 && !strcmp(ca, cb);
 }
 
 unsigned char *read_file_all(const char *path, const char *what, size_t *size, char *err, size_t errlen) {

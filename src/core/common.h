@@ -23,7 +23,13 @@ int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
 
 // Write data to path atomically: a temp file in the same directory, fsync, rename, fsync(dir).
 // On failure the previous file at path is untouched and no temp file is left. 0 or -1 + err.
+// Only a regular file is replaced: a directory, device or other special file is refused, and a
+// symbolic link is written through (the file it names is replaced, the link stays).
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
+
+// 1 if both paths name the same file: device and inode when both exist (links and other spellings
+// too), the resolved directory and name when neither does (two outputs not written yet)
+int same_file(const char *a, const char *b);
 
 // Read a whole regular file into a malloc'd buffer (size in *size). On failure returns NULL
 // with "PATH: cannot open WHAT: ..." (or "not a regular file", "read error") in err.

@@ -178,30 +178,16 @@ int idx_read_images(const char *path, uint8_t **pixels, int *n, int *h, int *w, 
 int idx_write_images(const char *path, const uint8_t *pixels, int n, int h, int w, char *err, size_t errlen) {
     if (n <= 0 || n > IDX_MAX_COUNT || h <= 0 || h > IDX_MAX_DIM || w <= 0 || w > IDX_MAX_DIM)
         return set_error(err, errlen, "%s: cannot write IDX with dims %d x %d x %d", path, n, h, w);
-    char tmp[DATA_PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof tmp)
-        return set_error(err, errlen, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return set_error(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-    uint8_t hdr[16];
-    write_be32(hdr, IDX_MAGIC_IMAGES);
-    write_be32(hdr + 4, (uint32_t)n);
-    write_be32(hdr + 8, (uint32_t)h);
-    write_be32(hdr + 12, (uint32_t)w);
     size_t count = (size_t)n * (size_t)h * (size_t)w;
-    int ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr && fwrite(pixels, 1, count, f) == count;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        int e = errno;
-        remove(tmp);
-        return set_error(err, errlen, "%s: write failed: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return set_error(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    return 0;
+    uint8_t *buf = mallocCheck(16 + count);
+    write_be32(buf, IDX_MAGIC_IMAGES);
+    write_be32(buf + 4, (uint32_t)n);
+    write_be32(buf + 8, (uint32_t)h);
+    write_be32(buf + 12, (uint32_t)w);
+    memcpy(buf + 16, pixels, count);
+    int rc = write_file_atomic(path, buf, 16 + count, err, errlen);
+    free(buf);
+    return rc;
 }
 
 // ----------------------------------------------------------------------------

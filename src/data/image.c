@@ -6,9 +6,28 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <stb_image_write.h>
+
+// stb_image_write's output, gathered in memory
+typedef struct { unsigned char *p; size_t n, cap; } MemOut;
+static void mem_write(void *ctx, void *data, int size) {
+    MemOut *m = ctx;
+    if (size <= 0) return;
+    if (m->n + (size_t)size > m->cap) {
+        size_t cap = m->cap ? m->cap : 1 << 16;
+        while (cap < m->n + (size_t)size) cap *= 2;
+        unsigned char *q = mallocCheck(cap);
+        if (m->n) memcpy(q, m->p, m->n);
+        free(m->p);
+        m->p = q;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, (size_t)size);
+    m->n += (size_t)size;
+}
 
 uint8_t to_u8(float x) {
     float v = (x + 1.0f) * 0.5f;
@@ -40,20 +59,14 @@ int write_png_grid(const char *path, const float *x, int n, int C, int H, int W,
                 for (int ch = 0; ch < C; ch++) row[(size_t)xx * C + ch] = to_u8(img[ch * plane + (size_t)y * W + xx]);
         }
     }
-    // write to a temp file next to the target, then rename (readers never see a partial PNG)
-    char tmp[4096];
+    // encode in memory, then write atomically (readers never see a partial PNG; a failed write,
+    // e.g. a full disk, leaves the previous file)
+    MemOut png = {0};
     int rc = 0;
-    if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof tmp) {
-        rc = set_error(err, errlen, "%s: path too long", path);
-    } else if (errno = 0, !stbi_write_png(tmp, (int)gw, (int)gh, C, grid, (int)gw * C)) {
-        int e = errno;
-        remove(tmp);
-        rc = set_error(err, errlen, "%s: cannot write PNG (temp file %s): %s", path, tmp, e ? strerror(e) : "write failed");
-    } else if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        rc = set_error(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
+    if (!stbi_write_png_to_func(mem_write, &png, (int)gw, (int)gh, C, grid, (int)gw * C) || png.n == 0)
+        rc = set_error(err, errlen, "%s: cannot encode the PNG", path);
+    else rc = write_file_atomic(path, png.p, png.n, err, errlen);
+    free(png.p);
     free(grid);
     return rc;
 }

@@ -1,7 +1,8 @@
 // test_checkpoint.c: checkpoint round trip (bit-exact), byte-identical re-save, atomic
 // replacement, and rejection of truncated / corrupt / wrong-magic / wrong-version files.
 //   test_checkpoint                     run the tests
-//   test_checkpoint --poison IN OUT     write OUT = IN with NaN parameters (for the CLI NaN test)
+//   test_checkpoint --poison IN OUT     write OUT = IN with parameters whose forward overflows to NaN
+//                                       (for the CLI NaN test)
 #define _GNU_SOURCE // memmem
 #include <string.h>
 #include <sys/stat.h>
@@ -48,8 +49,8 @@ static int poison(const char *in, const char *out) {
     Checkpoint ck;
     char err[600];
     if (checkpoint_load(in, &ck, err, sizeof(err))) die("%s", err);
-    for (size_t i = 0; i < ck.n_params; i += 7) ck.params[i] = NAN;
-    if (ck.ema) for (size_t i = 0; i < ck.n_params; i += 7) ck.ema[i] = NAN;
+    // finite (a checkpoint never holds NaN) but so large that the forward overflows to inf and NaN
+    for (size_t i = 0; i < ck.n_params; i += 7) ck.params[i] = 3e38f;
     if (checkpoint_save(out, &ck.cfg, &ck.st, ck.params, ck.m, ck.v, ck.ema, ck.n_params, err, sizeof(err))) die("%s", err);
     checkpoint_free(&ck);
     return 0;

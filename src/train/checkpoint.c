@@ -3,6 +3,7 @@
 #include "train/checkpoint.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,8 +91,23 @@ static int validate_state(const TrainState *s, char *why, size_t n) {
 #undef BAD
 }
 
+// non-finite values of x[n]
+static size_t count_nonfinite(const float *x, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; x && i < n; i++) bad += !isfinite(x[i]);
+    return bad;
+}
+
 int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
                     const float *m, const float *v, const float *ema, size_t n_params, char *err, size_t errlen) {
+    // a checkpoint never holds a NaN or an infinity: a diverged run keeps its last good file
+    size_t bp = count_nonfinite(params, n_params), bm = count_nonfinite(m, n_params), bv = count_nonfinite(v, n_params),
+           be = st->ema_decay > 0 ? count_nonfinite(ema, n_params) : 0;
+    if (bp + bm + bv + be)
+        return set_error(err, errlen, "%s: not saved: the training state holds non-finite values (parameters %zu, Adam m %zu, "
+                         "Adam v %zu, EMA %zu); the previous file is unchanged", path, bp, bm, bv, be);
+    char why[300];
+    if (validate_state(st, why, sizeof why)) return set_error(err, errlen, "%s: not saved: %s", path, why);
     Buf b = {0};
     char cfg_text[4096];
     uint32_t version = CKPT_VERSION, cfg_len = (uint32_t)config_to_text(cfg, cfg_text, sizeof(cfg_text));
@@ -170,6 +186,11 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         get(&r, ck->ema, n * sizeof(float));
     }
     free(data);
+    size_t bad = count_nonfinite(ck->params, n) + count_nonfinite(ck->m, n) + count_nonfinite(ck->v, n) + count_nonfinite(ck->ema, n);
+    if (bad) {
+        checkpoint_free(ck);
+        return set_error(err, errlen, "%s: corrupt checkpoint: %zu non-finite values in its arrays", path, bad);
+    }
     return 0;
 }
 

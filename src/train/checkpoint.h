@@ -26,6 +26,7 @@ typedef struct {
 } Checkpoint;
 
 // 0 on success; -1 with a one-line message in err (the previous file at path is untouched).
+// Refuses a state with a non-finite value in any array, or a field out of range (see the loader).
 int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *st, const float *params,
                     const float *m, const float *v, const float *ema, size_t n_params, char *err, size_t errlen);
 // Reads and fully validates (magic, version, CRC, config, sizes). Allocates the arrays.

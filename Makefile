@@ -44,7 +44,7 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
 
 # sanitizer build of the unit tests
 ASAN_DIR   := build/asan$(if $(filter 1,$(REF)),-ref)
-ASAN_FLAGS := -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(OMP) $(WARN)
+ASAN_FLAGS := -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer $(OMP) $(WARN)
 ASAN_OBJ   := $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(LIB_SRC))
 ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))

@@ -29,6 +29,7 @@
 #endif
 
 #include "core/common.h"
+#include "kernels/vec.h"
 #include "nn/layers.h"
 #include "nn/ref/ref.h"
 #include "core/rng.h"
@@ -1319,6 +1320,24 @@ static void test_softmax_xent(int B, int C) {
 #define RUN(call) do { double t_ = now_seconds(); call; \
     if (g_verbose > 1) printf("    (%.2f s)\n", now_seconds() - t_); } while (0)
 
+// NaN and infinite inputs (a diverging run, a damaged checkpoint) give NaN or the limits, never
+// undefined behaviour: the sanitizer build of this test aborts on any (-fno-sanitize-recover)
+static void test_non_finite(void) {
+    float x[19] = {NAN, -NAN, INFINITY, -INFINITY, 1e30f, -1e30f, 0.0f, 1.0f, -1.0f, 88.5f, -88.5f, 3.0f,
+                   NAN, 2.0f, -3.0f, 4.0f, NAN, 5.0f, -6.0f}, y[19], d[19];
+    for (int i = 0; i < 19; i++) d[i] = 0.0f;
+    for (int ref = 0; ref < 2; ref++) {
+        if (ref) silu_forward_ref(y, x, 19);
+        else silu_forward(y, x, 19);
+        CHECK(isnan(y[0]) && isnan(y[12]) && y[2] == INFINITY && y[6] == 0.0f,
+              "silu%s of NaN, inf: %g %g", ref ? "_ref" : "", y[0], y[2]);
+    }
+    silu_backward(d, x, x, 19);
+    CHECK(isnan(d[0]) && d[7] > 0.0f, "silu backward of NaN: %g", d[0]);
+    float e[3] = {exp_approx(NAN), exp_approx(INFINITY), exp_approx(-INFINITY)};
+    CHECK(isnan(e[0]) && e[1] > 1e38f && e[2] < 1e-37f, "exp_approx(NaN, inf, -inf) = %g %g %g", e[0], e[1], e[2]);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); // keep PASS lines and FAIL messages in order
     double t0 = now_seconds();
@@ -1407,5 +1426,6 @@ int main(void) {
         else printf("    %-12s %14.1e %14.1e %14.1e\n", s->name, s->fwd, s->twin, s->fd);
     }
     printf("  %.2f s\n", now_seconds() - t0);
+    test_non_finite();
     TEST_DONE("test_layers");
 }

@@ -70,7 +70,7 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_HELP, stdout); return 0; }
         else if (!strcmp(a, "--config")) config = need_value(argc, argv, &i);
         else if (!strcmp(a, "--batch")) batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);
-        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else if (!strcmp(a, "--steps")) steps = parse_long(a, need_value(argc, argv, &i), 1, 100000);
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (!strcmp(a, "--sample-batch")) sample_batch = parse_long(a, need_value(argc, argv, &i), 1, 65536);

@@ -3,6 +3,8 @@
 #ifndef DDPM_CLI_H
 #define DDPM_CLI_H
 
+#define MAX_THREADS 256 // --threads: more than any machine this program targets (TUNER_MAX)
+
 void cli_set_command(const char *name); // "ddpm train", used in messages
 void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 const char *need_value(int argc, char **argv, int *i); // the value after argv[*i]

@@ -80,7 +80,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--n")) n_arg = parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--judge")) judge_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) sampling_flag = a;
         else usage_error("unknown option '%s'", a);

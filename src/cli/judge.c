@@ -50,7 +50,7 @@ int cmd_judge(int argc, char **argv) {
         else if (!strcmp(a, "--shift")) o.shift = (int)parse_long(a, need_value(argc, argv, &i), 0, 8);
         else if (!strcmp(a, "--seed")) o.seed = (uint64_t)parse_long(a, need_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
         else if (!strcmp(a, "--limit")) limit = parse_long(a, need_value(argc, argv, &i), 1, 100000000L);
-        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else usage_error("unknown option '%s'", a);
     }
     refuse_data_file("--out", out, data_dir);

@@ -57,7 +57,7 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip-n")) opt.strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else usage_error("unknown option '%s'", a);
     }
     if (!model) usage_error("--model CKPT is required");

@@ -97,7 +97,7 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
         else if (!strcmp(o, "--save-every")) a->save_every = parse_long(o, need_value(argc, argv, &i), 0, 1000000000L);
         else if (!strcmp(o, "--keep-every")) a->keep_every = parse_long(o, need_value(argc, argv, &i), 0, 1000000000L);
         else if (!strcmp(o, "--limit")) a->limit = parse_long(o, need_value(argc, argv, &i), 1, 100000000L);
-        else if (!strcmp(o, "--threads")) a->threads = parse_long(o, need_value(argc, argv, &i), 1, 1024);
+        else if (!strcmp(o, "--threads")) a->threads = parse_long(o, need_value(argc, argv, &i), 1, MAX_THREADS);
         else if (!strcmp(o, "--log")) a->log_path = need_value(argc, argv, &i);
         else if (!strcmp(o, "--log-every")) a->log_every = parse_long(o, need_value(argc, argv, &i), 1, 1000000000L);
         else if (!strcmp(o, "--sample-every")) a->sample_every = parse_long(o, need_value(argc, argv, &i), 0, 1000000000L);

@@ -4,6 +4,8 @@
 #ifndef DDPM_VEC_H
 #define DDPM_VEC_H
 
+#include <stdint.h>
+
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -20,11 +22,13 @@
 
 // exp(x) for float, branch-free so loops over it vectorise; 2^n via the exponent bits
 static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x); // NaN goes through (and gives NaN)
     const float magic = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
-    float n = (x * 1.44269504088896341f + magic) - magic;
+    float t = x * 1.44269504088896341f + magic, n = t - magic;
     float r = EXP_REDUCE(x, n);
-    union { float f; int i; } u = {.i = ((int)n + 127) << 23};
+    // 2^n from the low mantissa bits of t (n + 2^22), in unsigned arithmetic: defined for any input
+    union { float f; uint32_t i; } u = {.f = t};
+    u.i = (u.i + (uint32_t)(127 - 0x4B400000)) << 23;
     return EXP_POLY(r) * u.f;
 }
 

@@ -187,6 +187,32 @@ open(p, 'wb').write(b)
 PY
 [ -e "$TMP/nanraw.ckpt" ] && expect_err "non-finite" "a checkpoint with a NaN (valid CRC)" "$DDPM" info --model "$TMP/nanraw.ckpt"
 
+echo "-- one writer per checkpoint; stale temp files of a killed save are removed"
+touch "$TMP/two.ckpt.tmp.Zz9Yy8"
+"$DDPM" train "${COMMON[@]}" --steps 100000 --out "$TMP/two.ckpt" 2>"$TMP/log1" & pid1=$!
+for _ in $(seq 100); do grep -q "step 2/" "$TMP/log1" 2>/dev/null && break; sleep 0.1; done
+expect_err "another 'ddpm train' (pid $pid1) is writing" "a second run on the same --out" "$DDPM" train "${COMMON[@]}" --steps 5 --out "$TMP/two.ckpt"
+expect_err "another 'ddpm train'" "a resume of the checkpoint being written" "$DDPM" train --resume "$TMP/two.ckpt" --data "$D" --limit 128 --steps 5
+kill -INT $pid1; wait $pid1; rc=$?
+[ $rc = 130 ] && "$DDPM" info --model "$TMP/two.ckpt" >/dev/null 2>&1 && pass "the first run saved and exited 130" || fail "first run: exit $rc"
+[ ! -e "$TMP/two.ckpt.tmp.Zz9Yy8" ] && grep -q "removed .*two.ckpt.tmp.Zz9Yy8" "$TMP/log1" && pass "stale two.ckpt.tmp.Zz9Yy8 removed" || fail "stale temp file kept"
+[ ! -e "$TMP/two.ckpt.lock" ] && pass "lock file removed at exit" || fail "lock file left"
+
+echo "-- a full disk (a file-size limit): every write fails loudly, nothing is lost"
+cp "$TMP/full.ckpt" "$TMP/fs.ckpt"; sum=$(md5sum < "$TMP/fs.ckpt")
+(ulimit -f 200; exec "$DDPM" train --resume "$TMP/fs.ckpt" --data "$D" --limit 128 --threads 2 --steps 25 --save-every 1) >/dev/null 2>"$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "File too large" "$TMP/err" && [ "$(md5sum < "$TMP/fs.ckpt")" = "$sum" ] \
+  && pass "checkpoint save past the limit: exit 1, '$(tail -1 "$TMP/err")', previous checkpoint unchanged" || fail "limited save: exit $rc, $(tail -2 "$TMP/err")"
+ls "$TMP"/fs.ckpt.tmp.* >/dev/null 2>&1 && fail "temp file left by the failed save" || pass "no temp file left"
+printf 'old' > "$TMP/fz.png"
+(ulimit -f 1; exec "$DDPM" sample --model "$TMP/full.ckpt" --n 64 --sampler ddim --steps 2 --out "$TMP/fz.png") >/dev/null 2>"$TMP/err"; rc=$?
+[ $rc = 1 ] && [ "$(cat "$TMP/fz.png")" = old ] && grep -q "File too large" "$TMP/err" && pass "PNG past the limit: exit 1, old file kept" \
+  || fail "limited PNG: exit $rc, $(tail -1 "$TMP/err")"
+dd if=/dev/zero of="$TMP/biglog.csv" bs=1024 count=2047 2>/dev/null # 1 KB left for rows; the checkpoint (1.1 MB) fits
+(ulimit -f 2048; exec "$DDPM" train "${COMMON[@]}" --steps 30 --log-every 1 --log "$TMP/biglog.csv" --out "$TMP/lg.ckpt" --resume "$TMP/full.ckpt") >/dev/null 2>"$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "cannot write the log" "$TMP/err" && "$DDPM" info --model "$TMP/lg.ckpt" >/dev/null 2>&1 \
+  && pass "log past the limit: exit 1, '$(tail -1 "$TMP/err" | cut -c1-90)...', checkpoint saved" || fail "limited log: exit $rc, $(tail -2 "$TMP/err")"
+
 echo "-- SIGINT saves and exits 130"
 "$DDPM" train "${COMMON[@]}" --steps 100000 --out "$TMP/int.ckpt" 2>"$TMP/log" & pid=$!
 for _ in $(seq 100); do grep -q "step 5/" "$TMP/log" 2>/dev/null && break; sleep 0.2; done

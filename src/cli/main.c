@@ -1,4 +1,5 @@
 // main.c: the ddpm command line: one command per file in src/cli/.
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,9 @@ static const char *MAIN_HELP =
     "  eval     sample and score: FLD, Inception Score, confident share, class histogram\n";
 
 int main(int argc, char **argv) {
+    // past a file-size limit (ulimit -f) a write fails with EFBIG, reported like a full disk,
+    // instead of the signal killing the process without a word
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) { fputs(MAIN_HELP, stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { fputs(MAIN_HELP, stdout); return 0; }

@@ -1,12 +1,15 @@
 // train.c: ddpm train: start or resume a run; progress, CSV log, preview grids, checkpoints, signals.
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE // flock
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +173,14 @@ static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, Train
 
 // ---- the side effects of the training loop: CSV log, preview grids, checkpoints
 
+static void save_or_die(const Trainer *tr, const char *path) {
+    char err[600];
+    if (trainer_save(tr, path, err, sizeof(err))) {
+        fprintf(stderr, "\n");
+        die("%s", err);
+    }
+}
+
 typedef struct {
     FILE *f;
     double loss_sum; // since the last row
@@ -188,9 +199,12 @@ static void csv_open(CsvLog *l, const char *path, int append) {
     }
 }
 
-// one row: the mean loss since the last row, speed, time, the loss by t bucket (then reset), lr, |g|
-static void csv_row(CsvLog *l, Trainer *tr, long step, double ips, double wall, float lr) {
+// one row: the mean loss since the last row, speed, time, the loss by t bucket (then reset), lr, |g|.
+// A failed write (a full disk) saves the checkpoint and stops the run with the error.
+static void csv_row(CsvLog *l, Trainer *tr, long step, double ips, double wall, float lr, const char *log_path,
+                    const char *out) {
     if (l->f) {
+        clearerr(l->f);
         fprintf(l->f, "%ld,%lld,%.6f,%.2f,%.2f", step, (long long)tr->st.epoch, l->loss_sum / l->steps, ips, wall);
         for (int k = 0; k < TRAIN_T_BUCKETS; k++) {
             fprintf(l->f, ",%.6f", tr->bucket_count[k] ? tr->bucket_loss[k] / tr->bucket_count[k] : NAN);
@@ -198,7 +212,12 @@ static void csv_row(CsvLog *l, Trainer *tr, long step, double ips, double wall, 
             tr->bucket_count[k] = 0;
         }
         fprintf(l->f, ",%.6e,%.6f\n", lr, tr->last_grad_norm);
-        fflush(l->f);
+        if (fflush(l->f) != 0 || ferror(l->f)) {
+            int e = errno;
+            save_or_die(tr, out);
+            fprintf(stderr, "\n");
+            die("%s: cannot write the log: %s; stopped at step %ld, checkpoint saved to %s", log_path, strerror(e), step, out);
+        }
     }
     l->loss_sum = 0;
     l->steps = 0;
@@ -233,14 +252,6 @@ static void preview_write(Preview *p, const Trainer *tr, long step) {
 static void preview_free(Preview *p) {
     unet_free(&p->m);
     free(p->x);
-}
-
-static void save_or_die(const Trainer *tr, const char *path) {
-    char err[600];
-    if (trainer_save(tr, path, err, sizeof(err))) {
-        fprintf(stderr, "\n");
-        die("%s", err);
-    }
 }
 
 // a kept copy: OUT_stepNNNNNNN.ckpt (OUT without its .ckpt)
@@ -292,7 +303,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
                 fprintf(stderr, "%sstep %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s%s | ETA %s%s",
                         tty ? "\r" : "", step, total, (long long)tr->st.epoch, smooth, lr_now, tr->last_grad_norm, ips, busy,
                         eta, tty ? "   " : "\n");
-            if (row) csv_row(log, tr, step, ips, now - t0, lr_now);
+            if (row) csv_row(log, tr, step, ips, now - t0, lr_now, a->log_path, a->out);
             t_window = now;
         }
         if (a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
@@ -312,11 +323,52 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     return status;
 }
 
+// One writer per checkpoint: an exclusive lock (flock) on OUT.lock, held until the process ends
+// (the kernel drops it if the process dies). A second 'ddpm train' on the same OUT gets a clear
+// error. With the lock held, temp files OUT.tmp.XXXXXX that a killed save left are removed.
+static char lock_path[4200];
+static void remove_lock(void) { unlink(lock_path); }
+
+static void lock_checkpoint(const char *out) {
+    snprintf(lock_path, sizeof lock_path, "%s.lock", out);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) die("%s: cannot create the lock file %s: %s", out, lock_path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        die("%s: another 'ddpm train' (pid %s) is writing this checkpoint (lock %s)", out, *pid ? pid : "?", lock_path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) { /* the pid is only informative */ }
+    atexit(remove_lock); // fd stays open (and locked) until exit
+    // stale temp files of this checkpoint: OUT.tmp.XXXXXX (write_file_atomic)
+    char dir[4200], base[4200];
+    snprintf(dir, sizeof dir, "%s", out);
+    char *slash = strrchr(dir, '/');
+    snprintf(base, sizeof base, "%s.tmp.", slash ? slash + 1 : out);
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    DIR *d = opendir(*dir ? dir : "/");
+    if (!d) return;
+    size_t bl = strlen(base);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, base, bl) || strlen(e->d_name) != bl + 6) continue;
+        char stale[8500];
+        snprintf(stale, sizeof stale, "%s/%s", *dir ? dir : "", e->d_name);
+        if (unlink(stale) == 0) fprintf(stderr, "ddpm train: removed %s (left by an interrupted save)\n", stale);
+    }
+    closedir(d);
+}
+
 int cmd_train(int argc, char **argv) {
     cli_set_command("ddpm train");
     TrainArgs a;
     if (parse_args(&a, argc, argv)) return 0;
     set_threads((int)a.threads);
+    lock_checkpoint(a.out);
 
     // checkpoint first (cheap to validate), then data
     Checkpoint ck;
@@ -365,7 +417,10 @@ int cmd_train(int argc, char **argv) {
         Preview pv;
         if (a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
         status = train_loop(&tr, total, &a, &log, &pv);
-        if (log.f) fclose(log.f);
+        if (log.f && fclose(log.f) != 0 && status == 0) {
+            fprintf(stderr, "ddpm train: %s: cannot write the log: %s\n", a.log_path, strerror(errno));
+            status = 1;
+        }
         if (a.sample_every > 0) preview_free(&pv);
     }
     trainer_free(&tr);

@@ -62,6 +62,17 @@ static int gz_fail(gzFile gz, const char *path, char *err, size_t errlen) {
     return set_error(err, errlen, "%s: corrupt gzip data (zlib: %s)", path, gz_msg(msg, path));
 }
 
+// the last 4 bytes of a file, little-endian (a gzip trailer's ISIZE), or 0xffffffff if unreadable
+static uint32_t trailer_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    uint8_t b[4];
+    uint32_t v = 0xffffffffu;
+    if (f && fseek(f, -4, SEEK_END) == 0 && fread(b, 1, 4, f) == 4)
+        v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    if (f) fclose(f);
+    return v;
+}
+
 // Read a whole IDX file with the given magic (ndim = magic & 0xff dims). dims[0] <= IDX_MAX_COUNT,
 // the others <= IDX_MAX_DIM, all > 0. The data is exactly prod(dims) bytes, nothing after it.
 // On success *data is malloc'ed; on failure *data = NULL.
@@ -109,7 +120,23 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
         dims[i] = (int)v;
         total *= v;  // <= 1e7 * 4096 * 4096 < 2^64
     }
-    if (total > (uint64_t)SIZE_MAX / 2) { set_error(err, errlen, "%s: IDX data too large for memory", path); goto done; }
+    if (total > IDX_MAX_BYTES) {
+        set_error(err, errlen, "%s: IDX header claims %llu bytes of data, more than the %llu this program reads", path,
+                  (unsigned long long)total, (unsigned long long)IDX_MAX_BYTES);
+        goto done;
+    }
+    // what the file can hold: exactly the data if plain; deflate expands at most 1032:1
+    if (!is_gzip && (uint64_t)st.st_size != hlen + total) {
+        set_error(err, errlen, "%s: %s: the header claims %llu bytes of data, the file has %llu after the header", path,
+                  (uint64_t)st.st_size < hlen + total ? "truncated" : "trailing bytes", (unsigned long long)total,
+                  (unsigned long long)(st.st_size - hlen));
+        goto done;
+    }
+    if (is_gzip && hlen + total > (uint64_t)st.st_size * 1032) {
+        set_error(err, errlen, "%s: truncated: the header claims %llu bytes of data, more than a %lld-byte gzip file can hold",
+                  path, (unsigned long long)total, (long long)st.st_size);
+        goto done;
+    }
 
     // data: grow the buffer as bytes arrive, so a lying header on a short file never allocates much
     size_t cap = total < ((size_t)1 << 26) ? (size_t)total : ((size_t)1 << 26);
@@ -155,6 +182,13 @@ static int read_idx(const char *path, uint32_t magic, const char *kind, int *dim
     if (code != Z_OK) {  // e.g. Z_BUF_ERROR: gzip stream cut off after the data (missing CRC trailer)
         free(buf);
         set_error(err, errlen, "%s: truncated gzip data (zlib: %s)", path, gz_msg(gzerror(gz, &code), path));
+        goto done;
+    }
+    // zlib stops at the end of the gzip stream and ignores what follows: the file must end with
+    // the stream's trailer, whose last 4 bytes are the data length mod 2^32
+    if (is_gzip && trailer_size(path) != (uint32_t)(hlen + total)) {
+        free(buf);
+        set_error(err, errlen, "%s: bytes after the end of the gzip stream (or a damaged trailer)", path);
         goto done;
     }
     *data = buf;

@@ -9,6 +9,7 @@
 #define DATA_LABEL_UNKNOWN 255
 #define IDX_MAX_DIM 4096        // largest accepted image side
 #define IDX_MAX_COUNT 10000000  // largest accepted number of items in one file
+#define IDX_MAX_BYTES (1ull << 30) // largest accepted data of one file (MNIST's training images: 47 MB)
 
 typedef struct {
     int n, h, w;          // n images of h x w, 1 channel

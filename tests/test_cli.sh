@@ -245,5 +245,12 @@ pngsize() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3*256+$4 "x" $7*256+$8}'; }
 cmp -s "$TMP/a.png" "$TMP/clip.png" && ! cmp -s "$TMP/a.png" "$TMP/noclip.png" && grep -q "clipped x0" <(head -1 "$TMP/log"; "$DDPM" sample --model "$TMP/full.ckpt" --n 1 --out "$TMP/e.png" 2>&1 | head -1) \
   && pass "sampling clips x0 by default (--clip changes nothing, --no-clip differs)" || fail "sample clip default"
 
+echo "-- messages keep their reason"
+long="$TMP/$(printf 'd%.0s' $(seq 200))/$(printf 'e%.0s' $(seq 200))/$(printf 'f%.0s' $(seq 200))"
+mkdir -p "$long"
+expect_err "none.ckpt: cannot open checkpoint" "a 600+ character path" "$DDPM" info --model "$long/none.ckpt"
+mkdir -p "$TMP/trpng/3"; head -c 60 "$TMP/a.png" > "$TMP/trpng/3/x.png"
+expect_err "x.png: cannot decode image: [a-z]" "a truncated PNG in an image folder" "$DDPM" train --config $CFG --data "$TMP/trpng" --steps 1 --out "$TMP/tp.ckpt"
+
 if [ $fails = 0 ]; then echo "test_cli: all checks passed"; exit 0; fi
 echo "test_cli: $fails check(s) FAILED"; exit 1

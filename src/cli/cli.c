@@ -150,7 +150,7 @@ int parse_sample_flag(SampleOptions *o, int *no_ema, int argc, char **argv, int 
 }
 
 int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
-    char err[600];
+    char err[ERR_LEN];
     if (checkpoint_load(path, ck, err, sizeof(err))) die("%s", err);
     unet_build(m, &ck->cfg);
     if (m->n_params != ck->n_params) die("%s: %zu parameters, its config builds %zu", path, ck->n_params, m->n_params);

@@ -89,7 +89,7 @@ int cmd_eval(int argc, char **argv) {
     if (idx && sampling_flag) usage_error("option %s applies to --model (sampling) only", sampling_flag);
     set_threads((int)threads);
     use_precision(precision);
-    char err[600];
+    char err[ERR_LEN];
 
     // the judge and the images, cheapest checks first
     Judge J;

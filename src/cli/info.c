@@ -65,7 +65,7 @@ int cmd_info(int argc, char **argv) {
         return 0;
     }
     Checkpoint ck;
-    char err[512];
+    char err[ERR_LEN];
     if (checkpoint_load(model, &ck, err, sizeof(err))) die("%s", err);
     print_model_summary(&ck.cfg);
     const TrainState *s = &ck.st;

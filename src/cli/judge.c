@@ -57,7 +57,7 @@ int cmd_judge(int argc, char **argv) {
     set_threads((int)threads);
     JudgeConfig cfg;
     judge_default_config(&cfg);
-    char err[600];
+    char err[ERR_LEN];
     Dataset train, test;
     if (dataset_load(&train, data_dir, 0, cfg.in_size, err, sizeof(err))) die("%s", err);
     for (int i = 0; i < train.n; i++)

@@ -69,7 +69,7 @@ int cmd_sample(int argc, char **argv) {
     Checkpoint ck;
     Unet m;
     Schedule s;
-    char err[600];
+    char err[ERR_LEN];
     int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &s);
     int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
     if (opt.strip_n > opt.n) opt.strip_n = opt.n;

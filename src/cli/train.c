@@ -127,7 +127,7 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
 // from the config and the flags. ck is loaded (and must be freed) when resuming.
 static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, TrainState *st) {
     memset(st, 0, sizeof(*st));
-    char err[600];
+    char err[ERR_LEN];
     if (!a->resume_flag) {
         config_load(cfg, a->config);
         st->batch = a->batch > 0 ? (int)a->batch : 64;
@@ -174,7 +174,7 @@ static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, Train
 // ---- the side effects of the training loop: CSV log, preview grids, checkpoints
 
 static void save_or_die(const Trainer *tr, const char *path) {
-    char err[600];
+    char err[ERR_LEN];
     if (trainer_save(tr, path, err, sizeof(err))) {
         fprintf(stderr, "\n");
         die("%s", err);
@@ -378,7 +378,7 @@ int cmd_train(int argc, char **argv) {
     const char *src = a.resume_flag ? a.resume : a.config;
     if (cfg.im_channels != 1) die("%s: im_channels = %d, but the data loader reads 1-channel (grayscale) images", src, cfg.im_channels);
     Dataset data;
-    char err[600];
+    char err[ERR_LEN];
     if (dataset_load(&data, a.data_dir, 0, cfg.im_size, err, sizeof(err))) die("%s", err);
     if (a.limit > 0 && a.limit < data.n) data.n = (int)a.limit;
     if (data.n < st.batch) die("%s: %d training images, fewer than one batch of %d", a.data_dir, data.n, st.batch);

@@ -18,6 +18,9 @@ void *aligned_calloc_check(size_t size, const char *file, int line);
 #define callocCheck(n, s) calloc_check((n), (s), __FILE__, __LINE__)
 #define alignedCalloc(n) aligned_calloc_check((n), __FILE__, __LINE__)
 
+// room for a one-line error: a path of PATH_MAX (4096) bytes and the reason after it
+#define ERR_LEN 8400
+
 // Format a one-line message into err (if err != NULL) and return -1: `return set_error(...)`.
 int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -177,7 +177,7 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         return set_error(err, errlen, "%s: key 'down_attn': has %d entries, down_channels needs %d", name, n_attn, c->n_down - 1);
     if (!seen[K_DOWN_ATTN])
         for (int i = 0; i < c->n_down - 1; i++) c->down_attn[i] = 1;
-    char verr[200];
+    char verr[ERR_LEN];
     if (config_validate(c, verr, sizeof(verr))) return set_error(err, errlen, "%s: %s", name, verr);
     return 0;
 }
@@ -229,7 +229,7 @@ void config_load(ModelConfig *c, const char *path) {
     if (too_big) die("%s: config file larger than 64 KiB", path);
     text[n] = 0;
     if (memchr(text, 0, n)) die("%s: config file is not text", path);
-    char err[300];
+    char err[ERR_LEN];
     if (config_parse(c, text, path, err, sizeof(err))) die("%s", err);
     free(text);
 }

@@ -366,7 +366,7 @@ static int load_image_dir(Dataset *d, const char *dir, int expect_size, char *er
         uint8_t *img = stbi_load(l.paths[i], &w, &h, &c, 1);
         if (!img) {
             const char *why = stbi_failure_reason();
-            set_error(err, errlen, "%s: cannot decode image: %s", l.paths[i], why ? why : "unknown error");
+            set_error(err, errlen, "%s: cannot decode image: %s", l.paths[i], why && *why ? why : "corrupt or truncated image");
             goto error;
         }
         if (H <= 0) {

@@ -106,7 +106,7 @@ int checkpoint_save(const char *path, const ModelConfig *cfg, const TrainState *
     if (bp + bm + bv + be)
         return set_error(err, errlen, "%s: not saved: the training state holds non-finite values (parameters %zu, Adam m %zu, "
                          "Adam v %zu, EMA %zu); the previous file is unchanged", path, bp, bm, bv, be);
-    char why[300];
+    char why[ERR_LEN];
     if (validate_state(st, why, sizeof why)) return set_error(err, errlen, "%s: not saved: %s", path, why);
     Buf b = {0};
     char cfg_text[4096];
@@ -151,7 +151,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
     char *cfg_text = mallocCheck(cfg_len + 1);
     get(&r, cfg_text, cfg_len);
     cfg_text[cfg_len] = 0;
-    char cerr[300];
+    char cerr[ERR_LEN];
     if (config_parse(&ck->cfg, cfg_text, "checkpoint config", cerr, sizeof(cerr))) {
         free(cfg_text); free(data);
         return set_error(err, errlen, "%s: cannot build the model in this checkpoint: %s", path, cerr);
@@ -166,7 +166,7 @@ int checkpoint_load(const char *path, Checkpoint *ck, char *err, size_t errlen) 
         free(data);
         return set_error(err, errlen, "%s: corrupt checkpoint (parameter count %llu does not match the file size)", path, (unsigned long long)n);
     }
-    char why[300];
+    char why[ERR_LEN];
     if (validate_state(&ck->st, why, sizeof why)) { free(data); return set_error(err, errlen, "%s: corrupt checkpoint: %s", path, why); }
     size_t want, per_image;
     unet_size(&ck->cfg, &want, &per_image);

@@ -4,6 +4,7 @@
 #   make REF=1              ./ddpm whose model runs the plain reference layers (src/nn/ref/)
 #   make test               every test; prints "N passed, N failed" (needs MNIST: make data, or MNIST_DIR)
 #   make bench              ddpm.c against PyTorch on small.cfg and reference.cfg
+#   make fuzz               libFuzzer on every parser for FUZZ_SECONDS (60) each (needs clang)
 #   make data               MNIST into data/ (from $MNIST_DIR or downloaded), MD5-verified
 #   make deps               install the Debian packages the build needs (as root), or print the command
 #   make install            PREFIX=/usr/local DESTDIR= : bin/ddpm, share/ddpm/ (configs, judge)
@@ -50,7 +51,7 @@ ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))
 
 .SECONDARY:
-.PHONY: all test variant-tests ref-tests check-mnist data deps clean bench demo install uninstall FORCE
+.PHONY: all test fuzz variant-tests ref-tests check-mnist data deps clean bench demo install uninstall FORCE
 all: ddpm
 
 ddpm: $(CLI_OBJ) $(LIB_OBJ) build/.variant
@@ -100,15 +101,38 @@ variant-tests:
 	  $(MAKE) --no-print-directory $$opt $(if $(filter 1,$(REF)),REF=1) $$(for t in $(VARIANT_TESTS); do echo build/$$a$(REF_SFX)/$$t; done) >/dev/null || exit 1; \
 	done
 
+# Fuzzing: tests/fuzz/fuzz_<h>.c, one harness per parser. `make test` replays each seed corpus
+# (tests/fuzz/corpus/<h>/) under the sanitizers with gcc; `make fuzz FUZZ_SECONDS=N` runs
+# libFuzzer (Debian clang) on each for N seconds, new inputs kept in build/fuzz/corpus-<h>/.
+FUZZ_HARNESSES := idx checkpoint config images
+FUZZ_REPLAY    := $(patsubst %,$(ASAN_DIR)/fuzz_%,$(FUZZ_HARNESSES))
+FUZZ_SECONDS   ?= 60
+FUZZ_CC        ?= clang
+FUZZ_FLAGS     := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(WARN)
+$(ASAN_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(ASAN_OBJ)
+	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< tests/fuzz/replay.c $(ASAN_OBJ) $(LDLIBS) $(D_LDLIBS)
+FUZZ_LIB := $(filter-out src/cli/%,$(SRC))
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_LIB) $(HEADERS)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(D_CPPFLAGS) $(CPPFLAGS) $(FUZZ_FLAGS) -fopenmp -o $@ $< $(filter-out $(HEADERS),$(FUZZ_LIB)) \
+	  $(shell pkg-config --libs stb 2>/dev/null) -lz -lm
+fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_HARNESSES))
+	@for h in $(FUZZ_HARNESSES); do mkdir -p build/fuzz/corpus-$$h; \
+	  echo "== fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -rss_limit_mb=2048 -timeout=60 \
+	    build/fuzz/corpus-$$h tests/fuzz/corpus/$$h 2>&1 | grep -E "DONE|stat::number_of_executed_units|ERROR|SUMMARY" || exit 1; \
+	done
+
 # the PyTorch reference test also with the model on the plain reference layers (REF=1)
 REF_RUN := $(if $(filter 1,$(REF)),,build/$(if $(ARCH),$(ARCH),portable)-ref/test_reference)
 ref-tests:
 	@$(if $(REF_RUN),$(MAKE) --no-print-directory REF=1 $(REF_RUN) >/dev/null,true)
 
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
-test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) variant-tests ref-tests
+test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-tests
 	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" \
-	  $(addsuffix :asan,$(ASAN_BIN)) $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
+	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
+	  $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
 
 data:
 	bash tools/get_mnist.sh data

@@ -1,5 +1,6 @@
 // peak.c: FMA throughput loops, one per instruction set (peak.h). Each thread runs CHAINS
 // independent accumulator chains, enough to cover the FMA latency on every port.
+#define _POSIX_C_SOURCE 200809L
 #include "kernels/peak.h"
 
 #include <string.h>

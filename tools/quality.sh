@@ -30,7 +30,7 @@ for row in "${ROWS[@]}"; do
     ddim50)    desc="DDIM 50, clip";  w=EMA; n=$N;     flags=(--sampler ddim --steps 50 --clip) ;;
     ddim100)   desc="DDIM 100, clip"; w=EMA; n=$N;     flags=(--sampler ddim --steps 100 --clip) ;;
     raw50)     desc="DDIM 50, clip";  w=raw; n=$N;     flags=(--sampler ddim --steps 50 --clip --no-ema) ;;
-    noclip50)  desc="DDIM 50, no clip"; w=EMA; n=$N;   flags=(--sampler ddim --steps 50) ;;
+    noclip50)  desc="DDIM 50, no clip"; w=EMA; n=$N;   flags=(--sampler ddim --steps 50 --no-clip) ;;
     ddpm_beta) desc="DDPM 1000, sigma^2 = beta, clip"; w=EMA; n=$NDDPM; flags=(--sampler ddpm --sigma beta --clip) ;;
     ddpm_post) desc="DDPM 1000, posterior sigma, clip"; w=EMA; n=$NDDPM; flags=(--sampler ddpm --sigma posterior --clip) ;;
     *) echo "quality.sh: unknown row '$row'" >&2; exit 2 ;;

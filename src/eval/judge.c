@@ -63,7 +63,7 @@ static size_t take(size_t *n, size_t numel) {
 // per-image activation, rounded to 16 floats so every tensor of a batch stays 64-byte aligned
 static size_t act(Judge *j, size_t numel) {
     size_t off = j->acts_per_image;
-    j->acts_per_image += (numel + 15) / 16 * 16;
+    j->acts_per_image += round16(numel);
     return off;
 }
 static void need_ws(Judge *j, size_t f) {

@@ -17,6 +17,7 @@
 #define DIRECT_A_MAX_N (4 * NR)
 #define GEMM_NAME(x) x##_avx2
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+#include "kernels/gemm_store.h"
 
 // C tile[mr, nr] (+)= A[MR, kc] B[kc, NR]. Row k of B at b + k bs (bs = NR when packed, ldb when
 // B is read in place), or at b + boff[k] when B is read in place through a row table.
@@ -95,29 +96,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
     }
     c0[0] = (vf)r00; c1[0] = (vf)r01; c0[1] = (vf)r10; c1[1] = (vf)r11; c0[2] = (vf)r20; c1[2] = (vf)r21;
     c0[3] = (vf)r30; c1[3] = (vf)r31; c0[4] = (vf)r40; c1[4] = (vf)r41; c0[5] = (vf)r50; c1[5] = (vf)r51;
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++) {
-            float *ci = c + (size_t)i * ldc;
-            vf t0, t1;
-            if (acc) {
-                memcpy(&t0, ci, sizeof(vf));
-                memcpy(&t1, ci + VL, sizeof(vf));
-                c0[i] += t0;
-                c1[i] += t1;
-            }
-            memcpy(ci, &c0[i], sizeof(vf));
-            memcpy(ci + VL, &c1[i], sizeof(vf));
-        }
-    } else {
-        float tile[MR][NR] __attribute__((aligned(64)));
-        for (int i = 0; i < MR; i++) {
-            memcpy(&tile[i][0], &c0[i], sizeof(vf));
-            memcpy(&tile[i][VL], &c1[i], sizeof(vf));
-        }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++)
-                c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
-    }
+    store_tile_vf(c, ldc, c0, c1, mr, nr, acc);
 }
 
 

@@ -12,6 +12,9 @@
 
 #include <immintrin.h>
 
+#define GEMM_STORE_ZMM
+#include "kernels/gemm_store.h"
+
 #define VL 16
 #define MR 8
 #define NR 32
@@ -70,18 +73,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
         else tile_loop(r, MR, 1, kc, a, arows, b, bs, boff);
     } else if (mr <= 4) tile_loop(r, 4, 2, kc, a, arows, b, bs, boff);
     else tile_loop(r, MR, 2, kc, a, arows, b, bs, boff);
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + (size_t)i * ldc;
-        __m512 x0 = r[i][0], x1 = r[i][1];
-        if (acc) {
-            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, ci));
-            if (m1) x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        _mm512_mask_storeu_ps(ci, m0, x0);
-        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, x1);
-    }
+    store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
 #include "kernels/gemm_body.h"

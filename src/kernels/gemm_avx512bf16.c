@@ -17,6 +17,9 @@
 
 #include <immintrin.h>
 
+#define GEMM_STORE_ZMM
+#include "kernels/gemm_store.h"
+
 #define MR 8
 #define NR 32
 #define KC 512 // even: every K chunk but the last holds whole pairs (512 bf16: as many bytes as 256 floats)
@@ -129,18 +132,7 @@ static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *re
             r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
         }
     }
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + (size_t)i * ldc;
-        __m512 x0 = r[i][0], x1 = r[i][1];
-        if (acc) {
-            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, ci));
-            if (m1) x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        _mm512_mask_storeu_ps(ci, m0, x0);
-        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, x1);
-    }
+    store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
 // Pre-packed A (gemm_pack_a): for each K chunk [pc, pc + kc), the pair panels of all M rows at

@@ -15,6 +15,7 @@
 #define DIRECT_A_MAX_N (4 * NR)
 #define GEMM_NAME(x) x##_generic
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+#include "kernels/gemm_store.h"
 
 static inline vf broadcast(float x) {
     vf v;
@@ -42,29 +43,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *const *ar
             c1[i] += ai * b1;
         }
     }
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++) {
-            float *ci = c + (size_t)i * ldc;
-            vf t0, t1;
-            if (acc) {
-                memcpy(&t0, ci, sizeof(vf));
-                memcpy(&t1, ci + VL, sizeof(vf));
-                c0[i] += t0;
-                c1[i] += t1;
-            }
-            memcpy(ci, &c0[i], sizeof(vf));
-            memcpy(ci + VL, &c1[i], sizeof(vf));
-        }
-    } else {
-        float tile[MR][NR] __attribute__((aligned(64)));
-        for (int i = 0; i < MR; i++) {
-            memcpy(&tile[i][0], &c0[i], sizeof(vf));
-            memcpy(&tile[i][VL], &c1[i], sizeof(vf));
-        }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++)
-                c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
-    }
+    store_tile_vf(c, ldc, c0, c1, mr, nr, acc);
 }
 
 

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 D=${MNIST_DIR:-data}
 [ -f "$D/train-images-idx3-ubyte.gz" ] || { echo "test_crash: FAILED: $D lacks the MNIST files: run 'make data'"; exit 1; }
 TMP=$(mktemp -d /tmp/ddpm_crash_XXXXXX); trap 'rm -rf "$TMP"' EXIT
-RUN=(--data "$D" --limit 256 --batch 16 --threads 2 --steps 600)
+STEPS=$((KILLS * 24 > 600 ? KILLS * 24 : 600)) # more than the kills reach: every kill lands in training
+RUN=(--data "$D" --limit 256 --batch 16 --threads 2 --steps $STEPS)
 "$DDPM" train --config tests/cfg/mini28.cfg "${RUN[@]}" --seed 9 --save-every 0 --out "$TMP/ref.ckpt" 2>/dev/null \
   || { echo "test_crash: FAILED: the uninterrupted run"; exit 1; }
 fails=0; last=-1; kills=0; loads=0; started=0
@@ -28,7 +29,7 @@ for k in $(seq "$KILLS"); do
 done
 "$DDPM" train --resume "$TMP/run.ckpt" "${RUN[@]}" --save-every 0 >/dev/null 2>"$TMP/err" || { echo "  FAIL final resume: $(tail -1 "$TMP/err")"; fails=$((fails + 1)); }
 ls "$TMP"/run.ckpt.tmp.* >/dev/null 2>&1 && { echo "  FAIL temp files left after the resume"; fails=$((fails + 1)); }
-if cmp -s "$TMP/run.ckpt" "$TMP/ref.ckpt"; then echo "  ok   $kills kills (last at step $last), $loads loadable checkpoints, resumed to step 600 == uninterrupted"
+if cmp -s "$TMP/run.ckpt" "$TMP/ref.ckpt"; then echo "  ok   $kills kills (last at step $last), $loads loadable checkpoints, resumed to step $STEPS == uninterrupted"
 else echo "  FAIL the resumed run differs from the uninterrupted one"; fails=$((fails + 1)); fi
 [ $started = 1 ] || { echo "  FAIL no kill left a checkpoint (the runs never started)"; fails=$((fails + 1)); }
 if [ $fails = 0 ]; then echo "test_crash: all checks passed"; exit 0; fi

@@ -245,6 +245,28 @@ pngsize() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3*256+$4 "x" $7*256+$8}'; }
 cmp -s "$TMP/a.png" "$TMP/clip.png" && ! cmp -s "$TMP/a.png" "$TMP/noclip.png" && grep -q "clipped x0" <(head -1 "$TMP/log"; "$DDPM" sample --model "$TMP/full.ckpt" --n 1 --out "$TMP/e.png" 2>&1 | head -1) \
   && pass "sampling clips x0 by default (--clip changes nothing, --no-clip differs)" || fail "sample clip default"
 
+echo "-- an output is never an input or another output; only regular files are replaced"
+cp "$TMP/full.ckpt" "$TMP/m.ckpt"; sum=$(md5sum < "$TMP/m.ckpt")
+expect_err "same file as --model" "sample --out = --model" "$DDPM" sample --model "$TMP/m.ckpt" --out "$TMP/m.ckpt"
+expect_err "same file as --model" "sample --idx = --model (another spelling)" "$DDPM" sample --model "$TMP/m.ckpt" --idx "$TMP/./m.ckpt"
+ln -sf "$TMP/m.ckpt" "$TMP/m_link.ckpt"
+expect_err "same file as --model" "sample --out = a link to --model" "$DDPM" sample --model "$TMP/m.ckpt" --out "$TMP/m_link.ckpt"
+expect_err "same file as --strip" "--strip s.png --out s.png" "$DDPM" sample --model "$TMP/m.ckpt" --strip "$TMP/s2.png" --out "$TMP/s2.png"
+[ "$(md5sum < "$TMP/m.ckpt")" = "$sum" ] && pass "the model is unchanged" || fail "the model was overwritten"
+cp $CFG "$TMP/t.cfg"
+expect_err "same file as --config" "train --out = --config" "$DDPM" train --config "$TMP/t.cfg" --data "$D" --out "$TMP/t.cfg" --steps 1
+expect_err "same file as --config" "train --log = --config" "$DDPM" train --config "$TMP/t.cfg" --data "$D" --log "$TMP/t.cfg" --steps 1
+cmp -s $CFG "$TMP/t.cfg" && pass "the config is unchanged" || fail "the config was overwritten"
+mkdir -p "$TMP/dat"; cp "$D"/*.gz "$TMP/dat/"
+expect_err "is the data file" "train --out = the training images" "$DDPM" train --config $CFG --data "$TMP/dat" --out "$TMP/dat/train-images-idx3-ubyte.gz" --steps 1
+mkfifo "$TMP/fifo"; mkdir -p "$TMP/adir.png"
+expect_err "not a regular file" "sample --out a FIFO" "$DDPM" sample --model "$TMP/m.ckpt" --n 2 --sampler ddim --steps 2 --out "$TMP/fifo"
+expect_err "not a regular file" "sample --out a directory" "$DDPM" sample --model "$TMP/m.ckpt" --n 2 --sampler ddim --steps 2 --out "$TMP/adir.png"
+printf 'old' > "$TMP/target.png"; ln -sf "$TMP/target.png" "$TMP/via_link.png"
+"$DDPM" sample --model "$TMP/m.ckpt" --n 2 --sampler ddim --steps 2 --out "$TMP/via_link.png" 2>/dev/null
+[ -L "$TMP/via_link.png" ] && [ "$(head -c 4 "$TMP/target.png" | od -An -c | tr -d ' ')" = "211PNG" ] \
+  && pass "a symbolic link is written through (the link stays, its target gets the PNG)" || fail "symlink output"
+
 echo "-- messages keep their reason"
 long="$TMP/$(printf 'd%.0s' $(seq 200))/$(printf 'e%.0s' $(seq 200))/$(printf 'f%.0s' $(seq 200))"
 mkdir -p "$long"

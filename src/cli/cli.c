@@ -84,6 +84,11 @@ void refuse_data_file(const char *out_flag, const char *out, const char *data_di
     }
 }
 
+void refuse_bad_output(const char *path) {
+    char err[ERR_LEN];
+    if (path && output_check(path, NULL, err, sizeof err)) die("%s", err);
+}
+
 const char *PRECISION_HELP =
     "  --precision fp32|bf16  precision of the matrix products: fp32 (default), or bf16 inputs with\n"
     "                      fp32 accumulation (weights, Adam and EMA stay fp32); bf16 needs a CPU\n"

@@ -28,6 +28,8 @@ extern const char *PRECISION_HELP;
 void refuse_same_file(const char *out_flag, const char *out, int n, ...);
 // ... or one of the MNIST files in a data directory
 void refuse_data_file(const char *out_flag, const char *out, const char *data_dir);
+// an output the atomic write would refuse (a directory, a device, ...), before any work is done
+void refuse_bad_output(const char *path);
 
 // ---- sampling, shared by 'ddpm sample', 'ddpm eval' and the preview grids of 'ddpm train'
 #include "diffusion/sample.h"

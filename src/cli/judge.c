@@ -54,6 +54,7 @@ int cmd_judge(int argc, char **argv) {
         else usage_error("unknown option '%s'", a);
     }
     refuse_data_file("--out", out, data_dir);
+    refuse_bad_output(out);
     set_threads((int)threads);
     JudgeConfig cfg;
     judge_default_config(&cfg);

@@ -64,6 +64,9 @@ int cmd_sample(int argc, char **argv) {
     refuse_same_file("--out", out, 3, "--model", model, "--idx", idx, "--strip", strip_path);
     refuse_same_file("--idx", idx, 2, "--model", model, "--strip", strip_path);
     refuse_same_file("--strip", strip_path, 1, "--model", model);
+    refuse_bad_output(out);
+    refuse_bad_output(idx);
+    refuse_bad_output(strip_path);
     set_threads((int)threads);
     use_precision(precision);
     Checkpoint ck;

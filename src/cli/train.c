@@ -120,6 +120,7 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
     refuse_same_file("--log", a->log_path, 2, "--config", a->config, "--resume", a->resume);
     refuse_data_file("--out", a->out, a->data_dir);
     refuse_data_file("--log", a->log_path, a->data_dir);
+    refuse_bad_output(a->out);
     return 0;
 }
 

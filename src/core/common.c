@@ -71,24 +71,32 @@ int set_error(char *err, size_t errlen, const char *fmt, ...) {
     return -1;
 }
 
+int output_check(const char *path, char **resolved, char *err, size_t errlen) {
+    struct stat sb;
+    if (resolved) *resolved = NULL;
+    if (lstat(path, &sb) != 0) return 0; // nothing there yet
+    if (S_ISLNK(sb.st_mode)) {
+        char *r = realpath(path, NULL);
+        if (!r) return set_error(err, errlen, "%s: a symbolic link to a missing file: give a real path", path);
+        if (stat(r, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            free(r);
+            return set_error(err, errlen, "%s: links to something that is not a regular file: refusing to replace it", path);
+        }
+        if (resolved) *resolved = r;
+        else free(r);
+        return 0;
+    }
+    if (!S_ISREG(sb.st_mode))
+        return set_error(err, errlen, "%s: not a regular file (a %s): refusing to replace it", path,
+                         S_ISDIR(sb.st_mode) ? "directory" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : "special file");
+    return 0;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen) {
     // what is there must be a regular file (or nothing); a symbolic link is written through
-    struct stat sb;
     char *resolved = NULL;
-    if (lstat(path, &sb) == 0) {
-        if (S_ISLNK(sb.st_mode)) {
-            resolved = realpath(path, NULL);
-            if (!resolved) return set_error(err, errlen, "%s: a symbolic link to a missing file: give a real path", path);
-            if (stat(resolved, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                free(resolved);
-                return set_error(err, errlen, "%s: links to something that is not a regular file: refusing to replace it", path);
-            }
-            path = resolved;
-        } else if (!S_ISREG(sb.st_mode)) {
-            return set_error(err, errlen, "%s: not a regular file (a %s): refusing to replace it", path,
-                             S_ISDIR(sb.st_mode) ? "directory" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : "special file");
-        }
-    }
+    if (output_check(path, &resolved, err, errlen)) return -1;
+    if (resolved) path = resolved;
     size_t plen = strlen(path);
     char *tmp = mallocCheck(plen + 16);
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);

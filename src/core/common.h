@@ -30,6 +30,10 @@ int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
 // symbolic link is written through (the file it names is replaced, the link stays).
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
 
+// 0 if path may be written by write_file_atomic: nothing there, a regular file, or a symbolic
+// link to one (then *resolved, if resolved != NULL, is the malloc'ed path it names); else -1 + err
+int output_check(const char *path, char **resolved, char *err, size_t errlen);
+
 // 1 if both paths name the same file: device and inode when both exist (links and other spellings
 // too), the resolved directory and name when neither does (two outputs not written yet)
 int same_file(const char *a, const char *b);

@@ -5,7 +5,8 @@
 # Env: THREADS (2), BATCH (64), STEPS (5), SCALING (1: also run ddpm.c on 1 thread and print the
 # 1 -> THREADS speed-up), ISAS (1: also run the narrower GEMM variants this CPU has, DDPM_ISA=...,
 # and print default/variant), LOAD (1: with a busy loop pinned to the last core, fast.cfg at batch
-# 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
+# 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians). On CPUs with
+# AVX512_BF16 each config also runs with --precision bf16 (ratio to fp32). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
 # AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
 set -u
 cd "$(dirname "$0")/.."
@@ -36,6 +37,13 @@ for cfg in "${CONFIGS[@]}"; do
       v_out=$(tail -1 <<< "$v_all")
       row="$row, $default_isa/$isa $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$v_out")" 'BEGIN{printf "%.2fx", a/b}') train"
     done
+  fi
+  if grep -qw avx512_bf16 /proc/cpuinfo; then
+    echo "== ddpm.c: $cfg with --precision bf16"
+    b_all=$(./ddpm bench --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --precision bf16); echo "$b_all"
+    b_out=$(tail -1 <<< "$b_all")
+    row="$row, bf16/fp32 $(awk -v a="$(field train_img_s "$b_out")" -v b="$(field train_img_s "$c_out")" 'BEGIN{printf "%.2fx", a/b}') train"
+    row="$row $(awk -v a="$(field sample_img_steps_s "$b_out")" -v b="$(field sample_img_steps_s "$c_out")" 'BEGIN{printf "%.2fx", a/b}') sample"
   fi
   if [ $have_torch = 1 ]; then
     echo "== PyTorch: $cfg (OPENBLAS_CORETYPE=$CORE OPENBLAS_NUM_THREADS=1)"

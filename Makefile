@@ -104,14 +104,15 @@ variant-tests:
 # Fuzzing: tests/fuzz/fuzz_<h>.c, one harness per parser. `make test` replays each seed corpus
 # (tests/fuzz/corpus/<h>/) under the sanitizers with gcc; `make fuzz FUZZ_SECONDS=N` runs
 # libFuzzer (Debian clang) on each for N seconds, new inputs kept in build/fuzz/corpus-<h>/.
-FUZZ_HARNESSES := idx checkpoint config images
+FUZZ_HARNESSES := idx checkpoint config images args
 FUZZ_REPLAY    := $(patsubst %,$(ASAN_DIR)/fuzz_%,$(FUZZ_HARNESSES))
 FUZZ_SECONDS   ?= 60
 FUZZ_CC        ?= clang
 FUZZ_FLAGS     := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(WARN)
-$(ASAN_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(ASAN_OBJ)
-	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< tests/fuzz/replay.c $(ASAN_OBJ) $(LDLIBS) $(D_LDLIBS)
-FUZZ_LIB := $(filter-out src/cli/%,$(SRC))
+ASAN_CLI_OBJ   := $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(filter-out src/cli/main.c,$(CLI_SRC)))
+$(ASAN_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(ASAN_OBJ) $(ASAN_CLI_OBJ)
+	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< tests/fuzz/replay.c $(ASAN_OBJ) $(ASAN_CLI_OBJ) $(LDLIBS) $(D_LDLIBS)
+FUZZ_LIB := $(filter-out src/cli/main.c,$(SRC))
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_LIB) $(HEADERS)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(D_CPPFLAGS) $(CPPFLAGS) $(FUZZ_FLAGS) -fopenmp -o $@ $< $(filter-out $(HEADERS),$(FUZZ_LIB)) \

@@ -273,6 +273,8 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     sigaction(SIGTERM, &sa, NULL);
     int tty = isatty(2), B = tr->st.batch;
     double t0 = now_seconds(), t_window = t0, smooth = -1;
+    double t_rate = t0, recent = 0; // images/s over the last seconds (speed and ETA follow the machine's load)
+    long rate_step = tr->st.step;
     long start_step = tr->st.step;
     int status = 0;
     ThreadTuner tu;
@@ -295,14 +297,21 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
         int last = step == total, row = step % a->log_every == 0 || last;
         if (row || (tty && now - t_window > 0.5)) {
             double ips = (double)(step - start_step) * B / (now - t0);
+            if (now - t_rate >= 2.0 || recent == 0) { // a window of at least 2 s, smoothed
+                double w = (double)(step - rate_step) * B / (now - t_rate);
+                recent = recent > 0 ? 0.5 * recent + 0.5 * w : w;
+                t_rate = now;
+                rate_step = step;
+            }
+            double shown = recent > 0 ? recent : ips; // the progress line shows the recent speed
             char eta[32];
-            fmt_time(eta, sizeof(eta), (double)(total - step) * B / ips);
+            fmt_time(eta, sizeof(eta), (double)(total - step) * B / shown);
             float lr_now = train_lr_at(&tr->st, step - 1);
             char busy[48] = ""; // the machine is busy: fewer threads are faster (threads.h)
             if (tu.cur < tu.max) snprintf(busy, sizeof busy, " | %d of %d threads", tu.cur, tu.max);
             if (tty || row)
                 fprintf(stderr, "%sstep %ld/%ld | epoch %lld | loss %.4f | lr %.2e | |g| %.3f | %.1f img/s%s | ETA %s%s",
-                        tty ? "\r" : "", step, total, (long long)tr->st.epoch, smooth, lr_now, tr->last_grad_norm, ips, busy,
+                        tty ? "\r" : "", step, total, (long long)tr->st.epoch, smooth, lr_now, tr->last_grad_norm, shown, busy,
                         eta, tty ? "   " : "\n");
             if (row) csv_row(log, tr, step, ips, now - t0, lr_now, a->log_path, a->out);
             t_window = now;

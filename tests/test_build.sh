@@ -5,7 +5,8 @@
 # DESTDIR. Dry runs (make -n) where a build is not needed.
 set -u
 cd "$(dirname "$0")/.."
-unset MAKEFLAGS MAKEOVERRIDES MFLAGS # the dry runs below must not inherit the variables of the make that runs the tests
+# the dry runs below must not inherit the variables of the make that runs the tests
+unset MAKEFLAGS MAKEOVERRIDES MFLAGS REF ARCH PORTABLE NO_OMP CC CPPFLAGS CFLAGS LDFLAGS LDLIBS
 TMP=$(mktemp -d /tmp/ddpm_build_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 fails=0
 pass() { echo "  ok   $1"; }

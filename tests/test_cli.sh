@@ -98,7 +98,11 @@ if [ "$(head -1 "$TMP/log.csv")" = "step,epoch,loss,images_per_s,wall_s,loss_t0,
 else fail "CSV log / --sample-every: $(cat "$TMP/log.csv"; ls "$TMP/progress" 2>&1)"; fi
 
 echo "-- bf16 mixed precision"
-if grep -qw avx512_bf16 /proc/cpuinfo; then
+layers=$("$DDPM" info --config $CFG | sed -n 's/^layers: //p')
+if [ "${layers#reference}" != "$layers" ]; then
+  echo "SKIP bf16 training: this ddpm runs the reference layers (make REF=1)"
+  expect_err "REF=1" "--precision bf16 in a REF=1 build" "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 2 --out "$TMP/bf.ckpt"
+elif [ "${layers#*AVX512_BF16}" = "$layers" ]; then
   "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 10 --out "$TMP/bf.ckpt" 2>"$TMP/log" || fail "bf16 run: $(tail -2 "$TMP/log")"
   "$DDPM" train "${COMMON[@]}" --precision bf16 --steps 5 --out "$TMP/bf5.ckpt" 2>/dev/null
   "$DDPM" train --resume "$TMP/bf5.ckpt" --data "$D" --limit 128 --threads 2 --steps 10 --save-every 0 2>/dev/null

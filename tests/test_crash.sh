@@ -9,15 +9,18 @@ cd "$(dirname "$0")/.."
 D=${MNIST_DIR:-data}
 [ -f "$D/train-images-idx3-ubyte.gz" ] || { echo "test_crash: FAILED: $D lacks the MNIST files: run 'make data'"; exit 1; }
 TMP=$(mktemp -d /tmp/ddpm_crash_XXXXXX); trap 'rm -rf "$TMP"' EXIT
-STEPS=$((KILLS * 24 > 600 ? KILLS * 24 : 600)) # more than the kills reach: every kill lands in training
+STEPS=$((KILLS * 40 > 600 ? KILLS * 40 : 600)) # more than the kills reach: every kill lands in training
 RUN=(--data "$D" --limit 256 --batch 16 --threads 2 --steps $STEPS)
 "$DDPM" train --config tests/cfg/mini28.cfg "${RUN[@]}" --seed 9 --save-every 0 --out "$TMP/ref.ckpt" 2>/dev/null \
   || { echo "test_crash: FAILED: the uninterrupted run"; exit 1; }
 fails=0; last=-1; kills=0; loads=0; started=0
 for k in $(seq "$KILLS"); do
   if [ -e "$TMP/run.ckpt" ]; then args=(--resume "$TMP/run.ckpt"); else args=(--config tests/cfg/mini28.cfg --seed 9 --out "$TMP/run.ckpt"); fi
-  "$DDPM" train "${args[@]}" "${RUN[@]}" --save-every 1 >/dev/null 2>&1 & pid=$!
-  sleep "0.$((RANDOM % 35 + 25))" # the start (loading MNIST) takes about 0.2 s
+  "$DDPM" train "${args[@]}" "${RUN[@]}" --save-every 1 --log-every 1 >/dev/null 2>"$TMP/log" & pid=$!
+  # wait until it trains (its first step line: loading MNIST, or a slow REF=1 build, take a while),
+  # then kill it at a random moment of the next ~0.3 s
+  for _ in $(seq 600); do grep -q "^step " "$TMP/log" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+  sleep "$(printf '0.%02d' $((RANDOM % 30)))"
   kill -9 $pid 2>/dev/null && kills=$((kills + 1)); wait $pid 2>/dev/null
   [ -e "$TMP/run.ckpt" ] || continue
   started=1

@@ -41,6 +41,11 @@ static void print_model_summary(const ModelConfig *c) {
     printf("parameters: %zu\n", m.n_params);
     printf("forward GFLOP/image: %.4f\n", 2.0 * macs / 1e9);
     printf("train step GFLOP/image: %.4f\n", 6.0 * macs / 1e9);
+#ifdef DDPM_REF
+    printf("layers: reference (make REF=1: plain loops, fp32)\n");
+#else
+    printf("layers: fast (bf16 products: %s)\n", gemm_bf16_supported() ? "yes" : "no, this CPU lacks AVX512_BF16");
+#endif
     printf("kernels: %s (this CPU runs:", gemm_isa());
     for (int i = 0; i < gemm_variant_count(); i++)
         if (gemm_variant_supported(i)) printf(" %s", gemm_variant_name(i));

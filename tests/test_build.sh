@@ -5,7 +5,10 @@
 # DESTDIR. Dry runs (make -n) where a build is not needed.
 set -u
 cd "$(dirname "$0")/.."
-# the dry runs below must not inherit the variables of the make that runs the tests
+# the dry runs below must not inherit the variables of the make that runs the tests; the install
+# (a real run) keeps its variant, so that it does not relink ./ddpm as another one
+variant=()
+for v in REF ARCH PORTABLE NO_OMP; do [ -n "${!v:-}" ] && variant+=("$v=${!v}"); done
 unset MAKEFLAGS MAKEOVERRIDES MFLAGS REF ARCH PORTABLE NO_OMP CC CPPFLAGS CFLAGS LDFLAGS LDLIBS
 TMP=$(mktemp -d /tmp/ddpm_build_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 fails=0
@@ -35,7 +38,7 @@ out=$(dry REF=1)
 grep -q -- "-DDDPM_REF" <<< "$out" && grep -q "build/native-ref/" <<< "$out" && pass "REF=1: -DDDPM_REF in build/native-ref" || fail "REF=1"
 
 if [ -x ./ddpm ]; then
-  make --no-print-directory install DESTDIR="$TMP/stage" PREFIX=/opt/ddpm >/dev/null 2>"$TMP/err" || fail "install: $(cat "$TMP/err")"
+  make --no-print-directory "${variant[@]}" install DESTDIR="$TMP/stage" PREFIX=/opt/ddpm >/dev/null 2>"$TMP/err" || fail "install: $(cat "$TMP/err")"
   [ -x "$TMP/stage/opt/ddpm/bin/ddpm" ] && [ -f "$TMP/stage/opt/ddpm/share/ddpm/models/judge.bin" ] \
     && [ -f "$TMP/stage/opt/ddpm/share/ddpm/models/small.cfg" ] && "$TMP/stage/opt/ddpm/bin/ddpm" --help >/dev/null \
     && pass "make install DESTDIR=... PREFIX=/opt/ddpm: bin/ddpm runs, share/ddpm/models has the judge and configs" \

@@ -10,6 +10,8 @@ D=${MNIST_DIR:-data}
 [ -f "$D/train-images-idx3-ubyte.gz" ] || { echo "test_crash: FAILED: $D lacks the MNIST files: run 'make data'"; exit 1; }
 TMP=$(mktemp -d /tmp/ddpm_crash_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 STEPS=$((KILLS * 40 > 600 ? KILLS * 40 : 600)) # more than the kills reach: every kill lands in training
+# the reference layers (make REF=1) take about 0.4 s a step here: a kill lands within a step or two
+"$DDPM" info --config tests/cfg/mini28.cfg | grep -q "^layers: reference" && STEPS=$((KILLS + 10))
 RUN=(--data "$D" --limit 256 --batch 16 --threads 2 --steps $STEPS)
 "$DDPM" train --config tests/cfg/mini28.cfg "${RUN[@]}" --seed 9 --save-every 0 --out "$TMP/ref.ckpt" 2>/dev/null \
   || { echo "test_crash: FAILED: the uninterrupted run"; exit 1; }

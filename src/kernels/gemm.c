@@ -93,13 +93,25 @@ int gemm_set_precision(GemmPrecision p) {
 
 GemmPrecision gemm_precision(void) { return active == &bf16_variant ? GEMM_BF16 : GEMM_FP32; }
 
+// empty products, the same for every variant (which then see M, N, K >= 1): C = 0 when K = 0
+// and not accumulating; returns 1 if nothing is left to compute
+static int empty_product(int M, int N, int K, float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return 1;
+    if (K > 0) return 0;
+    if (!accumulate)
+        for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, N * sizeof(float));
+    return 1;
+}
+
 void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
           int ldc, int accumulate) {
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
     active->core(transA, transB, M, N, K, A, lda, NULL, NULL, B, ldb, NULL, C, ldc, accumulate);
 }
 
 void gemm_rows(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff, const float *B,
                int ldb, const long *boff, float *C, int ldc, int accumulate) {
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
     active->core(transA, transB, M, N, K, A, lda, aoff, NULL, B, ldb, boff, C, ldc, accumulate);
 }
 
@@ -109,5 +121,6 @@ void gemm_pack_a(int transA, int M, int K, const float *A, int lda, float *Ap) {
 
 void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc,
                  int accumulate) {
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
     active->core(0, 0, M, N, K, NULL, 0, NULL, Ap, B, ldb, boff, C, ldc, accumulate);
 }

@@ -152,12 +152,6 @@ void gemm_pack_a_avx512bf16(int transA, int M, int K, const float *A, int lda, f
 
 void gemm_core_avx512bf16(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
                           const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, N * sizeof(float));
-        return;
-    }
     int kc_step = k_step(K), Mr = (M + MR - 1) / MR * MR;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;

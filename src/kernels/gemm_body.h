@@ -107,12 +107,6 @@ void GEMM_NAME(gemm_pack_a)(int transA, int M, int K, const float *A, int lda, f
 // A is packed block by block into packA, or was packed whole by gemm_pack_a (Ap != NULL)
 void GEMM_NAME(gemm_core)(int transA, int transB, int M, int N, int K, const float *A, int lda, const long *aoff,
                              const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, N * sizeof(float));
-        return;
-    }
     int direct = !transB && M <= DIRECT_B_MAX_M;
     // A read in place too when few column panels would reuse a packed copy (e.g. a convolution's
     // weight gradient, N = Co): not with B read through a row table (no such kernel)

@@ -1,5 +1,6 @@
 // gemm_variants.h: the per-instruction-set GEMMs behind gemm.h (gemm_<isa>.c), chosen at run time
 // by gemm.c. Each variant has its own micro-kernel tile (MR x NR) and so its own packed-A layout.
+// gemm.c handles empty products: the cores see M, N, K >= 1.
 #ifndef DDPM_GEMM_VARIANTS_H
 #define DDPM_GEMM_VARIANTS_H
 

@@ -1,4 +1,6 @@
-// test_diffusion.c: schedules, forward noising, DDPM and DDIM steps.
+// test_diffusion.c: schedules, forward noising, DDPM and DDIM steps, the objectives' sigma <-> t
+// map and preconditioning, and every sampler on every objective with the exact network of
+// Gaussian data.
 // Hand-worked numbers (1-indexed t as in the DDPM paper: its alpha_bar_t is our alpha_bar[t-1]);
 // everything else against independent double-precision recomputations or sample statistics.
 #include <math.h>
@@ -6,6 +8,8 @@
 
 #include "core/common.h"
 #include "diffusion/diffusion.h"
+#include "diffusion/objective.h"
+#include "diffusion/sample.h"
 #include "core/rng.h"
 #include "testutil.h"
 
@@ -510,7 +514,190 @@ static void test_chain_gaussian(void) {
     schedule_free(&s);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// objectives: sigma <-> t round trip, and D = x0 for the exact target F* of each preconditioning
+
+static void test_objective_maps(void) {
+    ModelConfig c = make_cfg(SCHEDULE_LINEAR, 1000);
+    Schedule s;
+    schedule_init(&s, &c);
+    for (int t = 0; t < s.T; t += 37) {
+        double sg = schedule_sigma(&s, t);
+        CHECK(fabs((sigma_to_t(&s, sg)) - ((double)t)) <= 1e-9, "sigma_to_t(sigma_%d)", t);
+        CHECK(rel_err(t_to_sigma(&s, t), sg) < 1e-12, "t_to_sigma(%d)", t);
+        CHECK(rel_err(sg * sg, (1 - s.alpha_bar64[t]) / s.alpha_bar64[t]) < 1e-12, "sigma_%d^2 = (1-ab)/ab", t);
+    }
+    for (double t = 0.25; t < 999; t += 97.3) {
+        double sg = t_to_sigma(&s, t);
+        CHECK(fabs((sigma_to_t(&s, sg)) - (t)) <= 1e-9, "sigma_to_t(t_to_sigma(%g))", t);
+        int lo = (int)t;
+        CHECK(sg > schedule_sigma(&s, lo) && sg < schedule_sigma(&s, lo + 1), "t_to_sigma(%g) between its neighbours", t);
+    }
+    CHECK(sigma_to_t(&s, 1e-9) == 0 && sigma_to_t(&s, 1e9) == s.T - 1, "sigma_to_t clamps to [0, T-1]");
+    // D(x; sigma) = c_skip x + c_out F* = x0, F* = (x0 - c_skip x)/c_out; eps: F* = eps; v: F* = a eps - s x0
+    const double x0 = 0.37, eps = -1.3, sd = 0.6;
+    for (int o = 0; o < 3; o++)
+        for (double sg = 0.01; sg < 200; sg *= 3.7) {
+            Precond p = precond((ObjectiveKind)o, sg, sd);
+            double x = x0 + sg * eps, F = (x0 - p.c_skip * x) / p.c_out;
+            CHECK(fabs((p.c_skip * x + p.c_out * F) - (x0)) <= 1e-12, "objective %d sigma %g: D = x0", o, sg);
+            double a = 1 / sqrt(1 + sg * sg), sv = sg * a; // VP: x_t = a x0 + sv eps
+            if (o == OBJECTIVE_EPS) CHECK(fabs((F) - (eps)) <= 1e-9, "eps target at sigma %g", sg);
+            if (o == OBJECTIVE_V) CHECK(fabs((F) - (a * eps - sv * x0)) <= 1e-9, "v target at sigma %g", sg);
+            if (o != OBJECTIVE_EDM) CHECK(fabs((p.c_in * x) - (a * x0 + sv * eps)) <= 1e-12, "VP input at sigma %g", sg);
+            if (o == OBJECTIVE_EDM) CHECK(fabs((p.c_in * sqrt(sg * sg + sd * sd)) - (1.0)) <= 1e-12, "EDM c_in at sigma %g", sg);
+        }
+    // Min-SNR-gamma: the weight on |D - x0|^2 is min(SNR, gamma): eps min(SNR, g)/SNR, v min(SNR, g)/(SNR + 1)
+    c.min_snr_gamma = 5;
+    for (double sg = 0.05; sg < 100; sg *= 2.3) {
+        double snr = 1 / (sg * sg);
+        c.objective = OBJECTIVE_EPS;
+        CHECK(fabs((loss_weight(&c, sg)) - (fmin(snr, 5.0) / snr)) <= 1e-12, "min-SNR eps weight at sigma %g", sg);
+        c.objective = OBJECTIVE_V;
+        CHECK(fabs((loss_weight(&c, sg)) - (fmin(snr, 5.0) / (snr + 1))) <= 1e-12, "min-SNR v weight at sigma %g", sg);
+    }
+    // log-normal draws: the median of sigma is exp(p_mean)
+    c.sigma_sampling = SIGMA_SAMPLING_LOGNORMAL;
+    c.p_mean = -1.2f;
+    c.p_std = 1.2f;
+    Rng r;
+    rng_seed(&r, 9);
+    int below = 0, n = 20000;
+    for (int i = 0; i < n; i++) {
+        float t;
+        double sg;
+        draw_noise_level(&c, &s, &r, &t, &sg);
+        below += sg < exp(-1.2);
+        CHECK(t >= 0 && t <= s.T - 1 && rel_err(sg, t_to_sigma(&s, t)) < 1e-12, "draw %d: t %g sigma %g", i, t, sg);
+        if (tu_failures) break;
+    }
+    CHECK(fabs((double)below / n - 0.5) < 0.015, "log-normal draws: %.3f below exp(p_mean), want 0.5", (double)below / n);
+    schedule_free(&s);
+}
+
+// Every sampler and objective with the exact network of Gaussian data N(mu_y, sd^2) per value:
+// D(x; sigma) = mu + sd^2/(sd^2 + sigma^2) (x - mu), F = (D - c_skip x)/c_out. The samples must have
+// mean mu and standard deviation sd. Class-conditional: label y has mean mu_y, the null label
+// MU_NULL; guidance 1 must give mu_y, guidance 0 the null label's mean.
+#define GAUSS_SD 0.25
+#define MU_NULL -0.2
+typedef struct {
+    const Schedule *s;
+    ObjectiveKind obj;
+    float sigma_data;
+    int D, calls, max_n;
+    float *out;
+} GaussNet;
+static double gauss_mu(int y) { return y < 0 || y >= 3 ? MU_NULL : -0.3 + 0.1 * y; }
+static const float *gauss_net(void *ctx, const float *x, const float *t, const int *y, int n) {
+    GaussNet *g = ctx;
+    g->calls++;
+    if (n > g->max_n) g->max_n = n;
+    for (int b = 0; b < n; b++) {
+        double sg = t_to_sigma(g->s, t[b]), mu = gauss_mu(y ? y[b] : -1), v = GAUSS_SD * GAUSS_SD;
+        Precond p = precond(g->obj, sg, g->sigma_data);
+        for (int i = 0; i < g->D; i++) {
+            double xv = x[(size_t)b * g->D + i] / p.c_in, d = mu + v / (v + sg * sg) * (xv - mu);
+            g->out[(size_t)b * g->D + i] = (float)((d - p.c_skip * xv) / p.c_out);
+        }
+    }
+    return g->out;
+}
+
+// The std the deterministic samplers must give on that problem, by their recurrence on the scalar
+// deviation x - mu (linear: D - mu = k (x - mu), k = sd^2/(sd^2 + sigma^2)), from sigma_max: their
+// discretisation error (with few steps they over-disperse: Heun 25 steps +4%, DPM++ 15 +8%).
+static double linear_gain(SamplerKind kind, int K, double smin, double smax) {
+    double sig[1001], v = GAUSS_SD * GAUSS_SD, x = smax, old = 0;
+    karras_sigmas(sig, K, smin, smax, 7.0);
+    for (int i = 0; i < K; i++) {
+        double sc = sig[i], sn = sig[i + 1], d = v / (v + sc * sc) * x;
+        if (kind == SAMPLER_HEUN) { // Euler, then the trapezoid (EDM Alg. 1)
+            double x2 = x + (sn - sc) * (x - d) / sc;
+            if (sn > 0) x = x + (sn - sc) * 0.5 * ((x - d) / sc + (x2 - v / (v + sn * sn) * x2) / sn);
+            else x = x2;
+        } else { // DPM-Solver++(2M)
+            if (sn == 0) x = d;
+            else {
+                double h = log(sc / sn), r = i ? log(sig[i - 1] / sc) / h : 0;
+                double dt = i ? (1 + 1 / (2 * r)) * d - old / (2 * r) : d;
+                x = sn / sc * x - expm1(-h) * dt;
+            }
+            old = d;
+        }
+    }
+    return x;
+}
+
+static void moments(const float *x, long n, double *m, double *sd) {
+    double a = 0, v = 0;
+    for (long i = 0; i < n; i++) a += x[i];
+    a /= n;
+    for (long i = 0; i < n; i++) v += (x[i] - a) * (x[i] - a);
+    *m = a;
+    *sd = sqrt(v / n);
+}
+
+static void test_samplers_gaussian(void) {
+    ModelConfig c = make_cfg(SCHEDULE_LINEAR, 1000);
+    Schedule s;
+    schedule_init(&s, &c);
+    enum { NI = 24, D = 500 };
+    static float x[NI * D], out[2 * NI * D];
+    static int labels[NI];
+    const char *obj_name[3] = {"eps", "v", "edm"};
+    // want_sd 0: GAUSS_SD; else the sampler's own discretisation (linear_gain)
+    struct { SamplerKind k; int steps; double tol_sd; int exact; } runs[] = {
+        {SAMPLER_DPMPP2M, 50, 0.02, 1}, {SAMPLER_HEUN, 50, 0.02, 1}, {SAMPLER_DPMPP2M, 15, 0.02, 0},
+        {SAMPLER_HEUN, 25, 0.02, 0}, {SAMPLER_DDPM, 0, 0.03, 1}, {SAMPLER_DDIM, 1000, 0.02, 1}};
+    for (int o = 0; o < 3; o++)
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+            GaussNet g = {&s, (ObjectiveKind)o, 0.5f, D, 0, 0, out};
+            SampleOptions opt = {.sampler = runs[r].k, .steps = runs[r].steps, .rho = 7, .n = NI, .batch = 8,
+                                 .seed = 3, .objective = (ObjectiveKind)o, .sigma_data = 0.5f};
+            sample_images(gauss_net, &g, D, &s, &opt, x, NULL);
+            double m, sd;
+            moments(x, (long)NI * D, &m, &sd);
+            double want = runs[r].exact ? GAUSS_SD
+                                        : linear_gain(runs[r].k, runs[r].steps, schedule_sigma(&s, 0), schedule_sigma(&s, s.T - 1));
+            CHECK(fabs(m - MU_NULL) < 0.01 && fabs(sd / want - 1) < runs[r].tol_sd,
+                  "%s %d steps, objective %s: mean %.4f (want %.2f), std %.4f (want %.4f)", sampler_name(runs[r].k),
+                  runs[r].steps, obj_name[o], m, MU_NULL, sd, want);
+            int want_calls = 3 * sample_nfe(&opt, s.T); // 3 batches of 8
+            CHECK(g.calls == want_calls, "%s: %d network calls, want %d", sampler_name(runs[r].k), g.calls, want_calls);
+        }
+    // class-conditional: per-label means with guidance 1 (one call per step) and 0 (the null label)
+    for (int i = 0; i < NI; i++) labels[i] = i % 3;
+    for (int gi = 0; gi < 3; gi++) {
+        float w = gi == 0 ? 1.0f : gi == 1 ? 0.0f : 2.0f;
+        GaussNet g = {&s, OBJECTIVE_EDM, 0.5f, D, 0, 0, out};
+        SampleOptions opt = {.sampler = SAMPLER_DPMPP2M, .steps = 30, .rho = 7, .n = NI, .batch = 8, .seed = 4,
+                             .objective = OBJECTIVE_EDM, .sigma_data = 0.5f, .num_classes = 3, .labels = labels,
+                             .guidance = w};
+        sample_images(gauss_net, &g, D, &s, &opt, x, NULL);
+        CHECK(g.max_n == (w == 1.0f ? 8 : 16), "guidance %g: network called with %d images at once", w, g.max_n);
+        for (int y = 0; y < 3; y++) {
+            double m = 0;
+            for (int i = y; i < NI; i += 3)
+                for (int j = 0; j < D; j++) m += x[(size_t)i * D + j];
+            m /= (NI / 3) * D;
+            // guided mean: mu_u + w (mu_y - mu_u) (the denoisers are affine in the mean)
+            double want = MU_NULL + w * (gauss_mu(y) - MU_NULL);
+            CHECK(fabs(m - want) < 0.01, "guidance %g, label %d: mean %.4f, want %.4f", w, y, m, want);
+        }
+    }
+    // Karras sigmas: the ends, monotone, and a 0 after them
+    double sig[11];
+    karras_sigmas(sig, 10, 0.01, 157.0, 7.0);
+    CHECK(rel_err(sig[0], 157.0) < 1e-12 && rel_err(sig[9], 0.01) < 1e-12 && sig[10] == 0, "Karras sigmas: ends");
+    for (int i = 0; i < 9; i++) CHECK(sig[i + 1] < sig[i], "Karras sigmas: not decreasing at %d", i);
+    schedule_free(&s);
+}
+
 int main(void) {
+    test_objective_maps();
+    test_samplers_gaussian();
     test_worked_example();
     test_chain_gaussian();
     test_ddpm_step_clipped();

@@ -1037,7 +1037,7 @@ static void test_attention(int B, int C, int N, int NH, float qk_gain) {
 // time embedding: against the formula in double
 
 static void test_timestep_embedding(int D) {
-    int ts[] = {0, 1, 2, 3, 17, 100, 250, 499, 500, 731, 998, 999};
+    float ts[] = {0, 1, 2, 3, 17, 100, 250, 499, 500, 731, 998, 999, 0.5f, 417.375f};
     int B = (int)(sizeof ts / sizeof ts[0]), half = D / 2;
     float *out[2];
     for (int ref = 0; ref < 2; ref++) {
@@ -1152,6 +1152,61 @@ static void test_concat(int B, int Ca, int Cb, int HW) {
     if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) da %.1e db %.1e\n", what, t, e1, e2);
     for (int k = 0; k < 2; k++) { free(out[k]); free(da[k]); free(db[k]); }
     free(c.a); free(c.b); free(c.out); free(c.R);
+}
+
+// embedding_add: out[b] += table[idx[b]], with repeated indices (their gradients add up)
+typedef struct {
+    int B, K, D;
+    int *idx;
+    float *table, *base, *out, *R;
+} EmbCtx;
+static double emb_loss(void *ctx, long i) {
+    (void)i;
+    EmbCtx *c = ctx;
+    long n = (long)c->B * c->D;
+    memcpy(c->out, c->base, (size_t)n * sizeof(float));
+    embedding_add_forward_ref(c->out, c->table, c->idx, c->B, c->D);
+    return dotR(c->out, c->R, n);
+}
+
+static void test_embedding_add(int B, int K, int D) {
+    const char *layer = "embedding_add";
+    long n = (long)B * D, nt = (long)K * D;
+    EmbCtx c = {B, K, D, malloc((size_t)B * sizeof(int)), randn(nt, 1.0f), randn(n, 1.0f), alloc_f(n), randn(n, 1.0f)};
+    for (int b = 0; b < B; b++) c.idx[b] = (b * 7 + 1) % K; // B > K: some rows are used twice
+    double *want = alloc_d(n), *gwant = alloc_d(nt);
+    for (long i = 0; i < nt; i++) gwant[i] = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < D; i++) {
+            want[(long)b * D + i] = (double)c.base[(long)b * D + i] + c.table[(long)c.idx[b] * D + i];
+            gwant[(long)c.idx[b] * D + i] += c.R[(long)b * D + i];
+        }
+    float *out[2] = {0}, *dt[2] = {0};
+    for (int ref = 0; ref < 2; ref++) {
+        char buf[128];
+        out[ref] = copy_f(c.base, n);
+        (ref ? embedding_add_forward_ref : embedding_add_forward)(out[ref], c.table, c.idx, B, D);
+        snprintf(buf, sizeof buf, "embedding_add %s forward (adds to out) vs double", IMPL[ref]);
+        double e = cmp(buf, out[ref], want, n, TOL_FWD);
+        if (ref) note_fwd(layer, e);
+        dt[ref] = zeros(nt);
+        (ref ? embedding_add_backward_ref : embedding_add_backward)(dt[ref], c.R, c.idx, B, D);
+        snprintf(buf, sizeof buf, "embedding_add %s dtable vs double", IMPL[ref]);
+        cmp(buf, dt[ref], gwant, nt, TOL_FWD);
+        float *pre = randn(nt, 1.0f), *d2 = copy_f(pre, nt);
+        (ref ? embedding_add_backward_ref : embedding_add_backward)(d2, c.R, c.idx, B, D);
+        snprintf(buf, sizeof buf, "embedding_add %s dtable", IMPL[ref]);
+        check_accum(buf, d2, pre, dt[ref], nt);
+        free(pre); free(d2);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "embedding_add B%d K%d D%d", B, K, D);
+    double t = fmax(twin(layer, what, "out", out[FAST], out[REF], n), twin(layer, what, "dtable", dt[FAST], dt[REF], nt));
+    double e = fd_check(layer, "dtable", emb_loss, &c, c.table, nt, dt[REF], H_LIN, TOL_FD);
+    if (g_verbose) printf("  %-50s fast-ref %.1e  FD(ref) dtable %.1e\n", what, t, e);
+    free(want); free(gwant);
+    for (int k = 0; k < 2; k++) { free(out[k]); free(dt[k]); }
+    free(c.idx); free(c.table); free(c.base); free(c.out); free(c.R);
 }
 
 typedef struct {
@@ -1414,6 +1469,7 @@ int main(void) {
     RUN(test_arrays(1001));
     RUN(test_concat(2, 3, 2, 7));
     RUN(test_add_bias_bc(2, 3, 5));
+    RUN(test_embedding_add(6, 4, 8));
     RUN(test_mse(37));
     RUN(test_softmax_xent(5, 10));
 

@@ -1,13 +1,17 @@
-// test_reference.c: the gold standard. Reads a reference file written by
-// tools/make_reference.py (PyTorch, float64) and checks the C U-Net against it: output,
+// test_reference.c: the gold standard. Reads reference files written by
+// tools/make_reference.py (PyTorch, float64) and checks the C U-Net against them: output,
 // loss, every parameter gradient, and 10 Adam steps (losses and final parameters).
-//   usage: test_reference [FILE]   (default tests/ref_tiny.bin)
+// Version 1 files: eps-prediction MSE on given x_t and integer t. Version 2: the training
+// objective of the file's config (diffusion/objective.h: v, EDM, Min-SNR weights, fractional t,
+// class labels), whose inputs, targets and weights the C code computes from x0, eps and sigma.
+//   usage: test_reference [FILE...]   (default: tests/ref_tiny.bin and the version 2 files)
 // Fails when, per tensor, max|err| / max|ref| exceeds 1e-4 (output) or 1e-3 (gradients),
 // or a loss differs by more than 1e-4 relative. (Tensors whose true gradient is zero, e.g.
 // the key bias of attention, are normalised by the largest gradient of the model instead.)
 #include <stdint.h>
 #include <string.h>
 
+#include "diffusion/objective.h"
 #include "train/adam.h"
 #include "core/common.h"
 #include "core/config.h"
@@ -34,12 +38,27 @@ static double max_err(const float *a, const float *b, size_t n) {
     return m;
 }
 
-int main(int argc, char **argv) {
-    ref_path = argc > 1 ? argv[1] : "tests/ref_tiny.bin";
+// the loss of the file's version and its gradient dout
+static float ref_loss(int version, const float *out, const float *target, const double *w, int B, size_t nimg,
+                      float *dout) {
+    if (version == 1) {
+        if (dout) mse_backward(dout, out, target, (long)nimg);
+        return mse_forward(out, target, (long)nimg);
+    }
+    int D = (int)(nimg / B);
+    double row[64];
+    if (B > 64) die("reference batch %d > 64", B);
+    if (dout) objective_loss_backward(dout, out, target, w, B, D);
+    return (float)objective_loss(out, target, w, B, D, row);
+}
+
+static void check_file(const char *path, int verbose) {
+    ref_path = path;
     ref_file = fopen(ref_path, "rb");
     if (!ref_file) die("%s: cannot open reference file", ref_path);
     if (rd_i32() != 0x52504444) die("%s: not a ddpm.c reference file (bad magic)", ref_path);
-    if (rd_i32() != 1) die("%s: unsupported reference file version", ref_path);
+    int version = rd_i32();
+    if (version != 1 && version != 2) die("%s: unsupported reference file version %d", ref_path, version);
     int32_t cfg_len = rd_i32();
     if (cfg_len <= 0 || cfg_len > 65536) die("%s: bad config length", ref_path);
     char *cfg_text = mallocCheck(cfg_len + 1);
@@ -57,7 +76,7 @@ int main(int argc, char **argv) {
     unet_build(&m, &cfg);
     int n_tensors = rd_i32();
     CHECK(n_tensors == m.n_tensors, "tensor count: reference %d, C model %d", n_tensors, m.n_tensors);
-    if (n_tensors != m.n_tensors) TEST_DONE("test_reference");
+    if (n_tensors != m.n_tensors) return;
     for (int i = 0; i < n_tensors; i++) {
         int len = rd_i32();
         char name[128] = {0};
@@ -70,18 +89,46 @@ int main(int argc, char **argv) {
     int64_t n_params;
     rd(&n_params, 8, 1);
     CHECK((size_t)n_params == m.n_params, "n_params: reference %lld, C %zu", (long long)n_params, m.n_params);
-    if (tu_failures) TEST_DONE("test_reference");
-    printf("%s: %d tensors, %lld parameters, batch %d, %dx%dx%d\n", ref_path, n_tensors, (long long)n_params, B, C, S, S);
+    if (tu_failures) return;
+    printf("%s: version %d, objective %s, %d classes, %d tensors, %lld parameters, batch %d, %dx%dx%d\n", ref_path,
+           version, objective_name(cfg.objective), cfg.num_classes, n_tensors, (long long)n_params, B, C, S, S);
 
     size_t nimg = (size_t)B * C * S * S, P = m.n_params;
     float *xt = mallocCheck(nimg * 4), *eps = mallocCheck(nimg * 4), *out_ref = mallocCheck(nimg * 4);
     float *grads_ref = mallocCheck(P * 4), *params_after = mallocCheck(P * 4), *losses = mallocCheck((n_steps + 1) * 4);
     float *dout = mallocCheck(nimg * 4);
-    int *t = mallocCheck(B * sizeof(int));
+    float *t = mallocCheck(B * sizeof(float)), *target = mallocCheck(nimg * 4);
+    double *sigma = mallocCheck(B * sizeof(double)), *w = mallocCheck(B * sizeof(double));
+    int *y = NULL;
     float loss_ref;
-    rd(xt, 4, nimg);
-    rd(t, 4, B);
-    rd(eps, 4, nimg);
+    if (version == 1) { // x_t, integer t, eps: the target is eps
+        int *ti = mallocCheck(B * sizeof(int));
+        rd(xt, 4, nimg);
+        rd(ti, 4, B);
+        rd(eps, 4, nimg);
+        for (int b = 0; b < B; b++) t[b] = (float)ti[b];
+        free(ti);
+        memcpy(target, eps, nimg * 4);
+    } else { // x0, eps, t, sigma, y: the objective makes the input, target and weights
+        float *x0 = mallocCheck(nimg * 4);
+        y = mallocCheck(B * sizeof(int));
+        rd(x0, 4, nimg);
+        rd(eps, 4, nimg);
+        rd(t, 4, B);
+        rd(sigma, 8, B);
+        rd(y, 4, B);
+        Schedule sch;
+        schedule_init(&sch, &cfg);
+        for (int b = 0; b < B; b++) { // the file's noise levels are those of its timesteps
+            double want = t[b] == (float)(int)t[b] ? schedule_sigma(&sch, (int)t[b]) : t_to_sigma(&sch, t[b]);
+            CHECK(fabs(sigma[b] - want) <= 1e-9 * want, "image %d: sigma %.12g, C's level of t = %.9g is %.12g", b,
+                  sigma[b], t[b], want);
+        }
+        objective_batch(&cfg, &sch, x0, eps, t, sigma, B, (int)(nimg / B), xt, target, w);
+        schedule_free(&sch);
+        free(x0);
+    }
+    if (cfg.num_classes == 0) { free(y); y = NULL; }
     rd(m.params, 4, P);
     rd(out_ref, 4, nimg);
     rd(&loss_ref, 4, 1);
@@ -94,8 +141,8 @@ int main(int argc, char **argv) {
     // forward: output and loss
     unet_alloc_acts(&m, B, 1);
     double t0 = now_seconds();
-    float *out = unet_forward(&m, xt, t, B);
-    float loss = mse_forward(out, eps, nimg);
+    float *out = unet_forward(&m, xt, t, y, B);
+    float loss = ref_loss(version, out, target, w, B, nimg, NULL);
     double e_out = max_err(out, out_ref, nimg), s_out = max_abs(out_ref, nimg);
     printf("output  max|err| %.3e  / max|ref| %.3e = %.3e\n", e_out, s_out, e_out / s_out);
     CHECK(e_out / s_out <= 1e-4, "output normalised error %.3e > 1e-4", e_out / s_out);
@@ -104,7 +151,7 @@ int main(int argc, char **argv) {
 
     // backward: every parameter gradient
     unet_zero_grad(&m);
-    mse_backward(dout, out, eps, nimg);
+    ref_loss(version, out, target, w, B, nimg, dout);
     unet_backward(&m, dout);
     printf("forward+backward %.3f s\n", now_seconds() - t0);
     double gmax = max_abs(grads_ref, P), worst = 0;
@@ -116,7 +163,7 @@ int main(int argc, char **argv) {
         double norm = s > 1e-6 * gmax ? s : gmax; // true-zero gradients: normalise by the model's scale
         double r = e / norm;
         if (r > worst) { worst = r; worst_name = p->name; }
-        if (argc > 2 || r > 1e-3)
+        if (verbose || r > 1e-3)
             printf("  %-52s max|err| %.3e  max|ref| %.3e  norm err %.3e%s\n", p->name, e, s, r, r > 1e-3 ? "  FAIL" : "");
         CHECK(r <= 1e-3, "gradient %s: normalised error %.3e > 1e-3", p->name, r);
     }
@@ -127,13 +174,13 @@ int main(int argc, char **argv) {
     AdamConfig ac = {lr, 0.9f, 0.999f, 1e-8f};
     double worst_loss = 0;
     for (int k = 0; k < n_steps; k++) {
-        out = unet_forward(&m, xt, t, B);
-        float l = mse_forward(out, eps, nimg);
+        out = unet_forward(&m, xt, t, y, B);
+        float l = ref_loss(version, out, target, w, B, nimg, NULL);
         double rel = fabs(l - losses[k]) / losses[k];
         if (rel > worst_loss) worst_loss = rel;
         CHECK(rel <= 1e-4, "Adam step %d: loss %.9g vs PyTorch %.9g (rel %.3e)", k, l, losses[k], rel);
         unet_zero_grad(&m);
-        mse_backward(dout, out, eps, nimg);
+        ref_loss(version, out, target, w, B, nimg, dout);
         unet_backward(&m, dout);
         adam_update(m.params, m.grads, am, av, P, k + 1, ac);
     }
@@ -154,7 +201,18 @@ int main(int argc, char **argv) {
     CHECK(e_par <= 2.0 * lr, "params after Adam: max error %.3e > 2 lr", e_par);
     CHECK(e_zero <= n_steps * lr, "zero-gradient params after Adam: max error %.3e > %d lr", e_zero, n_steps);
     free(am); free(av); free(xt); free(eps); free(out_ref); free(grads_ref); free(params_after);
-    free(losses); free(dout); free(t); free(cfg_text);
+    free(losses); free(dout); free(t); free(cfg_text); free(target); free(sigma); free(w); free(y);
     unet_free(&m);
+}
+
+int main(int argc, char **argv) {
+    static const char *files[] = {"tests/ref_tiny.bin", "tests/ref_tiny_v.bin", "tests/ref_tiny_edm_cond.bin",
+                                  "tests/ref_tiny_eps_lognormal.bin"};
+    int verbose = argc > 1 && !strcmp(argv[argc - 1], "-v");
+    int nf = argc - 1 - verbose;
+    if (nf > 0)
+        for (int i = 1; i <= nf; i++) check_file(argv[i], verbose);
+    else
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) check_file(files[i], verbose);
     TEST_DONE("test_reference");
 }

@@ -11,8 +11,8 @@
 #include "model/unet.h"
 
 // L = sum_i out_i R_i, accumulated in double
-static double objective(Unet *m, const float *x, const int *t, int B, const float *R, long n) {
-    const float *out = unet_forward(m, x, t, B);
+static double objective(Unet *m, const float *x, const float *t, const int *y, int B, const float *R, long n) {
+    const float *out = unet_forward(m, x, t, y, B);
     double s = 0;
     for (long i = 0; i < n; i++) s += (double)out[i] * R[i];
     return s;
@@ -32,10 +32,11 @@ static void gradcheck(const char *cfg_path, int samples) {
     long n = (long)B * D;
     unet_alloc_acts(&m, B, 1);
     float *x = mallocCheck(n * 4), *R = mallocCheck(n * 4);
-    int t[2] = {3, 917};
+    float t[2] = {3, 917.25f}; // a fractional timestep too
+    int y[2] = {1, c.num_classes}; // a class and the null label (class-conditional configs)
     rng_fill_normal(&r, x, n);
     rng_fill_normal(&r, R, n);
-    objective(&m, x, t, B, R, n);
+    objective(&m, x, t, y, B, R, n);
     unet_zero_grad(&m);
     unet_backward(&m, R);
     float *g = mallocCheck(m.n_params * 4);
@@ -51,9 +52,9 @@ static void gradcheck(const char *cfg_path, int samples) {
             float orig = m.params[i];
             double h = 1e-2 * fmax(1.0, fabs(orig));
             m.params[i] = orig + (float)h;
-            double lp = objective(&m, x, t, B, R, n);
+            double lp = objective(&m, x, t, y, B, R, n);
             m.params[i] = orig - (float)h;
-            double lm = objective(&m, x, t, B, R, n);
+            double lm = objective(&m, x, t, y, B, R, n);
             m.params[i] = orig;
             double num = (lp - lm) / (2 * h);
             // float32 forward: central differences carry ~1e-6 |L| / h of noise, plus O(h^2)
@@ -71,10 +72,10 @@ static void gradcheck(const char *cfg_path, int samples) {
 
     // determinism: same inputs, same bits; batch independence: image 1 alone == image 1 in the batch
     float *o1 = mallocCheck(n * 4);
-    memcpy(o1, unet_forward(&m, x, t, B), n * 4);
-    const float *o2 = unet_forward(&m, x, t, B);
+    memcpy(o1, unet_forward(&m, x, t, y, B), n * 4);
+    const float *o2 = unet_forward(&m, x, t, y, B);
     CHECK(!memcmp(o1, o2, n * 4), "forward is not deterministic");
-    const float *o3 = unet_forward(&m, x + D, t + 1, 1);
+    const float *o3 = unet_forward(&m, x + D, t + 1, y + 1, 1);
     double d = 0;
     for (int i = 0; i < D; i++) d = fmax(d, fabs(o3[i] - o1[D + i]));
     CHECK(d < 1e-5, "image 1 alone differs from image 1 in a batch by %.3g", d);
@@ -95,7 +96,8 @@ static void test_workspace_threads(void) {
     rng_seed(&r, 5);
     unet_init_params(&a, &r);
     memcpy(b.params, a.params, a.n_params * sizeof(float));
-    int B = 4, D = c.im_channels * c.im_size * c.im_size, t[4] = {1, 200, 500, 999};
+    int B = 4, D = c.im_channels * c.im_size * c.im_size;
+    float t[4] = {1, 200, 500, 999};
     float *x = mallocCheck((size_t)B * D * sizeof(float)), *o = mallocCheck((size_t)B * D * sizeof(float));
     rng_fill_normal(&r, x, (long)B * D);
     set_threads(1);
@@ -105,8 +107,8 @@ static void test_workspace_threads(void) {
     unet_alloc_acts(&a, B, 1); // same batch: must still grow the workspace for 2 threads
     CHECK(a.ws_threads == 2, "workspace for %d threads after set_threads(2) + unet_alloc_acts", a.ws_threads);
     unet_alloc_acts(&b, B, 1);
-    memcpy(o, unet_forward(&a, x, t, B), (size_t)B * D * sizeof(float));
-    CHECK(!memcmp(o, unet_forward(&b, x, t, B), (size_t)B * D * sizeof(float)),
+    memcpy(o, unet_forward(&a, x, t, NULL, B), (size_t)B * D * sizeof(float));
+    CHECK(!memcmp(o, unet_forward(&b, x, t, NULL, B), (size_t)B * D * sizeof(float)),
           "forward after growing the workspace differs from a model allocated for 2 threads");
     set_threads(1);
     unet_alloc_acts(&a, B, 1); // fewer threads: the larger workspace is kept
@@ -132,6 +134,7 @@ int main(void) {
     unet_free(&m);
     gradcheck("models/tiny.cfg", 6);
     gradcheck("tests/cfg/mini28.cfg", 2);
+    gradcheck("tests/cfg/tiny_edm_cond.cfg", 4); // the class embedding (a class and the null label)
     test_workspace_threads();
     TEST_DONE("test_unet");
 }

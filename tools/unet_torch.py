@@ -11,7 +11,13 @@ loads into the other. The only extensions:
     MidBlocks always have attention.
   * `num_heads` is taken from the config (the original always uses its default of 4).
   * get_time_embedding takes an optional dtype (default float32 = the original); the Unet passes
-    the dtype of its parameters, so a float64 model computes the embedding in float64.
+    the dtype of its parameters, so a float64 model computes the embedding in float64. Time steps
+    may be fractional (continuous-time objectives); integer ones give the original embedding.
+  * `num_classes` > 0 (class-conditional models): `class_emb = nn.Embedding(num_classes + 1, d)`,
+    registered right after t_proj, whose row y is added to t_proj's output; forward(x, t, y) with
+    y = None meaning the null label num_classes.
+  * the training-objective keys (objective, sigma_sampling, p_mean, p_std, sigma_data,
+    min_snr_gamma, p_uncond) are parsed; they do not change the network.
 
 Usage (torch is in Debian's python, not in the pyenv one):
     /usr/bin/python3 tools/unet_torch.py models/reference.cfg [more.cfg ...]
@@ -26,16 +32,20 @@ import torch.nn as nn
 # config files: `key = value`, `#` comments, comma-separated lists (mirrors src/config.c)
 
 _INT_KEYS = {"im_channels", "im_size", "time_emb_dim", "num_down_layers", "num_mid_layers",
-             "num_up_layers", "num_heads", "num_timesteps"}
+             "num_up_layers", "num_heads", "num_timesteps", "num_classes"}
 _INT_LIST_KEYS = {"down_channels", "mid_channels"}
 _BOOL_LIST_KEYS = {"down_sample", "down_attn"}
-_FLOAT_KEYS = {"beta_start", "beta_end", "beta", "cosine_s"}
-_STR_KEYS = {"schedule"}
+_FLOAT_KEYS = {"beta_start", "beta_end", "beta", "cosine_s", "p_mean", "p_std", "sigma_data",
+               "min_snr_gamma", "p_uncond"}
+_STR_VALUES = {"schedule": ("linear", "cosine", "constant"), "objective": ("eps", "v", "edm"),
+               "sigma_sampling": ("uniform", "lognormal")}
+_STR_KEYS = set(_STR_VALUES)
 _ALL_KEYS = _INT_KEYS | _INT_LIST_KEYS | _BOOL_LIST_KEYS | _FLOAT_KEYS | _STR_KEYS
 _REQUIRED = ["im_channels", "im_size", "down_channels", "mid_channels", "down_sample",
              "time_emb_dim", "num_down_layers", "num_mid_layers", "num_up_layers", "num_heads"]
 _DEFAULTS = {"schedule": "linear", "num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
-             "beta": 0.02, "cosine_s": 0.008}
+             "beta": 0.02, "cosine_s": 0.008, "objective": "eps", "p_mean": -1.2, "p_std": 1.2,
+             "sigma_data": 0.0, "min_snr_gamma": 0.0, "num_classes": 0, "p_uncond": 0.1}
 
 
 def _parse_bool(tok, where):
@@ -73,7 +83,7 @@ def parse_config(text, name="<config>"):
             elif key in _FLOAT_KEYS:
                 v = float(val)
             else:
-                if val not in ("linear", "cosine", "constant"):
+                if val not in _STR_VALUES[key]:
                     raise ValueError(val)
                 v = val
         except ValueError:
@@ -86,6 +96,7 @@ def parse_config(text, name="<config>"):
             raise ValueError(f"{name}: missing key '{k}'")
     for k, v in _DEFAULTS.items():
         cfg.setdefault(k, v)
+    cfg.setdefault("sigma_sampling", "lognormal" if cfg["objective"] == "edm" else "uniform")
     n_down = len(cfg["down_channels"])
     if n_down < 2:
         raise ValueError(f"{name}: key 'down_channels': need at least 2 entries")
@@ -138,7 +149,7 @@ def load_config(path):
 # the model (explainingai-code/DDPM-Pytorch models/unet_base.py)
 
 def get_time_embedding(time_steps, temb_dim, dtype=torch.float32):
-    r"""B integer time steps -> B x temb_dim: [sin(t / f_0..f_{d/2-1}), cos(t / f_0..)],
+    r"""B time steps -> B x temb_dim: [sin(t / f_0..f_{d/2-1}), cos(t / f_0..)],
     f_i = 10000 ** (i / (d/2))."""
     assert temb_dim % 2 == 0, "time embedding dimension must be divisible by 2"
     factor = 10000 ** ((torch.arange(
@@ -399,6 +410,9 @@ class Unet(nn.Module):
             nn.SiLU(),
             nn.Linear(self.t_emb_dim, self.t_emb_dim)
         )
+        self.num_classes = model_config.get('num_classes', 0)
+        if self.num_classes > 0:  # the last row is the null label
+            self.class_emb = nn.Embedding(self.num_classes + 1, self.t_emb_dim)
 
         self.up_sample = list(reversed(self.down_sample))
         self.conv_in = nn.Conv2d(im_channels, self.down_channels[0], kernel_size=3, padding=(1, 1))
@@ -423,10 +437,15 @@ class Unet(nn.Module):
         self.norm_out = nn.GroupNorm(8, 16)
         self.conv_out = nn.Conv2d(16, im_channels, kernel_size=3, padding=1)
 
-    def forward(self, x, t):
+    def forward(self, x, t, y=None):
         out = self.conv_in(x)
-        t_emb = get_time_embedding(torch.as_tensor(t).long(), self.t_emb_dim, dtype=self.t_proj[0].weight.dtype)
+        dtype = self.t_proj[0].weight.dtype
+        t_emb = get_time_embedding(torch.as_tensor(t).to(dtype), self.t_emb_dim, dtype=dtype)
         t_emb = self.t_proj(t_emb)
+        if self.num_classes > 0:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long)
+            t_emb = t_emb + self.class_emb(torch.as_tensor(y).long())
 
         down_outs = []
         for down in self.downs:

@@ -128,19 +128,19 @@ int cmd_bench(int argc, char **argv) {
     // sampling: forward passes at the sampling batch size
     unet_alloc_acts(&tr.model, (int)sample_batch, 0);
     float *x = alignedCalloc((size_t)sample_batch * cfg.im_size * cfg.im_size * sizeof(float));
-    int *t = callocCheck(sample_batch, sizeof(int));
+    float *t = callocCheck(sample_batch, sizeof(float));
     Rng r;
     rng_seed(&r, 1);
     rng_fill_normal(&r, x, sample_batch * cfg.im_size * cfg.im_size);
     for (long b = 0; b < sample_batch; b++) t[b] = 500;
     tuner_init(&tu, threads_in_use());
     tuner_begin(&tu);
-    unet_forward(&tr.model, x, t, (int)sample_batch);
+    unet_forward(&tr.model, x, t, NULL, (int)sample_batch);
     tuner_end(&tu, sample_batch);
     for (long k = 0; k < steps; k++) {
         tuner_begin(&tu);
         double t0 = now_seconds();
-        unet_forward(&tr.model, x, t, (int)sample_batch);
+        unet_forward(&tr.model, x, t, NULL, (int)sample_batch);
         dt[k] = now_seconds() - t0;
         tuner_end(&tu, sample_batch);
     }

@@ -109,49 +109,100 @@ void use_precision(int precision) {
     if (gemm_set_precision(precision ? GEMM_BF16 : GEMM_FP32)) die("bf16 matrix products need AVX512_BF16, which this CPU lacks");
 }
 
-void sample_options_default(SampleOptions *o) {
-    memset(o, 0, sizeof(*o));
-    o->sampler = SAMPLER_DDPM;
+void sample_args_default(SampleArgs *a) {
+    memset(a, 0, sizeof(*a));
+    SampleOptions *o = &a->opt;
+    o->sampler = SAMPLER_DPMPP2M;
     o->sigma = SIGMA_BETA;
     o->clip = 1;
-    o->ddim_steps = 100;
+    o->rho = 7.0f;
+    o->guidance = SAMPLE_DEFAULT_GUIDANCE;
     o->batch = 100;
     o->progress = 1;
+    a->label = -1;
 }
 
 const char *SAMPLE_FLAGS_HELP =
     "  --seed S            sampling seed (default 0); image i depends only on (seed, i)\n"
-    "  --sampler ddpm|ddim ancestral DDPM over all T steps (default) or DDIM\n"
+    "  --sampler NAME      dpm++ (DPM-Solver++(2M), the default), heun (EDM's 2nd order), ddim,\n"
+    "                      or ddpm (ancestral, all T steps)\n"
+    "  --steps K           steps of dpm++, heun or ddim (default: 50 network evaluations per image,\n"
+    "                      guidance included: dpm++/ddim 50, heun 25; 25 and 13 with guidance)\n"
+    "  --rho R             Karras sigma spacing of dpm++ and heun (default 7)\n"
     "  --sigma beta|posterior  DDPM noise: sigma_t^2 = beta_t (default) or the posterior variance\n"
-    "  --steps K           DDIM steps (default 100)\n"
     "  --eta E             DDIM eta, 0 = deterministic (default 0)\n"
     "  --no-clip           do not clip the x0 estimate to [-1, 1] in each step (clipping is the\n"
-    "                      default: DDPM takes the posterior mean from the clipped x0, DDIM the\n"
-    "                      clipped x0 in its update; --clip is accepted and changes nothing)\n"
+    "                      default; --clip is accepted and changes nothing)\n"
     "  --no-ema            sample with the raw weights instead of their EMA\n"
-    "  --batch N           images per forward pass (default 100)\n";
+    "  --batch N           images per forward pass (default 100)\n"
+    "class-conditional models (num_classes in the config):\n"
+    "  --label L           every image of class L (default: no label, the unconditional model)\n"
+    "  --labels all        one row of the grid per class\n"
+    "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 2; 1 = no guidance)\n";
 
-int parse_sample_flag(SampleOptions *o, int *no_ema, int argc, char **argv, int *i) {
+int parse_sample_flag(SampleArgs *sa, int argc, char **argv, int *i) {
+    SampleOptions *o = &sa->opt;
     const char *a = argv[*i];
     if (!strcmp(a, "--seed")) o->seed = (uint64_t)parse_long(a, need_value(argc, argv, i), 0, 0x7fffffffffffffffL);
     else if (!strcmp(a, "--sampler")) {
         const char *v = need_value(argc, argv, i);
-        if (!strcmp(v, "ddpm")) o->sampler = SAMPLER_DDPM;
-        else if (!strcmp(v, "ddim")) o->sampler = SAMPLER_DDIM;
-        else usage_error("option --sampler: '%s' is not ddpm or ddim", v);
+        int ok;
+        o->sampler = sampler_from_name(v, &ok);
+        if (!ok) usage_error("option --sampler: '%s' is not dpm++, heun, ddim or ddpm", v);
     } else if (!strcmp(a, "--sigma")) {
         const char *v = need_value(argc, argv, i);
         if (!strcmp(v, "beta")) o->sigma = SIGMA_BETA;
         else if (!strcmp(v, "posterior")) o->sigma = SIGMA_POSTERIOR;
         else usage_error("option --sigma: '%s' is not beta or posterior", v);
-    } else if (!strcmp(a, "--steps")) o->ddim_steps = (int)parse_long(a, need_value(argc, argv, i), 1, 100000);
-    else if (!strcmp(a, "--eta")) o->eta = (float)parse_double(a, need_value(argc, argv, i), 0.0, 10.0);
+    } else if (!strcmp(a, "--steps")) {
+        o->steps = (int)parse_long(a, need_value(argc, argv, i), 1, 100000);
+        sa->steps_given = 1;
+    } else if (!strcmp(a, "--eta")) o->eta = (float)parse_double(a, need_value(argc, argv, i), 0.0, 10.0);
+    else if (!strcmp(a, "--rho")) o->rho = (float)parse_double(a, need_value(argc, argv, i), 0.1, 100.0);
     else if (!strcmp(a, "--clip")) o->clip = 1;
     else if (!strcmp(a, "--no-clip")) o->clip = 0;
-    else if (!strcmp(a, "--no-ema")) *no_ema = 1;
+    else if (!strcmp(a, "--no-ema")) sa->no_ema = 1;
     else if (!strcmp(a, "--batch")) o->batch = (int)parse_long(a, need_value(argc, argv, i), 1, 65536);
-    else return 0;
+    else if (!strcmp(a, "--label")) sa->label = (int)parse_long(a, need_value(argc, argv, i), 0, CFG_MAX_CLASSES - 1);
+    else if (!strcmp(a, "--labels")) {
+        const char *v = need_value(argc, argv, i);
+        if (strcmp(v, "all")) usage_error("option --labels: '%s' is not 'all'", v);
+        sa->labels_all = 1;
+    } else if (!strcmp(a, "--guidance")) {
+        o->guidance = (float)parse_double(a, need_value(argc, argv, i), 0.0, 100.0);
+        sa->guidance_given = 1;
+    } else return 0;
     return 1;
+}
+
+void sample_args_finish(SampleArgs *a, const ModelConfig *c, int cols, const char *model) {
+    SampleOptions *o = &a->opt;
+    o->objective = c->objective;
+    o->sigma_data = c->sigma_data;
+    o->num_classes = c->num_classes;
+    if (a->label >= 0 && a->labels_all) usage_error("give one of --label L or --labels all");
+    int want = a->label >= 0 || a->labels_all;
+    if (want && c->num_classes == 0)
+        usage_error("%s: --label%s needs a class-conditional model (num_classes in its config); this one is not",
+                    model, a->labels_all ? "s all" : "");
+    if (a->label >= c->num_classes && c->num_classes > 0)
+        usage_error("--label %d: %s has classes 0..%d", a->label, model, c->num_classes - 1);
+    if (a->guidance_given && !want) usage_error("--guidance applies with --label L or --labels all");
+    if (want) {
+        a->labels = mallocCheck((size_t)o->n * sizeof(int));
+        for (int i = 0; i < o->n; i++) a->labels[i] = a->label >= 0 ? a->label : (i / (cols > 0 ? cols : 1)) % c->num_classes;
+        o->labels = a->labels;
+    }
+    if (!a->steps_given) {
+        int per = want && o->guidance != 1.0f ? 2 : 1, nfe = SAMPLE_DEFAULT_NFE / per;
+        o->steps = o->sampler == SAMPLER_HEUN ? (nfe + 1) / 2 : nfe;
+    }
+}
+
+void sample_args_free(SampleArgs *a) {
+    free(a->labels);
+    a->labels = NULL;
+    a->opt.labels = NULL;
 }
 
 int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
@@ -170,21 +221,24 @@ typedef struct {
     ThreadTuner tu;
 } UnetDenoiser;
 
-static const float *unet_denoiser(void *ctx, const float *x, const int *t, int n) {
+static const float *unet_network(void *ctx, const float *x, const float *t, const int *y, int n) {
     UnetDenoiser *d = ctx;
     tuner_begin(&d->tu);
-    const float *eps = unet_forward(d->m, x, t, n);
+    const float *out = unet_forward(d->m, x, t, y, n);
     tuner_end(&d->tu, n);
-    return eps;
+    return out;
 }
 
-void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip) {
-    int B = opt->batch < opt->n ? opt->batch : opt->n;
-    unet_alloc_acts(m, B > 0 ? B : 1, 0);
+void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt_in, float *x, float *strip) {
+    SampleOptions opt = *opt_in;
+    opt.objective = m->cfg.objective;
+    opt.sigma_data = m->cfg.sigma_data;
+    opt.num_classes = m->cfg.num_classes;
+    unet_alloc_acts(m, sample_max_batch(&opt), 0);
     int D = m->cfg.im_channels * m->cfg.im_size * m->cfg.im_size;
     UnetDenoiser d = {.m = m};
     tuner_init(&d.tu, threads_in_use());
-    sample_images(unet_denoiser, &d, D, s, opt, x, strip);
+    sample_images(unet_network, &d, D, s, &opt, x, strip);
     set_threads(d.tu.max);
 }
 

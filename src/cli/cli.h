@@ -36,19 +36,37 @@ void refuse_bad_output(const char *path);
 #include "model/unet.h"
 #include "train/checkpoint.h"
 
-// the defaults: DDPM over all T steps with sigma_t^2 = beta_t and the x0 estimate clipped to
-// [-1, 1] (the best measured setting, docs/QUALITY.md); DDIM 100 steps when --sampler ddim
-void sample_options_default(SampleOptions *o);
-// If argv[*i] is a sampling flag (--seed --sampler --sigma --steps --eta --clip --no-clip --no-ema
-// --batch), parse it (and its value) into o / *no_ema and return 1; else return 0.
-int parse_sample_flag(SampleOptions *o, int *no_ema, int argc, char **argv, int *i);
+// the sampling flags of a command, and what they ask of a model
+typedef struct {
+    SampleOptions opt;
+    int no_ema;
+    int steps_given, guidance_given;
+    int label;          // --label L, -1: none
+    int labels_all;     // --labels all: one row per class
+    int *labels;        // [n] made by sample_args_finish (NULL: unconditional)
+} SampleArgs;
+// the defaults (docs/QUALITY.md has the measurements behind them): DPM++ 2M with the x0
+// estimate clipped to [-1, 1], SAMPLE_DEFAULT_NFE network evaluations per image (guidance
+// included), guidance SAMPLE_DEFAULT_GUIDANCE for class-conditional models given labels
+#define SAMPLE_DEFAULT_NFE 50
+#define SAMPLE_DEFAULT_GUIDANCE 2.0f
+void sample_args_default(SampleArgs *a);
+// If argv[*i] is a sampling flag (--seed --sampler --sigma --steps --eta --rho --clip --no-clip
+// --no-ema --batch --label --labels --guidance), parse it (and its value) into a and return 1; else 0.
+int parse_sample_flag(SampleArgs *a, int argc, char **argv, int *i);
+// Once the model is loaded and opt.n is known: the model's objective and classes into opt, the
+// default step count of the sampler, and the labels (--labels all: image i gets class i / cols,
+// one row of the grid per class). A label for an unconditional model is a usage error.
+void sample_args_finish(SampleArgs *a, const ModelConfig *c, int cols, const char *model);
+void sample_args_free(SampleArgs *a);
 // the --help lines of those flags
 extern const char *SAMPLE_FLAGS_HELP;
 // Load a checkpoint for sampling: builds m with the EMA weights (or the raw ones if no_ema or
 // the run kept no EMA) and its schedule. Exits with a one-line message on any error.
 // Returns 1 if the EMA weights are used. ck keeps the training state (ck->st) for reports.
 int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
-// sample_images with the U-Net m as the noise predictor (its activations sized for the batch)
+// sample_images with the U-Net m as the network (its activations sized for the batch); the
+// objective and classes of opt are taken from m's config
 void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip);
 // "CMD: N images, <sampler>, EMA|raw weights, step S checkpoint, T threads" on stderr
 void print_sampling_banner(const char *cmd, long n, const SampleOptions *opt, int use_ema, long long step);

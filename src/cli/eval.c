@@ -35,6 +35,7 @@ static const char *EVAL_HELP =
     "The same for the first n images of a fixed shuffle of the MNIST training split is printed as the\n"
     "reference row. Samples are quantised to 8 bits first, so --model and --idx of the same images agree.\n"
     "The last line of the output is machine-readable: fld=.. is=.. confident=.. real_fld=.. real_is=.. real_confident=..\n"
+    "(and label_match=.. with --label or --labels all: the share judged as the requested class)\n"
     "  --model CKPT        checkpoint written by 'ddpm train'\n"
     "  --idx FILE          IDX image file (gz or plain) instead of sampling\n"
     "  --n N               images to sample (default 1000); with --idx: score the first N (default all)\n"
@@ -67,10 +68,11 @@ static void score(Scores *s, const float *feats, const float *probs, long n, int
 int cmd_eval(int argc, char **argv) {
     cli_set_command("ddpm eval");
     const char *model = NULL, *idx = NULL, *judge_path = shipped_file("models/judge.bin"), *data_dir = "data";
-    SampleOptions opt;
-    sample_options_default(&opt); // no strip (strip_n = 0)
+    SampleArgs sa;
+    sample_args_default(&sa); // no strip (strip_n = 0)
+    SampleOptions *o = &sa.opt;
     long threads = 0, n_arg = 0;
-    int no_ema = 0, precision = 0;
+    int precision = 0;
     const char *sampling_flag = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -82,7 +84,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data_dir = need_value(argc, argv, &i);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
-        else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) sampling_flag = a;
+        else if (parse_sample_flag(&sa, argc, argv, &i)) sampling_flag = a;
         else usage_error("unknown option '%s'", a);
     }
     if (!!model == !!idx) usage_error("give exactly one of --model CKPT or --idx FILE");
@@ -101,6 +103,7 @@ int cmd_eval(int argc, char **argv) {
     if (dataset_load(&test, data_dir, 1, S, err, sizeof(err))) die("%s", err);
     if (dataset_load(&train, data_dir, 0, S, err, sizeof(err))) die("%s", err);
     uint8_t *px = NULL;
+    int *want = NULL; // the requested class of each sample (class-conditional models)
     long n = 0;
     char source[700];
     if (idx) {
@@ -113,24 +116,31 @@ int cmd_eval(int argc, char **argv) {
         Checkpoint ck;
         Unet m;
         Schedule sch;
-        int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &sch);
+        int use_ema = load_model_for_sampling(model, sa.no_ema, &ck, &m, &sch);
         if (ck.cfg.im_channels != 1 || ck.cfg.im_size != S)
             die("%s: the model makes %dx%dx%d images, the judge (%s) takes 1x%dx%d", model, ck.cfg.im_channels,
                 ck.cfg.im_size, ck.cfg.im_size, judge_path, S, S);
         n = n_arg > 0 ? n_arg : 1000;
-        opt.n = (int)n;
+        o->n = (int)n;
+        // --labels all: classes in equal shares (image i of class i mod num_classes)
+        sample_args_finish(&sa, &ck.cfg, 1, model);
+        if (sa.labels) {
+            want = mallocCheck((size_t)n * sizeof(int));
+            for (long i = 0; i < n; i++) want[i] = sa.labels[i];
+        }
         float *x = alignedCalloc((size_t)n * D * sizeof(float));
-        print_sampling_banner("ddpm eval", n, &opt, use_ema, (long long)ck.st.step);
+        print_sampling_banner("ddpm eval", n, o, use_ema, (long long)ck.st.step);
         double t0 = now_seconds();
-        sample_unet(&m, &sch, &opt, x, NULL);
+        sample_unet(&m, &sch, o, x, NULL);
         fprintf(stderr, "ddpm eval: sampled in %.1f s\n", now_seconds() - t0);
         px = mallocCheck((size_t)n * D);
         for (size_t k = 0; k < (size_t)n * D; k++) px[k] = to_u8(x[k]); // as 'ddpm sample --idx' writes them
         free(x);
         char how[200];
-        sample_describe(how, sizeof how, &opt);
+        sample_describe(how, sizeof how, o);
         snprintf(source, sizeof source, "%s step %lld, %s weights, %s, seed %llu (%ld images)", model, (long long)ck.st.step,
-                 use_ema ? "EMA" : "raw", how, (unsigned long long)opt.seed, n);
+                 use_ema ? "EMA" : "raw", how, (unsigned long long)o->seed, n);
+        sample_args_free(&sa);
         schedule_free(&sch);
         unet_free(&m);
         checkpoint_free(&ck);
@@ -184,11 +194,24 @@ int cmd_eval(int argc, char **argv) {
     for (int c = 0; c < C; c++) printf(" %5ld", smp.hist[c]);
     printf("\n%-14s", "real (train)");
     for (int c = 0; c < C; c++) printf(" %5ld", real.hist[c]);
-    printf("\n\nfld=%.4f is=%.4f confident=%.4f real_fld=%.4f real_is=%.4f real_confident=%.4f\n", smp.fld, smp.is, smp.conf,
+    double match = -1;
+    if (want) { // the share of samples the judge classifies as the class they were asked for
+        long hit = 0;
+        for (long i = 0; i < n; i++) {
+            int a = 0;
+            for (int c = 1; c < C; c++) if (sp[(size_t)i * C + c] > sp[(size_t)i * C + a]) a = c;
+            hit += a == want[i];
+        }
+        match = (double)hit / (double)n;
+        printf("\n\nrequested class: %.1f%% of the samples are judged as the class they were sampled for", 100.0 * match);
+    }
+    printf("\n\nfld=%.4f is=%.4f confident=%.4f real_fld=%.4f real_is=%.4f real_confident=%.4f", smp.fld, smp.is, smp.conf,
            real.fld, real.is, real.conf);
+    if (want) printf(" label_match=%.4f", match);
+    printf("\n");
 
     free(smp.hist); free(real.hist);
-    free(tf); free(tp); free(sf); free(sp); free(rf); free(rp); free(rpx); free(order); free(px);
+    free(tf); free(tp); free(sf); free(sp); free(rf); free(rp); free(rpx); free(order); free(px); free(want);
     free(mu_t); free(S_t);
     dataset_free(&test);
     dataset_free(&train);

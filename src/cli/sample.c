@@ -26,7 +26,7 @@ static const char *SAMPLE_HELP =
     "Generate images with the reverse process and write them as a PNG grid.\n"
     "  --model CKPT        checkpoint written by 'ddpm train'\n"
     "  --n N               number of images (default 100)\n"
-    "  --rows R            rows of the grid (default 10)\n"
+    "  --rows R            rows of the grid (default 10; with --labels all, the number of classes)\n"
     "  --out FILE.png      grid to write (default samples.png)\n"
     "  --idx FILE          also write the samples as an MNIST IDX image file (uint8)\n"
     "  --strip FILE.png    also write the x0 estimate of the first --strip-n samples at 10 points\n"
@@ -38,25 +38,27 @@ static const char *SAMPLE_HELP =
 int cmd_sample(int argc, char **argv) {
     cli_set_command("ddpm sample");
     const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
-    SampleOptions opt;
-    sample_options_default(&opt);
-    opt.n = 100;
-    opt.strip_n = 8;
-    opt.strip_k = 10;
+    SampleArgs sa;
+    sample_args_default(&sa);
+    SampleOptions *o = &sa.opt;
+    o->n = 100;
+    o->strip_n = 8;
+    o->strip_k = 10;
     long rows = 10, threads = 0;
-    int no_ema = 0, precision = 0;
+    int rows_given = 0;
+    int precision = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); fputs(PRECISION_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--n")) opt.n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
-        else if (!strcmp(a, "--rows")) rows = parse_long(a, need_value(argc, argv, &i), 1, 100000);
+        else if (!strcmp(a, "--n")) o->n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
+        else if (!strcmp(a, "--rows")) { rows = parse_long(a, need_value(argc, argv, &i), 1, 100000); rows_given = 1; }
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
-        else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) continue;
+        else if (parse_sample_flag(&sa, argc, argv, &i)) continue;
         else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--strip-n")) opt.strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(a, "--strip-n")) o->strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else usage_error("unknown option '%s'", a);
     }
@@ -73,28 +75,31 @@ int cmd_sample(int argc, char **argv) {
     Unet m;
     Schedule s;
     char err[ERR_LEN];
-    int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &s);
+    int use_ema = load_model_for_sampling(model, sa.no_ema, &ck, &m, &s);
     int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
-    if (opt.strip_n > opt.n) opt.strip_n = opt.n;
-    float *x = alignedCalloc((size_t)opt.n * D * sizeof(float));
-    float *strip = strip_path ? alignedCalloc((size_t)opt.strip_n * opt.strip_k * D * sizeof(float)) : NULL;
-    print_sampling_banner("ddpm sample", opt.n, &opt, use_ema, (long long)ck.st.step);
+    if (o->strip_n > o->n) o->strip_n = o->n;
+    if (sa.labels_all && !rows_given) rows = ck.cfg.num_classes;
+    long cols = (o->n + rows - 1) / rows;
+    sample_args_finish(&sa, &ck.cfg, (int)cols, model);
+    float *x = alignedCalloc((size_t)o->n * D * sizeof(float));
+    float *strip = strip_path ? alignedCalloc((size_t)o->strip_n * o->strip_k * D * sizeof(float)) : NULL;
+    print_sampling_banner("ddpm sample", o->n, o, use_ema, (long long)ck.st.step);
     double t0 = now_seconds();
-    sample_unet(&m, &s, &opt, x, strip);
-    long cols = (opt.n + rows - 1) / rows;
-    if (write_png_grid(out, x, opt.n, C, S, S, (int)cols, 2, err, sizeof(err))) die("%s", err);
+    sample_unet(&m, &s, o, x, strip);
+    if (write_png_grid(out, x, o->n, C, S, S, (int)cols, 2, err, sizeof(err))) die("%s", err);
     if (idx) {
         if (C != 1) die("--idx writes 1-channel images; this model has %d channels", C);
-        uint8_t *px = mallocCheck((size_t)opt.n * D);
-        for (long i = 0; i < (long)opt.n * D; i++) px[i] = to_u8(x[i]);
-        if (idx_write_images(idx, px, opt.n, S, S, err, sizeof(err))) die("%s", err);
+        uint8_t *px = mallocCheck((size_t)o->n * D);
+        for (long i = 0; i < (long)o->n * D; i++) px[i] = to_u8(x[i]);
+        if (idx_write_images(idx, px, o->n, S, S, err, sizeof(err))) die("%s", err);
         free(px);
     }
-    if (strip && write_png_grid(strip_path, strip, opt.strip_n * opt.strip_k, C, S, S, opt.strip_k, 2, err, sizeof(err)))
+    if (strip && write_png_grid(strip_path, strip, o->strip_n * o->strip_k, C, S, S, o->strip_k, 2, err, sizeof(err)))
         die("%s", err);
     fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",
             strip_path ? ", " : "", strip_path ? strip_path : "", now_seconds() - t0);
     free(x); free(strip);
+    sample_args_free(&sa);
     schedule_free(&s);
     unet_free(&m);
     checkpoint_free(&ck);

@@ -51,7 +51,7 @@ static const char *TRAIN_HELP =
     "  --log FILE.csv     append step, epoch, loss, images/s, wall time to a CSV file\n"
     "  --log-every N      progress line / CSV row every N steps (default 50); the CSV also has\n"
     "                     the mean loss in 10 buckets of t (loss_t0 = t < T/10, ...)\n"
-    "  --sample-every N   write a fixed-seed grid of 64 samples (EMA weights, DDIM 50 steps,\n"
+    "  --sample-every N   write a fixed-seed grid of 64 samples (EMA weights, DPM++ 25 steps,\n"
     "                     clipped) to DIR/step_NNNNNNN.png every N steps (default 0 = off)\n"
     "  --sample-dir DIR   where --sample-every writes (default samples)\n"
     "  --resume [CKPT]    continue from CKPT (default: the --out file) and keep writing it; config and\n"
@@ -238,10 +238,14 @@ static void preview_init(Preview *p, const ModelConfig *cfg, const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
 }
 
-// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DDIM 50 steps, clipped, seed 0)
+// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DPM++ 2M 25 steps, clipped, seed 0)
 static void preview_write(Preview *p, const Trainer *tr, long step) {
     memcpy(p->m.params, tr->ema ? tr->ema : tr->model.params, p->m.n_params * sizeof(float));
-    SampleOptions so = {.sampler = SAMPLER_DDIM, .ddim_steps = 50, .clip = 1, .seed = 0, .n = 64, .batch = 64};
+    // class-conditional models: row r of class r mod num_classes, guided
+    int labels[64], nc = p->m.cfg.num_classes;
+    for (int i = 0; i < 64; i++) labels[i] = nc > 0 ? (i / 8) % nc : 0;
+    SampleOptions so = {.sampler = SAMPLER_DPMPP2M, .steps = 25, .rho = 7.0f, .clip = 1, .seed = 0, .n = 64,
+                        .batch = 64, .labels = nc > 0 ? labels : NULL, .guidance = SAMPLE_DEFAULT_GUIDANCE};
     sample_unet(&p->m, &tr->sched, &so, p->x, NULL);
     char path[4200], err[600];
     snprintf(path, sizeof(path), "%s/step_%07ld.png", p->dir, step);

@@ -23,6 +23,19 @@ const char *schedule_name(ScheduleKind k) {
     return "?";
 }
 
+const char *objective_name(ObjectiveKind k) {
+    switch (k) {
+    case OBJECTIVE_EPS: return "eps";
+    case OBJECTIVE_V: return "v";
+    case OBJECTIVE_EDM: return "edm";
+    }
+    return "?";
+}
+
+const char *sigma_sampling_name(SigmaSampling k) {
+    return k == SIGMA_SAMPLING_LOGNORMAL ? "lognormal" : k == SIGMA_SAMPLING_UNIFORM ? "uniform" : "?";
+}
+
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
     char *e = s + strlen(s);
@@ -70,11 +83,14 @@ static int parse_list(char *s, int lo, int hi, int is_bool, int *out, int *n) {
 
 enum { K_IM_CHANNELS, K_IM_SIZE, K_DOWN_CHANNELS, K_MID_CHANNELS, K_DOWN_SAMPLE, K_DOWN_ATTN,
        K_TIME_EMB_DIM, K_NUM_DOWN_LAYERS, K_NUM_MID_LAYERS, K_NUM_UP_LAYERS, K_NUM_HEADS,
-       K_SCHEDULE, K_NUM_TIMESTEPS, K_BETA_START, K_BETA_END, K_BETA, K_COSINE_S, K_COUNT };
+       K_SCHEDULE, K_NUM_TIMESTEPS, K_BETA_START, K_BETA_END, K_BETA, K_COSINE_S,
+       K_OBJECTIVE, K_SIGMA_SAMPLING, K_P_MEAN, K_P_STD, K_SIGMA_DATA, K_MIN_SNR_GAMMA, K_NUM_CLASSES, K_P_UNCOND,
+       K_COUNT };
 static const char *KEYS[K_COUNT] = {
     "im_channels", "im_size", "down_channels", "mid_channels", "down_sample", "down_attn",
     "time_emb_dim", "num_down_layers", "num_mid_layers", "num_up_layers", "num_heads",
-    "schedule", "num_timesteps", "beta_start", "beta_end", "beta", "cosine_s"};
+    "schedule", "num_timesteps", "beta_start", "beta_end", "beta", "cosine_s",
+    "objective", "sigma_sampling", "p_mean", "p_std", "sigma_data", "min_snr_gamma", "num_classes", "p_uncond"};
 // keys that must be present
 static const int REQUIRED[] = {K_IM_CHANNELS, K_IM_SIZE, K_DOWN_CHANNELS, K_MID_CHANNELS,
                                K_DOWN_SAMPLE, K_TIME_EMB_DIM, K_NUM_DOWN_LAYERS,
@@ -95,6 +111,14 @@ static const char *key_range(int k) {
     case K_NUM_TIMESTEPS: return "an integer in 1.." STR(CFG_MAX_TIMESTEPS);
     case K_BETA_START: case K_BETA_END: case K_BETA: return "a number in [1e-12, 0.999]";
     case K_COSINE_S: return "a number in [0, 1]";
+    case K_OBJECTIVE: return "eps, v or edm";
+    case K_SIGMA_SAMPLING: return "uniform or lognormal";
+    case K_P_MEAN: return "a number in [-20, 20]";
+    case K_P_STD: return "a number in [0.01, 20]";
+    case K_SIGMA_DATA: return "a number in [0, 100] (0: measured on the data)";
+    case K_MIN_SNR_GAMMA: return "a number in [0, 1e6] (0: off)";
+    case K_NUM_CLASSES: return "an integer in 0.." STR(CFG_MAX_CLASSES);
+    case K_P_UNCOND: return "a number in [0, 1]";
     }
     return "?";
 }
@@ -107,6 +131,9 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
     c->beta_end = 0.02f;
     c->beta = 0.02f;
     c->cosine_s = 0.008f;
+    c->p_mean = -1.2f;
+    c->p_std = 1.2f;
+    c->p_uncond = 0.1f;
     int seen[K_COUNT] = {0}, n_sample = 0, n_attn = 0;
 
     if (!strncmp(text, "\xEF\xBB\xBF", 3)) text += 3; // a UTF-8 byte-order mark (some editors write one)
@@ -163,6 +190,23 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         case K_BETA_END: bad = parse_float(val, 1e-12f, 0.999f, &c->beta_end); break;
         case K_BETA: bad = parse_float(val, 1e-12f, 0.999f, &c->beta); break;
         case K_COSINE_S: bad = parse_float(val, 0.0f, 1.0f, &c->cosine_s); break;
+        case K_OBJECTIVE:
+            if (!strcmp(val, "eps")) c->objective = OBJECTIVE_EPS;
+            else if (!strcmp(val, "v")) c->objective = OBJECTIVE_V;
+            else if (!strcmp(val, "edm")) c->objective = OBJECTIVE_EDM;
+            else bad = 1;
+            break;
+        case K_SIGMA_SAMPLING:
+            if (!strcmp(val, "uniform")) c->sigma_sampling = SIGMA_SAMPLING_UNIFORM;
+            else if (!strcmp(val, "lognormal")) c->sigma_sampling = SIGMA_SAMPLING_LOGNORMAL;
+            else bad = 1;
+            break;
+        case K_P_MEAN: bad = parse_float(val, -20.0f, 20.0f, &c->p_mean); break;
+        case K_P_STD: bad = parse_float(val, 0.01f, 20.0f, &c->p_std); break;
+        case K_SIGMA_DATA: bad = parse_float(val, 0.0f, 100.0f, &c->sigma_data); break;
+        case K_MIN_SNR_GAMMA: bad = parse_float(val, 0.0f, 1e6f, &c->min_snr_gamma); break;
+        case K_NUM_CLASSES: bad = parse_int(val, 0, CFG_MAX_CLASSES, &c->num_classes); break;
+        case K_P_UNCOND: bad = parse_float(val, 0.0f, 1.0f, &c->p_uncond); break;
         }
         if (bad) rc = set_error(err, errlen, "%s:%d: key '%s': invalid value '%.40s' (%s)", name, lineno, key, val, key_range(k));
     }
@@ -177,6 +221,7 @@ int config_parse(ModelConfig *c, const char *text, const char *name, char *err, 
         return set_error(err, errlen, "%s: key 'down_attn': has %d entries, down_channels needs %d", name, n_attn, c->n_down - 1);
     if (!seen[K_DOWN_ATTN])
         for (int i = 0; i < c->n_down - 1; i++) c->down_attn[i] = 1;
+    if (!seen[K_SIGMA_SAMPLING] && c->objective == OBJECTIVE_EDM) c->sigma_sampling = SIGMA_SAMPLING_LOGNORMAL;
     char verr[ERR_LEN];
     if (config_validate(c, verr, sizeof(verr))) return set_error(err, errlen, "%s: %s", name, verr);
     return 0;
@@ -250,8 +295,12 @@ int config_to_text(const ModelConfig *c, char *buf, size_t len) {
                     "im_channels = %d\nim_size = %d\ndown_channels = %s\nmid_channels = %s\n"
                     "down_sample = %s\ndown_attn = %s\ntime_emb_dim = %d\nnum_down_layers = %d\n"
                     "num_mid_layers = %d\nnum_up_layers = %d\nnum_heads = %d\nschedule = %s\n"
-                    "num_timesteps = %d\nbeta_start = %.9g\nbeta_end = %.9g\nbeta = %.9g\ncosine_s = %.9g\n",
+                    "num_timesteps = %d\nbeta_start = %.9g\nbeta_end = %.9g\nbeta = %.9g\ncosine_s = %.9g\n"
+                    "objective = %s\nsigma_sampling = %s\np_mean = %.9g\np_std = %.9g\nsigma_data = %.9g\n"
+                    "min_snr_gamma = %.9g\nnum_classes = %d\np_uncond = %.9g\n",
                     c->im_channels, c->im_size, dc, mc, ds, da, c->time_emb_dim, c->num_down_layers,
                     c->num_mid_layers, c->num_up_layers, c->num_heads, schedule_name(c->schedule),
-                    c->num_timesteps, c->beta_start, c->beta_end, c->beta, c->cosine_s);
+                    c->num_timesteps, c->beta_start, c->beta_end, c->beta, c->cosine_s,
+                    objective_name(c->objective), sigma_sampling_name(c->sigma_sampling), c->p_mean, c->p_std,
+                    c->sigma_data, c->min_snr_gamma, c->num_classes, c->p_uncond);
 }

@@ -18,6 +18,11 @@
 #define CFG_MAX_TIMESTEPS 100000
 
 typedef enum { SCHEDULE_LINEAR = 0, SCHEDULE_COSINE = 1, SCHEDULE_CONSTANT = 2 } ScheduleKind;
+// what the network predicts (see diffusion/objective.h): the noise, v = a eps - s x0, or EDM's F
+typedef enum { OBJECTIVE_EPS = 0, OBJECTIVE_V = 1, OBJECTIVE_EDM = 2 } ObjectiveKind;
+// how training draws the noise level: t uniform on {0..T-1}, or ln sigma ~ N(p_mean, p_std^2)
+typedef enum { SIGMA_SAMPLING_UNIFORM = 0, SIGMA_SAMPLING_LOGNORMAL = 1 } SigmaSampling;
+#define CFG_MAX_CLASSES 1000
 
 typedef struct {
     // U-Net (names as in explainingai-code/DDPM-Pytorch's model config)
@@ -37,6 +42,15 @@ typedef struct {
     float beta_start, beta_end;          // linear: default 1e-4, 0.02
     float beta;                          // constant: default 0.02
     float cosine_s;                      // cosine: default 0.008
+    // training objective (optional keys)
+    ObjectiveKind objective;             // objective = eps | v | edm, default eps
+    SigmaSampling sigma_sampling;        // sigma_sampling = uniform | lognormal (default: lognormal for edm)
+    float p_mean, p_std;                 // lognormal: default -1.2, 1.2
+    float sigma_data;                    // edm: the data's standard deviation (0 = measure it when training starts)
+    float min_snr_gamma;                 // loss weight min(SNR, gamma) on |D - x0|^2 (0 = off)
+    // class conditioning (optional keys)
+    int num_classes;                     // 0 = unconditional; else labels 0..num_classes-1 plus a null label
+    float p_uncond;                      // training: share of labels replaced by the null label (default 0.1)
 } ModelConfig;
 
 // Parse config text. `name` is used in error messages ("name:LINE: ...").
@@ -49,5 +63,7 @@ int config_validate(const ModelConfig *c, char *err, size_t errlen);
 // Canonical text form (parsable by config_parse); returns the length written.
 int config_to_text(const ModelConfig *c, char *buf, size_t buflen);
 const char *schedule_name(ScheduleKind k);
+const char *objective_name(ObjectiveKind k);
+const char *sigma_sampling_name(SigmaSampling k);
 
 #endif

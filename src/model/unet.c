@@ -2,8 +2,8 @@
 //
 //   x -> conv_in -> DownBlocks (each input pushed as a skip) -> MidBlocks
 //     -> UpBlocks (pop skip; [convT(x), skip] concat) -> GroupNorm -> SiLU -> conv_out
-//   t -> sinusoidal embedding -> Linear -> SiLU -> Linear = temb; every ResNet layer adds
-//        Linear(SiLU(temb)) as a per-channel bias.
+//   t -> sinusoidal embedding -> Linear -> SiLU -> Linear (+ E[y], class-conditional models) = temb;
+//        every ResNet layer adds Linear(SiLU(temb)) as a per-channel bias.
 #include "model/unet.h"
 
 #include <math.h>
@@ -283,6 +283,8 @@ static void unet_layout(Unet *m, const ModelConfig *c) {
     m->t1_b = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, D, "t_proj.0.bias");
     m->t2_w = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, (size_t)D * D, "t_proj.2.weight");
     m->t2_b = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, D, "t_proj.2.bias");
+    if (c->num_classes > 0) // nn.Embedding(num_classes + 1, D): the last row is the null label
+        m->class_emb = add_param(m, INIT_NORMAL, 0, 0, (size_t)(c->num_classes + 1) * D, "class_emb.weight");
     add_conv(m, &m->conv_in_w, &m->conv_in_b, c->im_channels, c->down_channels[0], 3, "conv_in");
     char pre[32];
     for (int i = 0; i < nd; i++) {
@@ -377,6 +379,7 @@ void unet_init_params(Unet *m, Rng *rng) {
             switch (p->init) {
             case INIT_ONE: w[k] = 1.0f; break;
             case INIT_ZERO: w[k] = 0.0f; break;
+            case INIT_NORMAL: w[k] = rng_normal(rng); break;
             default: w[k] = (2.0f * rng_uniform(rng) - 1.0f) * bound; break;
             }
         }
@@ -393,12 +396,14 @@ void unet_alloc_acts(Unet *m, int B, int with_grads) {
     free(m->dscratch);
     free(m->ws);
     free(m->t);
+    free(m->y);
     m->acts = alignedCalloc((size_t)B * m->acts_per_image * sizeof(float));
     m->dacts = with_grads ? alignedCalloc((size_t)B * m->grads_per_image * sizeof(float)) : NULL;
     m->dscratch = with_grads ? alignedCalloc((size_t)B * m->scratch_per_image * sizeof(float)) : NULL;
     m->ws = alignedCalloc((size_t)nt * m->ws_per_thread * sizeof(float));
     m->ws_threads = nt;
-    m->t = callocCheck(B, sizeof(int));
+    m->t = callocCheck(B, sizeof(float));
+    m->y = callocCheck(B, sizeof(int));
     m->B = B;
 }
 
@@ -448,20 +453,26 @@ static void block_layers_forward(Unet *m, const Block *bk, int B) {
     }
 }
 
-float *unet_forward(Unet *m, const float *x, const int *t, int B) {
+float *unet_forward(Unet *m, const float *x, const float *t, const int *y, int B) {
     if (B > m->B) die("unet_forward: batch %d larger than the allocated %d", B, m->B);
     if (threads_in_use() > m->ws_threads)
         die("unet_forward: workspace for %d threads, %d in use (call unet_alloc_acts after set_threads)", m->ws_threads,
             threads_in_use());
     const ModelConfig *c = &m->cfg;
     int S = c->im_size, D = c->time_emb_dim;
-    memcpy(m->t, t, (size_t)B * sizeof(int));
+    memcpy(m->t, t, (size_t)B * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        int yb = y && c->num_classes > 0 ? y[b] : c->num_classes; // unconditional models: 0 throughout
+        if (yb < 0 || yb > c->num_classes) die("unet_forward: label %d outside [0, %d]", yb, c->num_classes);
+        m->y[b] = yb;
+    }
     memcpy(ACT(m->a_x), x, (size_t)B * c->im_channels * S * S * sizeof(float));
     // time embedding: temb = W2 silu(W1 e(t) + b1) + b2; every ResNet layer uses silu(temb)
     timestep_embedding(ACT(m->a_temb_sin), t, B, D);
     linear_forward(ACT(m->a_t1), ACT(m->a_temb_sin), PAR(m->t1_w), PAR(m->t1_b), B, D, D);
     silu_forward(ACT(m->a_t1act), ACT(m->a_t1), (long)B * D);
     linear_forward(ACT(m->a_temb), ACT(m->a_t1act), PAR(m->t2_w), PAR(m->t2_b), B, D, D);
+    if (c->num_classes > 0) embedding_add_forward(ACT(m->a_temb), PAR(m->class_emb), m->y, B, D); // temb += E[y]
     silu_forward(ACT(m->a_tact), ACT(m->a_temb), (long)B * D);
 
     conv2d_forward(ACT(m->a_conv_in), ACT(m->a_x), PAR(m->conv_in_w), PAR(m->conv_in_b), B, c->im_channels, S, S,
@@ -579,6 +590,7 @@ void unet_backward(Unet *m, const float *dout) {
     conv2d_backward(NULL, GRAD(m->conv_in_w), GRAD(m->conv_in_b), DACT(m->a_conv_in), ACT(m->a_x), PAR(m->conv_in_w),
                     B, c->im_channels, S, S, c->down_channels[0], 3, 1, 1, m->ws);
     silu_backward(DACT(m->a_temb), DACT(m->a_tact), ACT(m->a_temb), (long)B * D);
+    if (c->num_classes > 0) embedding_add_backward(GRAD(m->class_emb), DACT(m->a_temb), m->y, B, D);
     linear_backward(DACT(m->a_t1act), GRAD(m->t2_w), GRAD(m->t2_b), DACT(m->a_temb), ACT(m->a_t1act), PAR(m->t2_w), B, D, D);
     silu_backward(DACT(m->a_t1), DACT(m->a_t1act), ACT(m->a_t1), (long)B * D);
     linear_backward(NULL, GRAD(m->t1_w), GRAD(m->t1_b), DACT(m->a_t1), ACT(m->a_temb_sin), PAR(m->t1_w), B, D, D);
@@ -599,6 +611,7 @@ void unet_free(Unet *m) {
     free(m->gmap);
     free(m->ws);
     free(m->t);
+    free(m->y);
     memset(m, 0, sizeof(*m));
 }
 

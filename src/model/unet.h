@@ -13,7 +13,7 @@
 #include "core/config.h"
 #include "core/rng.h"
 
-typedef enum { INIT_UNIFORM_FAN_IN, INIT_XAVIER, INIT_ONE, INIT_ZERO } InitKind;
+typedef enum { INIT_UNIFORM_FAN_IN, INIT_XAVIER, INIT_ONE, INIT_ZERO, INIT_NORMAL } InitKind;
 
 typedef struct {
     char name[96];   // PyTorch state_dict key, e.g. "downs.0.resnet_conv_first.1.2.weight"
@@ -64,7 +64,7 @@ typedef struct {
     ParamTensor *tensors;
     int n_tensors, cap_tensors;
     // structure
-    size_t t1_w, t1_b, t2_w, t2_b, conv_in_w, conv_in_b, norm_out_w, norm_out_b, conv_out_w, conv_out_b;
+    size_t t1_w, t1_b, t2_w, t2_b, class_emb, conv_in_w, conv_in_b, norm_out_w, norm_out_b, conv_out_w, conv_out_b;
     int n_blocks;
     Block *blocks;
     // per-image activation layout
@@ -82,7 +82,8 @@ typedef struct {
     int ws_threads;      // the layer workspace ws has room for this many threads
     int B_last;          // batch size of the last forward
     float *acts, *dacts, *dscratch, *ws; // dacts/dscratch only when allocated for training
-    int *t;              // [B] timesteps of the last forward
+    float *t;            // [B] timesteps of the last forward
+    int *y;              // [B] labels of the last forward (class-conditional models)
 } Unet;
 
 void unet_build(Unet *m, const ModelConfig *c);          // layout + zeroed params/grads
@@ -93,8 +94,10 @@ void unet_init_params(Unet *m, Rng *rng);                // PyTorch default init
 // once per batch size and thread count (no-op if both fit: call it again after set_threads);
 // with_grads = 0 for sampling (forward only)
 void unet_alloc_acts(Unet *m, int B, int with_grads);
-// x[B, C, S, S], t[B] -> output (a pointer into the activations, [B, C, S, S])
-float *unet_forward(Unet *m, const float *x, const int *t, int B);
+// x[B, C, S, S], t[B] (timesteps, may be fractional), y[B] (class labels 0..num_classes, where
+// num_classes is the null label; NULL = all null; ignored by unconditional models)
+// -> output (a pointer into the activations, [B, C, S, S])
+float *unet_forward(Unet *m, const float *x, const float *t, const int *y, int B);
 void unet_zero_grad(Unet *m);
 // accumulates parameter gradients for dL/d(output) = dout [B, C, S, S] (B as in the last forward)
 void unet_backward(Unet *m, const float *dout);

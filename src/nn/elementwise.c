@@ -14,7 +14,7 @@
 // ---------------------------------------------------------------------------------------
 // time embedding: f_i = 10000^(i/half), e = [sin(t/f_0..), cos(t/f_0..)] (computed in double)
 
-void timestep_embedding(float *out, const int *t, int B, int D) {
+void timestep_embedding(float *out, const float *t, int B, int D) {
     int half = D / 2;
     for (int b = 0; b < B; b++)
         for (int i = 0; i < half; i++) {
@@ -25,7 +25,25 @@ void timestep_embedding(float *out, const int *t, int B, int D) {
 }
 
 // ---------------------------------------------------------------------------------------
+// embedding: out[b] += table[idx[b]]; dtable[idx[b]] += dout[b] (serial over b: a fixed order)
 
+void embedding_add_forward(float *out, const float *table, const int *idx, int B, int D) {
+    for (int b = 0; b < B; b++) {
+        const float *e = table + (size_t)idx[b] * D;
+        float *o = out + (size_t)b * D;
+        for (int i = 0; i < D; i++) o[i] += e[i];
+    }
+}
+
+void embedding_add_backward(float *dtable, const float *dout, const int *idx, int B, int D) {
+    for (int b = 0; b < B; b++) {
+        float *g = dtable + (size_t)idx[b] * D;
+        const float *d = dout + (size_t)b * D;
+        for (int i = 0; i < D; i++) g[i] += d[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 
 void array_zero(float *y, long n) {
 #pragma omp parallel

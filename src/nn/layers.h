@@ -72,8 +72,14 @@ void attention_backward(float *da, float *dw_in, float *db_in, float *dw_out, fl
                         int N, int NH, float *ws);
 
 // ---- sinusoidal time embedding: out[B,D] = [sin(t/f_0..f_{D/2-1}), cos(t/f_0..)],
-// f_i = 10000^(i/(D/2)) (64 sines then 64 cosines for D = 128, as the reference code)
-void timestep_embedding(float *out, const int *t, int B, int D);
+// f_i = 10000^(i/(D/2)) (64 sines then 64 cosines for D = 128, as the reference code); t may be
+// fractional (the noise level of a continuous-time objective, see diffusion/objective.h)
+void timestep_embedding(float *out, const float *t, int B, int D);
+
+// ---- embedding lookup added to a vector: out[b,:] += table[idx[b],:] (table[K,D]);
+// backward: dtable[idx[b],:] += dout[b,:] (accumulates; images with the same idx add up in order b)
+void embedding_add_forward(float *out, const float *table, const int *idx, int B, int D);
+void embedding_add_backward(float *dtable, const float *dout, const int *idx, int B, int D);
 
 // ---- whole arrays, split among the threads: y = 0, y = x, y += x
 void array_zero(float *y, long n);

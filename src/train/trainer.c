@@ -9,6 +9,7 @@
 
 #include "train/adam.h"
 #include "core/common.h"
+#include "diffusion/objective.h"
 #include "nn/layers.h"
 
 void epoch_permutation(int *perm, int64_t n, uint64_t seed, int64_t epoch) {
@@ -52,11 +53,36 @@ double grad_global_norm(const float *g, size_t n) {
     return sqrt(s);
 }
 
-void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, const Dataset *data, const Checkpoint *ck) {
+double dataset_sigma(const Dataset *d) {
+    // pixel values are 2 p/255 - 1: count each of the 256 levels, then the moments in double
+    long long cnt[256] = {0};
+    size_t n = (size_t)d->n * d->h * d->w;
+    for (size_t i = 0; i < n; i++) cnt[d->pixels[i]]++;
+    double s = 0, s2 = 0;
+    for (int v = 0; v < 256; v++) {
+        double x = 2.0 * v / 255.0 - 1.0;
+        s += cnt[v] * x;
+        s2 += cnt[v] * x * x;
+    }
+    double mean = s / (double)n;
+    return sqrt(fmax(s2 / (double)n - mean * mean, 0.0));
+}
+
+void trainer_init(Trainer *tr, const ModelConfig *cfg_in, const TrainState *st, const Dataset *data, const Checkpoint *ck) {
     memset(tr, 0, sizeof(*tr));
     tr->st = *st;
     tr->data = data;
-    unet_build(&tr->model, cfg);
+    ModelConfig cfg = *cfg_in;
+    if (!ck && cfg.objective == OBJECTIVE_EDM && cfg.sigma_data == 0) cfg.sigma_data = (float)dataset_sigma(data);
+    if (cfg.num_classes > 0) {
+        if (!data->labels) die("num_classes = %d needs labelled training data", cfg.num_classes);
+        for (int i = 0; i < data->n; i++)
+            if (data->labels[i] >= cfg.num_classes)
+                die("num_classes = %d: training image %d has %s %d", cfg.num_classes, i,
+                    data->labels[i] == DATA_LABEL_UNKNOWN ? "no label (its folder is not a digit):" : "label",
+                    data->labels[i]);
+    }
+    unet_build(&tr->model, &cfg);
     size_t n = tr->model.n_params;
     tr->m = alignedCalloc(n * sizeof(float));
     tr->v = alignedCalloc(n * sizeof(float));
@@ -74,15 +100,19 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, con
         rng_seed(&tr->st.noise_rng, st->seed ^ 0xD1B54A32D192ED03ULL);
         if (tr->ema) memcpy(tr->ema, tr->model.params, n * sizeof(float));
     }
-    schedule_init(&tr->sched, cfg);
+    schedule_init(&tr->sched, &cfg);
     int B = st->batch;
-    size_t D = (size_t)cfg->im_channels * cfg->im_size * cfg->im_size;
+    size_t D = (size_t)cfg.im_channels * cfg.im_size * cfg.im_size;
     unet_alloc_acts(&tr->model, B, 1);
     tr->x0 = alignedCalloc((size_t)B * D * sizeof(float));
     tr->eps = alignedCalloc((size_t)B * D * sizeof(float));
     tr->xt = alignedCalloc((size_t)B * D * sizeof(float));
+    tr->target = alignedCalloc((size_t)B * D * sizeof(float));
     tr->dout = alignedCalloc((size_t)B * D * sizeof(float));
-    tr->t = callocCheck(B, sizeof(int));
+    tr->t = callocCheck(B, sizeof(float));
+    tr->sigma = callocCheck(B, sizeof(double));
+    tr->weight = callocCheck(B, sizeof(double));
+    tr->y = callocCheck(B, sizeof(int));
     tr->row_loss = callocCheck(B, sizeof(double));
     tr->perm = callocCheck(data->n, sizeof(int));
     tr->perm_epoch = -1;
@@ -91,39 +121,38 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, con
 float trainer_step(Trainer *tr) {
     TrainState *st = &tr->st;
     Unet *m = &tr->model;
+    const ModelConfig *c = &m->cfg;
     int B = st->batch, T = tr->sched.T;
-    int D = m->cfg.im_channels * m->cfg.im_size * m->cfg.im_size;
+    int D = c->im_channels * c->im_size * c->im_size;
     if (tr->perm_epoch != st->epoch) {
         epoch_permutation(tr->perm, tr->data->n, st->seed, st->epoch);
         tr->perm_epoch = st->epoch;
     }
-    // x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t ~ U{0..T-1}, eps ~ N(0, I)
-    dataset_batch(tr->data, tr->perm + st->epoch_pos, B, tr->x0);
-    for (int b = 0; b < B; b++) tr->t[b] = (int)rng_below(&st->noise_rng, (uint32_t)T);
+    // draws, in this order from the noise stream: B noise levels, B*D eps, then B label drops
+    const int *idx = tr->perm + st->epoch_pos;
+    dataset_batch(tr->data, idx, B, tr->x0);
+    for (int b = 0; b < B; b++) draw_noise_level(c, &tr->sched, &st->noise_rng, &tr->t[b], &tr->sigma[b]);
     rng_fill_normal(&st->noise_rng, tr->eps, (long)B * D);
-    diffusion_add_noise(tr->xt, tr->x0, tr->eps, tr->t, &tr->sched, B, D);
-    // loss = mean (eps_theta(x_t, t) - eps)^2, from the per-image sums (also kept by timestep bucket)
-    float *pred = unet_forward(m, tr->xt, tr->t, B);
-    double total = 0, *row = tr->row_loss;
-    for (int b = 0; b < B; b++) {
-        double l = 0;
-        for (int i = 0; i < D; i++) {
-            double d = (double)pred[(size_t)b * D + i] - tr->eps[(size_t)b * D + i];
-            l += d * d;
+    if (c->num_classes > 0)
+        for (int b = 0; b < B; b++) {
+            float u = rng_uniform(&st->noise_rng);
+            tr->y[b] = u < c->p_uncond ? c->num_classes : tr->data->labels[idx[b]];
         }
-        row[b] = l;
-        total += l;
-    }
-    float loss = (float)(total / ((double)B * D));
+    objective_batch(c, &tr->sched, tr->x0, tr->eps, tr->t, tr->sigma, B, D, tr->xt, tr->target, tr->weight);
+    // loss = sum_b w_b |F - F*|^2 / (B D), from the per-image sums (also kept by timestep bucket)
+    float *pred = unet_forward(m, tr->xt, tr->t, c->num_classes > 0 ? tr->y : NULL, B);
+    double *row = tr->row_loss, total = objective_loss(pred, tr->target, tr->weight, B, D, row);
+    float loss = (float)total;
     tr->last_loss = loss;
     if (!isfinite(loss)) return loss;
     for (int b = 0; b < B; b++) {
-        int k = (int)((long)tr->t[b] * TRAIN_T_BUCKETS / T);
+        int k = (int)((double)tr->t[b] * TRAIN_T_BUCKETS / T);
+        k = k < 0 ? 0 : k >= TRAIN_T_BUCKETS ? TRAIN_T_BUCKETS - 1 : k;
         tr->bucket_loss[k] += row[b] / D;
         tr->bucket_count[k]++;
     }
     unet_zero_grad(m);
-    mse_backward(tr->dout, pred, tr->eps, (long)B * D);
+    objective_loss_backward(tr->dout, pred, tr->target, tr->weight, B, D);
     unet_backward(m, tr->dout);
     // g *= min(1, clip / |g|): clipping of the global gradient norm
     tr->last_grad_norm = grad_global_norm(m->grads, m->n_params);
@@ -164,6 +193,7 @@ void trainer_free(Trainer *tr) {
     unet_free(&tr->model);
     schedule_free(&tr->sched);
     free(tr->m); free(tr->v); free(tr->ema); free(tr->perm);
-    free(tr->x0); free(tr->eps); free(tr->xt); free(tr->dout); free(tr->t); free(tr->row_loss);
+    free(tr->x0); free(tr->eps); free(tr->xt); free(tr->target); free(tr->dout); free(tr->t);
+    free(tr->sigma); free(tr->weight); free(tr->y); free(tr->row_loss);
     memset(tr, 0, sizeof(*tr));
 }

@@ -1,6 +1,7 @@
 // train.h: the DDPM training engine (no CLI): one step = sample a batch in the epoch's
-// shuffled order, draw t ~ U{0..T-1} and eps ~ N(0, I) per image, noise, predict, MSE,
-// backprop, Adam (with optional linear warm-up), EMA.
+// shuffled order, draw a noise level (t ~ U{0..T-1}, or a log-normal sigma) and eps ~ N(0, I)
+// per image (and drop labels to the null label), noise, predict, weighted MSE against the
+// objective's target (diffusion/objective.h), backprop, Adam (with optional warm-up), EMA.
 #ifndef DDPM_TRAIN_H
 #define DDPM_TRAIN_H
 
@@ -20,8 +21,10 @@ typedef struct {
     const Dataset *data;
     int *perm;                 // [n_data] the data order of epoch perm_epoch
     int64_t perm_epoch;
-    float *x0, *eps, *xt, *dout; // [B, D] batch buffers
-    int *t;                    // [B]
+    float *x0, *eps, *xt, *target, *dout; // [B, D] batch buffers
+    float *t;                  // [B] timesteps the network sees
+    double *sigma, *weight;    // [B] noise levels and loss weights
+    int *y;                    // [B] labels (class-conditional models), null label = num_classes
     double *row_loss;          // [B] per-image sum of squared errors of the last step
     float last_loss;
     double last_grad_norm;     // global L2 norm of the last step's gradient (before clipping)
@@ -31,6 +34,8 @@ typedef struct {
 } Trainer;
 
 // New run (ck == NULL: parameters initialised from st->seed) or continue from a checkpoint.
+// A new edm run with sigma_data = 0 measures it on the data first (the model's config records it).
+// A class-conditional config needs every training label in [0, num_classes).
 void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, const Dataset *data, const Checkpoint *ck);
 // One optimisation step. Returns the batch loss (computed before the update). If the loss is
 // not finite, nothing is updated and the state is unchanged except for the noise RNG.
@@ -46,5 +51,7 @@ float train_lr_at(const TrainState *st, int64_t step);
 double grad_global_norm(const float *g, size_t n);
 // EMA decay with warm-up: min(decay, (1 + step) / (10 + step))
 float ema_decay_at(float decay, int64_t step);
+// the standard deviation of all training pixels in [-1, 1] (EDM's sigma_data)
+double dataset_sigma(const Dataset *d);
 
 #endif

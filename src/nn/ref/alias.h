@@ -22,6 +22,8 @@
 #define attention_forward attention_forward_ref
 #define attention_backward attention_backward_ref
 #define timestep_embedding timestep_embedding_ref
+#define embedding_add_forward embedding_add_forward_ref
+#define embedding_add_backward embedding_add_backward_ref
 #define array_zero array_zero_ref
 #define array_copy array_copy_ref
 #define array_add array_add_ref

@@ -8,7 +8,7 @@
 
 // out[b] = [sin(t/f_0) .. sin(t/f_{half-1}), cos(t/f_0) .. cos(t/f_{half-1})],
 // f_i = 10000^(i / half), half = D / 2 (evaluated in double)
-void timestep_embedding_ref(float *out, const int *t, int B, int D) {
+void timestep_embedding_ref(float *out, const float *t, int B, int D) {
     int half = D / 2;
     for (int b = 0; b < B; b++)
         for (int i = 0; i < half; i++) {
@@ -16,6 +16,18 @@ void timestep_embedding_ref(float *out, const int *t, int B, int D) {
             out[(size_t)b * D + i] = (float)sin(arg);
             out[(size_t)b * D + half + i] = (float)cos(arg);
         }
+}
+
+// out[b, :] += table[idx[b], :]
+void embedding_add_forward_ref(float *out, const float *table, const int *idx, int B, int D) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < D; i++) out[(size_t)b * D + i] += table[(size_t)idx[b] * D + i];
+}
+
+// dtable[idx[b], :] += dout[b, :]
+void embedding_add_backward_ref(float *dtable, const float *dout, const int *idx, int B, int D) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < D; i++) dtable[(size_t)idx[b] * D + i] += dout[(size_t)b * D + i];
 }
 
 // y = 0, y = x, y += x

@@ -57,7 +57,9 @@ void attention_backward_ref(float *da, float *dw_in, float *db_in, float *dw_out
                             int N, int NH, float *ws);
 
 // ---- time embedding, whole arrays, concat, broadcast bias (ref/elementwise.c)
-void timestep_embedding_ref(float *out, const int *t, int B, int D);
+void timestep_embedding_ref(float *out, const float *t, int B, int D);
+void embedding_add_forward_ref(float *out, const float *table, const int *idx, int B, int D);
+void embedding_add_backward_ref(float *dtable, const float *dout, const int *idx, int B, int D);
 void array_zero_ref(float *y, long n);
 void array_copy_ref(float *y, const float *x, long n);
 void array_add_ref(float *y, const float *x, long n);

@@ -249,6 +249,41 @@ pngsize() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3*256+$4 "x" $7*256+$8}'; }
 cmp -s "$TMP/a.png" "$TMP/clip.png" && ! cmp -s "$TMP/a.png" "$TMP/noclip.png" && grep -q "clipped x0" <(head -1 "$TMP/log"; "$DDPM" sample --model "$TMP/full.ckpt" --n 1 --out "$TMP/e.png" 2>&1 | head -1) \
   && pass "sampling clips x0 by default (--clip changes nothing, --no-clip differs)" || fail "sample clip default"
 
+for smp in ddpm ddim heun dpm++; do
+  "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --sampler $smp --steps 3 --out "$TMP/smp.png" 2>"$TMP/log" \
+    && grep -qi "${smp%%+*}" "$TMP/log" && pass "--sampler $smp: $(head -1 "$TMP/log" | cut -d, -f2)" || fail "--sampler $smp: $(cat "$TMP/log")"
+done
+"$DDPM" sample --model "$TMP/full.ckpt" --n 2 --out "$TMP/def.png" 2>"$TMP/log" && grep -q "DPM++ 2M 50 steps" "$TMP/log" \
+  && pass "the default sampler is DPM++ 2M with 50 evaluations" || fail "default sampler: $(head -1 "$TMP/log")"
+expect_err "needs a class-conditional model" "--label on an unconditional model" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --label 3 --out "$TMP/x.png"
+expect_err "applies with --label" "--guidance without a label" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --guidance 3 --out "$TMP/x.png"
+expect_err "is not 'all'" "--labels some" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --labels some --out "$TMP/x.png"
+
+echo "-- class-conditional EDM model: exact resume, labels, guidance"
+(cat $CFG; printf 'objective = edm\nnum_classes = 10\np_uncond = 0.2\n') > "$TMP/cond.cfg"
+CC=(--config "$TMP/cond.cfg" --data "$D" --limit 128 --batch 16 --seed 3 --threads 2 --save-every 0 --log-every 5)
+"$DDPM" train "${CC[@]}" --steps 12 --out "$TMP/cfull.ckpt" 2>"$TMP/log" || fail "conditional run: $(tail -3 "$TMP/log")"
+"$DDPM" train "${CC[@]}" --steps 6 --out "$TMP/chalf.ckpt" 2>/dev/null
+"$DDPM" train --resume "$TMP/chalf.ckpt" --data "$D" --limit 128 --threads 2 --steps 12 --save-every 0 2>/dev/null
+cmp -s "$TMP/cfull.ckpt" "$TMP/chalf.ckpt" && pass "conditional EDM: 6 + resumed 6 == 12 steps (byte-identical: sigmas, eps and label drops)" \
+  || fail "conditional EDM resume differs"
+"$DDPM" info --model "$TMP/cfull.ckpt" > "$TMP/info" 2>&1
+grep -qx "objective = edm" "$TMP/info" && grep -q "^sigma_data = 0\.[0-9]" "$TMP/info" && grep -qx "num_classes = 10" "$TMP/info" \
+  && pass "the checkpoint records the objective, the measured sigma_data and the classes" || fail "info: $(cat "$TMP/info")"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 20 --labels all --out "$TMP/all.png" 2>"$TMP/log" \
+  && grep -q "guidance 2" "$TMP/log" && grep -q "DPM++ 2M 25 steps" "$TMP/log" \
+  && [ "$(pngsize "$TMP/all.png")" = "62x302" ] && pass "--labels all: 10 rows of 2, guided, 25 steps (50 evaluations)" \
+  || fail "--labels all: $(pngsize "$TMP/all.png") $(cat "$TMP/log")"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 7 --guidance 1 --out "$TMP/g1.png" 2>"$TMP/log" && grep -q "DPM++ 2M 50 steps" "$TMP/log" \
+  && pass "--guidance 1: one evaluation per step, 50 steps" || fail "--guidance 1: $(cat "$TMP/log")"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 7 --out "$TMP/l7.png" 2>/dev/null
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 3 --out "$TMP/l3.png" 2>/dev/null
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --out "$TMP/lu.png" 2>/dev/null
+! cmp -s "$TMP/l7.png" "$TMP/l3.png" && ! cmp -s "$TMP/l7.png" "$TMP/lu.png" && pass "labels 7, 3 and none give different images" \
+  || fail "labels do not change the samples"
+expect_err "has classes 0..9" "--label 12 on a 10-class model" "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --label 12 --out "$TMP/x.png"
+expect_err "give one of --label" "--label and --labels all" "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --label 1 --labels all --out "$TMP/x.png"
+
 echo "-- an output is never an input or another output; only regular files are replaced"
 cp "$TMP/full.ckpt" "$TMP/m.ckpt"; sum=$(md5sum < "$TMP/m.ckpt")
 expect_err "same file as --model" "sample --out = --model" "$DDPM" sample --model "$TMP/m.ckpt" --out "$TMP/m.ckpt"

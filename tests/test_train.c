@@ -91,6 +91,41 @@ int main(void) {
     CHECK(dm > 0, "EMA equals the parameters");
     trainer_free(&tr);
 
+    // the other objectives learn too (v with Min-SNR-5; EDM, class-conditional, log-normal sigmas);
+    // EDM measures sigma_data on the data; label dropout replaces about p_uncond of the labels
+    for (int o = 0; o < 2; o++) {
+        ModelConfig oc = cfg;
+        if (o == 0) { oc.objective = OBJECTIVE_V; oc.min_snr_gamma = 5; }
+        else { oc.objective = OBJECTIVE_EDM; oc.sigma_sampling = SIGMA_SAMPLING_LOGNORMAL; oc.num_classes = 10; oc.p_uncond = 0.25f; }
+        st = default_state(16, d.n);
+        trainer_init(&tr, &oc, &st, &d, NULL);
+        double f0 = 0, f1 = 0;
+        long dropped = 0, kept_ok = 0, kept = 0;
+        for (int k = 0; k < 60; k++) {
+            int pos = (int)tr.st.epoch_pos;
+            float l = trainer_step(&tr);
+            CHECK(isfinite(l), "objective %s step %d: loss %g", objective_name(oc.objective), k, l);
+            if (k < 10) f0 += l / 10;
+            if (k >= 50) f1 += l / 10;
+            for (int b = 0; b < 16 && oc.num_classes; b++) {
+                if (tr.y[b] == oc.num_classes) dropped++;
+                else { kept++; kept_ok += tr.y[b] == d.labels[tr.perm[pos + b]]; }
+            }
+        }
+        printf("mini28 objective %s: mean loss steps 0-9 %.4f, steps 50-59 %.4f\n", objective_name(oc.objective), f0, f1);
+        CHECK(f1 < 0.8 * f0, "objective %s: loss did not decrease: %.4f -> %.4f", objective_name(oc.objective), f0, f1);
+        if (o == 1) {
+            double sd = dataset_sigma(&d), s1 = 0, s2 = 0, npx = (double)d.n * 784;
+            for (long i = 0; i < (long)d.n * 784; i++) { double v = 2.0 * d.pixels[i] / 255.0 - 1.0; s1 += v; s2 += v * v; }
+            CHECK(fabs(sd - sqrt(s2 / npx - (s1 / npx) * (s1 / npx))) < 1e-9 && sd > 0.3, "dataset_sigma %.6f", sd);
+            CHECK(tr.model.cfg.sigma_data == (float)sd, "EDM sigma_data %g, want the measured %g", tr.model.cfg.sigma_data, sd);
+            double share = (double)dropped / (60 * 16);
+            CHECK(fabs(share - 0.25) < 0.05, "label dropout: %.3f of the labels are null, want 0.25", share);
+            CHECK(kept_ok == kept, "label dropout: %ld of %ld kept labels are the images' labels", kept_ok, kept);
+        }
+        trainer_free(&tr);
+    }
+
     // gradient clipping: the gradient Adam saw has norm grad_clip, and the unclipped norm is reported
     st = default_state(16, d.n);
     st.grad_clip = 0.01f;

@@ -418,6 +418,15 @@ int cmd_train(int argc, char **argv) {
     double macs = unet_forward_macs(&tr.model);
     fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads\n",
             a.resume_flag ? "resuming" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
+    const ModelConfig *mc = &tr.model.cfg;
+    char extra[200] = "";
+    if (mc->objective == OBJECTIVE_EDM) snprintf(extra, sizeof extra, " (sigma_data %.4f)", mc->sigma_data);
+    fprintf(stderr, "ddpm train: objective %s%s, %s noise levels", objective_name(mc->objective), extra,
+            sigma_sampling_name(mc->sigma_sampling));
+    if (mc->sigma_sampling == SIGMA_SAMPLING_LOGNORMAL) fprintf(stderr, " (P_mean %g, P_std %g)", mc->p_mean, mc->p_std);
+    if (mc->min_snr_gamma > 0) fprintf(stderr, ", Min-SNR-%g weights", mc->min_snr_gamma);
+    if (mc->num_classes > 0) fprintf(stderr, ", %d classes (labels dropped with p %g)", mc->num_classes, mc->p_uncond);
+    fputc('\n', stderr);
     int status = 0;
     if (tr.st.step >= total) {
         fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);

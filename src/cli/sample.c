@@ -24,7 +24,9 @@
 static const char *SAMPLE_HELP =
     "usage: ddpm sample --model CKPT [options]\n"
     "Generate images with the reverse process and write them as a PNG grid.\n"
-    "  --model CKPT        checkpoint written by 'ddpm train'\n"
+    "  --model CKPT        checkpoint written by 'ddpm train', or a safetensors file ('ddpm export',\n"
+    "                      tools/ddpm_pytorch_to_safetensors.py)\n"
+    "  --config FILE       the model config of a safetensors file without ddpm_config metadata\n"
     "  --n N               number of images (default 100)\n"
     "  --rows R            rows of the grid (default 10)\n"
     "  --out FILE.png      grid to write (default samples.png)\n"
@@ -37,7 +39,7 @@ static const char *SAMPLE_HELP =
 
 int cmd_sample(int argc, char **argv) {
     cli_set_command("ddpm sample");
-    const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
+    const char *model = NULL, *config = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
     SampleOptions opt;
     sample_options_default(&opt);
     opt.n = 100;
@@ -49,6 +51,7 @@ int cmd_sample(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); fputs(PRECISION_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--config")) config = need_value(argc, argv, &i);
         else if (!strcmp(a, "--n")) opt.n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--rows")) rows = parse_long(a, need_value(argc, argv, &i), 1, 100000);
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
@@ -61,7 +64,8 @@ int cmd_sample(int argc, char **argv) {
         else usage_error("unknown option '%s'", a);
     }
     if (!model) usage_error("--model CKPT is required");
-    refuse_same_file("--out", out, 3, "--model", model, "--idx", idx, "--strip", strip_path);
+    if (opt.noise == NOISE_TORCH && !opt.batch_given) opt.batch = opt.n; // one tensor, as sample_ddpm.py
+    refuse_same_file("--out", out, 4, "--model", model, "--idx", idx, "--strip", strip_path, "--config", config);
     refuse_same_file("--idx", idx, 2, "--model", model, "--strip", strip_path);
     refuse_same_file("--strip", strip_path, 1, "--model", model);
     refuse_bad_output(out);
@@ -73,7 +77,7 @@ int cmd_sample(int argc, char **argv) {
     Unet m;
     Schedule s;
     char err[ERR_LEN];
-    int use_ema = load_model_for_sampling(model, no_ema, &ck, &m, &s);
+    int use_ema = load_model_for_sampling(model, config, no_ema, &ck, &m, &s);
     int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
     if (opt.strip_n > opt.n) opt.strip_n = opt.n;
     float *x = alignedCalloc((size_t)opt.n * D * sizeof(float));

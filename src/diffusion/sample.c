@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/torch_rng.h"
 
 static void progress_line(const char *what, long done, long total, double t0) {
     double el = now_seconds() - t0;
@@ -34,13 +35,18 @@ void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, cons
     int *tb = mallocCheck((size_t)B * sizeof(int));
     float *xb = alignedCalloc((size_t)B * D * sizeof(float));
     Rng *rngs = mallocCheck((size_t)B * sizeof(Rng));
+    int torch = opt->noise == NOISE_TORCH;
+    TorchGen *tg = torch ? mallocCheck(sizeof(TorchGen)) : NULL;
+    float *zb = torch ? alignedCalloc((size_t)B * D * sizeof(float)) : NULL; // a step's z for the batch
+    if (torch) torch_manual_seed(tg, opt->seed);
     long total = (long)n_steps * ((opt->n + B - 1) / B), done = 0;
     double t0 = now_seconds(), last = 0;
     int tty = opt->progress && isatty(2);
     for (int i0 = 0; i0 < opt->n; i0 += B) {
         int nb = opt->n - i0 < B ? opt->n - i0 : B;
         // x_T ~ N(0, I), one stream per image
-        for (int b = 0; b < nb; b++) {
+        if (torch) torch_randn(tg, xb, (long)nb * D); // x_T = torch.randn(nb, C, H, W)
+        else for (int b = 0; b < nb; b++) {
             rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(i0 + b) + 1);
             rng_fill_normal(&rngs[b], xb + (size_t)b * D, D);
         }
@@ -56,10 +62,19 @@ void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, cons
                     predict_x0(strip + ((size_t)(i0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
                 next_strip++;
             }
+            int t_prev = opt->sampler == SAMPLER_DDIM ? (si > 0 ? ts[si - 1] : -1) : t - 1;
+            int noisy = opt->sampler == SAMPLER_DDIM ? opt->eta > 0 && t_prev >= 0 : t > 0;
+            if (torch && noisy) torch_randn(tg, zb, (long)nb * D); // z = torch.randn(nb, C, H, W)
             for (int b = 0; b < nb; b++) {
                 float *xi = xb + (size_t)b * D;
-                const float *ei = eps + (size_t)b * D;
-                if (opt->sampler == SAMPLER_DDIM)
+                const float *ei = eps + (size_t)b * D, *zi = zb + (size_t)b * D;
+                if (torch && opt->sampler == SAMPLER_DDIM)
+                    ddim_step_z(tmp, xi, ei, t, t_prev, opt->eta, opt->clip, s, zi, D);
+                else if (torch && opt->clip)
+                    ddpm_step_clipped_z(tmp, xi, ei, t, s, opt->sigma, zi, D);
+                else if (torch)
+                    ddpm_step_z(tmp, xi, ei, t, s, opt->sigma, zi, D);
+                else if (opt->sampler == SAMPLER_DDIM)
                     ddim_step(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, opt->clip, s, &rngs[b], D);
                 else if (opt->clip)
                     ddpm_step_clipped(tmp, xi, ei, t, s, opt->sigma, &rngs[b], D);
@@ -86,7 +101,7 @@ void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, cons
         progress_line("sampling", done, total, t0);
         fputc('\n', stderr);
     }
-    free(ts); free(tmp); free(tb); free(xb); free(rngs);
+    free(ts); free(tmp); free(tb); free(xb); free(rngs); free(tg); free(zb);
 }
 
 void sample_describe(char *buf, size_t n, const SampleOptions *opt) {
@@ -95,4 +110,8 @@ void sample_describe(char *buf, size_t n, const SampleOptions *opt) {
     else
         snprintf(buf, n, "DDPM (%s)%s", opt->sigma == SIGMA_BETA ? "sigma^2 = beta" : "posterior sigma",
                  opt->clip ? ", clipped x0" : "");
+    if (opt->noise == NOISE_TORCH) {
+        size_t k = strlen(buf);
+        if (k < n) snprintf(buf + k, n - k, ", PyTorch noise (batch %d)", opt->batch < opt->n ? opt->batch : opt->n);
+    }
 }

@@ -1,5 +1,6 @@
 // sample.h: the reverse process. DDPM ancestral sampling (T steps) or DDIM (K steps),
-// with one RNG stream per image, so image i is the same whatever n and the batch size.
+// with one RNG stream per image, so image i is the same whatever n and the batch size
+// (or PyTorch's random numbers, NOISE_TORCH).
 #ifndef DDPM_SAMPLE_H
 #define DDPM_SAMPLE_H
 
@@ -9,6 +10,11 @@
 #include "diffusion/diffusion.h"
 
 typedef enum { SAMPLER_DDPM = 0, SAMPLER_DDIM = 1 } SamplerKind;
+// NOISE_DDPMC: one stream per image (image i depends only on seed and i);
+// NOISE_TORCH: PyTorch's, as torch.manual_seed(seed) then, per batch of nb images, x_T =
+// torch.randn(nb, C, H, W) and each noisy step's z = torch.randn(nb, C, H, W) (one generator for
+// the whole run: the images depend on the batch size; batch = n is DDPM-Pytorch's sample_ddpm.py)
+typedef enum { NOISE_DDPMC = 0, NOISE_TORCH = 1 } NoiseKind;
 
 typedef struct {
     SamplerKind sampler;
@@ -17,8 +23,10 @@ typedef struct {
     float eta;           // DDIM: 0 = deterministic
     int clip;            // clip the x0 estimate to [-1, 1] inside each step
     uint64_t seed;
+    NoiseKind noise;
     int n;               // images
     int batch;           // images per forward pass
+    int batch_given;     // set by --batch (else the command's default)
     int strip_n, strip_k; // x0-estimate strip: first strip_n images at strip_k points (0 = none)
     int progress;        // print progress to stderr
 } SampleOptions;

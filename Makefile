@@ -131,7 +131,7 @@ ref-tests:
 
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
 test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-tests
-	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" "bash tests/test_crash.sh ./ddpm 25" \
+	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" "bash tests/test_interop.sh ./ddpm" "bash tests/test_crash.sh ./ddpm 25" \
 	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
 	  "$(ASAN_DIR)/test_checkpoint --exhaustive tests/fuzz/corpus/checkpoint/micro.ckpt 97" \
 	  $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)

@@ -31,6 +31,7 @@ static const char *SAMPLE_HELP =
     "  --rows R            rows of the grid (default 10)\n"
     "  --out FILE.png      grid to write (default samples.png)\n"
     "  --idx FILE          also write the samples as an MNIST IDX image file (uint8)\n"
+    "  --floats FILE       also write the samples as raw float32 [n, C, H, W] in [-1, 1] (little-endian)\n"
     "  --strip FILE.png    also write the x0 estimate of the first --strip-n samples at 10 points\n"
     "                      of the reverse process (one row per sample)\n"
     "  --strip-n N         rows of the strip (default 8)\n"
@@ -39,7 +40,7 @@ static const char *SAMPLE_HELP =
 
 int cmd_sample(int argc, char **argv) {
     cli_set_command("ddpm sample");
-    const char *model = NULL, *config = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
+    const char *model = NULL, *config = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL, *floats = NULL;
     SampleOptions opt;
     sample_options_default(&opt);
     opt.n = 100;
@@ -58,6 +59,7 @@ int cmd_sample(int argc, char **argv) {
         else if (parse_sample_flag(&opt, &no_ema, argc, argv, &i)) continue;
         else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--floats")) floats = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip-n")) opt.strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
@@ -71,6 +73,8 @@ int cmd_sample(int argc, char **argv) {
     refuse_bad_output(out);
     refuse_bad_output(idx);
     refuse_bad_output(strip_path);
+    refuse_same_file("--floats", floats, 5, "--model", model, "--out", out, "--idx", idx, "--strip", strip_path, "--config", config);
+    refuse_bad_output(floats);
     set_threads((int)threads);
     use_precision(precision);
     Checkpoint ck;
@@ -94,6 +98,7 @@ int cmd_sample(int argc, char **argv) {
         if (idx_write_images(idx, px, opt.n, S, S, err, sizeof(err))) die("%s", err);
         free(px);
     }
+    if (floats && write_file_atomic(floats, x, (size_t)opt.n * D * sizeof(float), err, sizeof(err))) die("%s", err);
     if (strip && write_png_grid(strip_path, strip, opt.strip_n * opt.strip_k, C, S, S, opt.strip_k, 2, err, sizeof(err)))
         die("%s", err);
     fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",

@@ -104,7 +104,7 @@ variant-tests:
 # Fuzzing: tests/fuzz/fuzz_<h>.c, one harness per parser. `make test` replays each seed corpus
 # (tests/fuzz/corpus/<h>/) under the sanitizers with gcc; `make fuzz FUZZ_SECONDS=N` runs
 # libFuzzer (Debian clang) on each for N seconds, new inputs kept in build/fuzz/corpus-<h>/.
-FUZZ_HARNESSES := idx checkpoint config images args
+FUZZ_HARNESSES := idx checkpoint config images args safetensors
 FUZZ_REPLAY    := $(patsubst %,$(ASAN_DIR)/fuzz_%,$(FUZZ_HARNESSES))
 FUZZ_SECONDS   ?= 60
 FUZZ_CC        ?= clang

@@ -88,7 +88,7 @@ check-mnist:
 # The layer, GEMM and PyTorch-reference tests also run in the builds for the other CPU levels this
 # CPU runs (x86-64-v3 = AVX2 + FMA; the portable build), whose vector code differs from native's,
 # each with the GEMM variant of its level (DDPM_ISA).
-VARIANT_TESTS := test_layers test_gemm test_reference
+VARIANT_TESTS := test_layers test_gemm test_reference test_torch_rng
 VARIANT_ARCHS := $(if $(filter native,$(ARCH)),$(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),x86-64-v3) portable)
 VARIANT_SKIP  := $(if $(filter native,$(ARCH)),$(if $(filter x86-64-v3,$(VARIANT_ARCHS)),,"echo SKIP x86-64-v3 build tests: this CPU lacks AVX2"))
 VARIANT_ISA_x86-64-v3 := avx2

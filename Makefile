@@ -88,7 +88,7 @@ check-mnist:
 # The layer, GEMM and PyTorch-reference tests also run in the builds for the other CPU levels this
 # CPU runs (x86-64-v3 = AVX2 + FMA; the portable build), whose vector code differs from native's,
 # each with the GEMM variant of its level (DDPM_ISA).
-VARIANT_TESTS := test_layers test_gemm test_reference
+VARIANT_TESTS := test_layers test_gemm test_reference test_torch_rng
 VARIANT_ARCHS := $(if $(filter native,$(ARCH)),$(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),x86-64-v3) portable)
 VARIANT_SKIP  := $(if $(filter native,$(ARCH)),$(if $(filter x86-64-v3,$(VARIANT_ARCHS)),,"echo SKIP x86-64-v3 build tests: this CPU lacks AVX2"))
 VARIANT_ISA_x86-64-v3 := avx2
@@ -104,7 +104,7 @@ variant-tests:
 # Fuzzing: tests/fuzz/fuzz_<h>.c, one harness per parser. `make test` replays each seed corpus
 # (tests/fuzz/corpus/<h>/) under the sanitizers with gcc; `make fuzz FUZZ_SECONDS=N` runs
 # libFuzzer (Debian clang) on each for N seconds, new inputs kept in build/fuzz/corpus-<h>/.
-FUZZ_HARNESSES := idx checkpoint config images args
+FUZZ_HARNESSES := idx checkpoint config images args safetensors
 FUZZ_REPLAY    := $(patsubst %,$(ASAN_DIR)/fuzz_%,$(FUZZ_HARNESSES))
 FUZZ_SECONDS   ?= 60
 FUZZ_CC        ?= clang
@@ -131,7 +131,7 @@ ref-tests:
 
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
 test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-tests
-	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" "bash tests/test_crash.sh ./ddpm 25" \
+	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" "bash tests/test_interop.sh ./ddpm" "bash tests/test_crash.sh ./ddpm 25" \
 	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
 	  "$(ASAN_DIR)/test_checkpoint --exhaustive tests/fuzz/corpus/checkpoint/micro.ckpt 97" \
 	  $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)

@@ -25,7 +25,7 @@ expect_err() { # expect_err PATTERN DESCRIPTION CMD...: non-zero exit, one stder
 }
 
 echo "-- help and flags"
-for c in train sample info bench judge eval; do expect_rc 0 "ddpm $c --help" "$DDPM" $c --help; done
+for c in train sample info bench judge eval export; do expect_rc 0 "ddpm $c --help" "$DDPM" $c --help; done
 expect_rc 0 "ddpm --help" "$DDPM" --help
 expect_rc 2 "unknown command" "$DDPM" frobnicate
 expect_rc 2 "unknown flag" "$DDPM" train --config $CFG --bogus

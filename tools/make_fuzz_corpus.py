@@ -78,3 +78,28 @@ def png(w, h, pixels):
 put('images', 'digit.png', png(28, 28, imgs[:784]))
 put('images', 'small.png', png(4, 4, imgs[:16]))
 put('images', 'truncated.png', png(28, 28, imgs[:784])[:80])
+
+# ---- safetensors: small files of the format (the parser's paths), and, when ./ddpm is built, the
+# micro checkpoint exported (a file the harness maps onto its model: micro.safetensors)
+import json, subprocess
+def st(tensors, meta=None, pad=True):
+    h, blob = {}, b''
+    if meta is not None:
+        h['__metadata__'] = meta
+    for name, shape, vals in tensors:
+        d = struct.pack('<%df' % len(vals), *vals)
+        h[name] = {'dtype': 'F32', 'shape': shape, 'data_offsets': [len(blob), len(blob) + len(d)]}
+        blob += d
+    j = json.dumps(h).encode()
+    if pad:
+        j += b' ' * (-len(j) % 8)
+    return struct.pack('<Q', len(j)) + j + blob
+put('safetensors', 'two.safetensors', st([('a.weight', [2, 3], [0.5] * 6), ('a.bias', [2], [1.0, -1.0])], {'format': 'pt'}))
+put('safetensors', 'scalar.safetensors', st([('s', [], [3.0]), ('e', [0], [])], None, pad=False))
+put('safetensors', 'escapes.safetensors', st([('x\u00e9\\"', [1], [2.0])], {'k\n': 'v\u20ac\ud83d\ude00'}))
+put('safetensors', 'empty.safetensors', struct.pack('<Q', 2) + b'{}')
+ddpm = os.path.join(root, 'ddpm')
+if os.path.exists(ddpm):
+    tmp = os.path.join(out, 'safetensors', 'micro.safetensors')
+    subprocess.run([ddpm, 'export', '--model', os.path.join(out, 'checkpoint', 'micro.ckpt'), '--out', tmp], check=True,
+                   stderr=subprocess.DEVNULL)

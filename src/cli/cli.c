@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "model/safetensors.h"
 
 static const char *cmd_name = "ddpm";
 
@@ -138,7 +139,10 @@ const char *SAMPLE_FLAGS_HELP =
     "class-conditional models (num_classes in the config):\n"
     "  --label L           every image of class L (default: no label, the unconditional model)\n"
     "  --labels all        one row of the grid per class\n"
-    "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 2; 1 = no guidance)\n";
+    "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 2; 1 = no guidance)\n"
+    "  --noise ddpmc|torch the random numbers: ddpm.c's, one stream per image (default), or\n"
+    "                      PyTorch's: torch.manual_seed(S), then x_T and each step's z drawn as\n"
+    "                      torch.randn(batch, C, H, W); the images then depend on --batch\n";
 
 int parse_sample_flag(SampleArgs *sa, int argc, char **argv, int *i) {
     SampleOptions *o = &sa->opt;
@@ -162,7 +166,15 @@ int parse_sample_flag(SampleArgs *sa, int argc, char **argv, int *i) {
     else if (!strcmp(a, "--clip")) o->clip = 1;
     else if (!strcmp(a, "--no-clip")) o->clip = 0;
     else if (!strcmp(a, "--no-ema")) sa->no_ema = 1;
-    else if (!strcmp(a, "--batch")) o->batch = (int)parse_long(a, need_value(argc, argv, i), 1, 65536);
+    else if (!strcmp(a, "--batch")) {
+        o->batch = (int)parse_long(a, need_value(argc, argv, i), 1, 65536);
+        o->batch_given = 1;
+    } else if (!strcmp(a, "--noise")) {
+        const char *v = need_value(argc, argv, i);
+        if (!strcmp(v, "ddpmc")) o->noise = NOISE_DDPMC;
+        else if (!strcmp(v, "torch")) o->noise = NOISE_TORCH;
+        else usage_error("option --noise: '%s' is not ddpmc or torch", v);
+    }
     else if (!strcmp(a, "--label")) sa->label = (int)parse_long(a, need_value(argc, argv, i), 0, CFG_MAX_CLASSES - 1);
     else if (!strcmp(a, "--labels")) {
         const char *v = need_value(argc, argv, i);
@@ -205,8 +217,36 @@ void sample_args_free(SampleArgs *a) {
     a->opt.labels = NULL;
 }
 
-int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
+int load_safetensors_model(const char *path, const char *config, Unet *m, long long *step) {
     char err[ERR_LEN];
+    SafeTensors st;
+    if (safetensors_read(&st, path, err, sizeof err)) die("%s", err);
+    ModelConfig cfg;
+    const char *text = safetensors_meta(&st, "ddpm_config");
+    if (config) config_load(&cfg, config);
+    else if (!text) die("%s: no ddpm_config in its __metadata__: give the model's config with --config FILE", path);
+    else if (config_parse(&cfg, text, path, err, sizeof err)) die("%s (its ddpm_config metadata)", err);
+    unet_build(m, &cfg);
+    if (safetensors_to_params(&st, path, m, m->params, err, sizeof err)) die("%s", err);
+    const char *w = safetensors_meta(&st, "ddpm_weights"), *sp = safetensors_meta(&st, "ddpm_step");
+    if (step) *step = sp ? atoll(sp) : 0;
+    int ema = w && !strcmp(w, "ema");
+    safetensors_free(&st);
+    return ema;
+}
+
+int load_model_for_sampling(const char *path, const char *config, int no_ema, Checkpoint *ck, Unet *m, Schedule *s) {
+    char err[ERR_LEN];
+    if (safetensors_sniff(path)) {
+        memset(ck, 0, sizeof(*ck));
+        long long step;
+        int ema = load_safetensors_model(path, config, m, &step);
+        ck->cfg = m->cfg;
+        ck->st.step = step;
+        schedule_init(s, &ck->cfg);
+        return ema;
+    }
+    if (config) die("%s: --config is for safetensors files; a checkpoint carries its config", path);
     if (checkpoint_load(path, ck, err, sizeof(err))) die("%s", err);
     unet_build(m, &ck->cfg);
     if (m->n_params != ck->n_params) die("%s: %zu parameters, its config builds %zu", path, ck->n_params, m->n_params);

@@ -64,7 +64,13 @@ extern const char *SAMPLE_FLAGS_HELP;
 // Load a checkpoint for sampling: builds m with the EMA weights (or the raw ones if no_ema or
 // the run kept no EMA) and its schedule. Exits with a one-line message on any error.
 // Returns 1 if the EMA weights are used. ck keeps the training state (ck->st) for reports.
-int load_model_for_sampling(const char *path, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
+// A safetensors file (ddpm export) is read too: its weights as they are, the config from
+// config (a file) if given, else from its ddpm_config metadata; ck then has only cfg and st.step.
+int load_model_for_sampling(const char *path, const char *config, int no_ema, Checkpoint *ck, Unet *m, Schedule *s);
+// Build m from a safetensors file (config as above): every tensor of the config present with its
+// shape, nothing else. *step = its ddpm_step metadata (0 if none). Returns 1 if its
+// ddpm_weights metadata says "ema". Exits with a one-line message on any error.
+int load_safetensors_model(const char *path, const char *config, Unet *m, long long *step);
 // sample_images with the U-Net m as the network (its activations sized for the batch); the
 // objective and classes of opt are taken from m's config
 void sample_unet(Unet *m, const Schedule *s, const SampleOptions *opt, float *x, float *strip);

@@ -116,7 +116,7 @@ int cmd_eval(int argc, char **argv) {
         Checkpoint ck;
         Unet m;
         Schedule sch;
-        int use_ema = load_model_for_sampling(model, sa.no_ema, &ck, &m, &sch);
+        int use_ema = load_model_for_sampling(model, NULL, sa.no_ema, &ck, &m, &sch);
         if (ck.cfg.im_channels != 1 || ck.cfg.im_size != S)
             die("%s: the model makes %dx%dx%d images, the judge (%s) takes 1x%dx%d", model, ck.cfg.im_channels,
                 ck.cfg.im_size, ck.cfg.im_size, judge_path, S, S);

@@ -13,7 +13,8 @@ static const char *MAIN_HELP =
     "  info     print a config or checkpoint: parameters, FLOPs, training state\n"
     "  bench    measure training and sampling speed against the machine's FMA peak\n"
     "  judge    train the MNIST classifier used by eval (models/judge.bin)\n"
-    "  eval     sample and score: FLD, Inception Score, confident share, class histogram\n";
+    "  eval     sample and score: FLD, Inception Score, confident share, class histogram\n"
+    "  export   write a model's weights as safetensors (PyTorch state_dict names)\n";
 
 int main(int argc, char **argv) {
     // past a file-size limit (ulimit -f) a write fails with EFBIG, reported like a full disk,
@@ -28,6 +29,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "judge")) return cmd_judge(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm --help')\n", cmd);
     return 2;
 }

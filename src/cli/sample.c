@@ -24,11 +24,14 @@
 static const char *SAMPLE_HELP =
     "usage: ddpm sample --model CKPT [options]\n"
     "Generate images with the reverse process and write them as a PNG grid.\n"
-    "  --model CKPT        checkpoint written by 'ddpm train'\n"
+    "  --model CKPT        checkpoint written by 'ddpm train', or a safetensors file ('ddpm export',\n"
+    "                      tools/ddpm_pytorch_to_safetensors.py)\n"
+    "  --config FILE       the model config of a safetensors file without ddpm_config metadata\n"
     "  --n N               number of images (default 100)\n"
     "  --rows R            rows of the grid (default 10; with --labels all, the number of classes)\n"
     "  --out FILE.png      grid to write (default samples.png)\n"
     "  --idx FILE          also write the samples as an MNIST IDX image file (uint8)\n"
+    "  --floats FILE       also write the samples as raw float32 [n, C, H, W] in [-1, 1] (little-endian)\n"
     "  --strip FILE.png    also write the x0 estimate of the first --strip-n samples at 10 points\n"
     "                      of the reverse process (one row per sample)\n"
     "  --strip-n N         rows of the strip (default 8)\n"
@@ -37,7 +40,7 @@ static const char *SAMPLE_HELP =
 
 int cmd_sample(int argc, char **argv) {
     cli_set_command("ddpm sample");
-    const char *model = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL;
+    const char *model = NULL, *config = NULL, *out = "samples.png", *idx = NULL, *strip_path = NULL, *floats = NULL;
     SampleArgs sa;
     sample_args_default(&sa);
     SampleOptions *o = &sa.opt;
@@ -51,31 +54,36 @@ int cmd_sample(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(SAMPLE_HELP, stdout); fputs(SAMPLE_FLAGS_HELP, stdout); fputs(PRECISION_HELP, stdout); return 0; }
         else if (!strcmp(a, "--model")) model = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--config")) config = need_value(argc, argv, &i);
         else if (!strcmp(a, "--n")) o->n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000000);
         else if (!strcmp(a, "--rows")) { rows = parse_long(a, need_value(argc, argv, &i), 1, 100000); rows_given = 1; }
         else if (!strcmp(a, "--precision")) precision = parse_precision(need_value(argc, argv, &i));
         else if (parse_sample_flag(&sa, argc, argv, &i)) continue;
         else if (!strcmp(a, "--out")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--idx")) idx = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--floats")) floats = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip")) strip_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--strip-n")) o->strip_n = (int)parse_long(a, need_value(argc, argv, &i), 1, 1000);
         else if (!strcmp(a, "--threads")) threads = parse_long(a, need_value(argc, argv, &i), 1, MAX_THREADS);
         else usage_error("unknown option '%s'", a);
     }
     if (!model) usage_error("--model CKPT is required");
-    refuse_same_file("--out", out, 3, "--model", model, "--idx", idx, "--strip", strip_path);
+    if (o->noise == NOISE_TORCH && !o->batch_given) o->batch = o->n; // one tensor, as sample_ddpm.py
+    refuse_same_file("--out", out, 4, "--model", model, "--idx", idx, "--strip", strip_path, "--config", config);
     refuse_same_file("--idx", idx, 2, "--model", model, "--strip", strip_path);
     refuse_same_file("--strip", strip_path, 1, "--model", model);
     refuse_bad_output(out);
     refuse_bad_output(idx);
     refuse_bad_output(strip_path);
+    refuse_same_file("--floats", floats, 5, "--model", model, "--out", out, "--idx", idx, "--strip", strip_path, "--config", config);
+    refuse_bad_output(floats);
     set_threads((int)threads);
     use_precision(precision);
     Checkpoint ck;
     Unet m;
     Schedule s;
     char err[ERR_LEN];
-    int use_ema = load_model_for_sampling(model, sa.no_ema, &ck, &m, &s);
+    int use_ema = load_model_for_sampling(model, config, sa.no_ema, &ck, &m, &s);
     int C = ck.cfg.im_channels, S = ck.cfg.im_size, D = C * S * S;
     if (o->strip_n > o->n) o->strip_n = o->n;
     if (sa.labels_all && !rows_given) rows = ck.cfg.num_classes;
@@ -94,6 +102,7 @@ int cmd_sample(int argc, char **argv) {
         if (idx_write_images(idx, px, o->n, S, S, err, sizeof(err))) die("%s", err);
         free(px);
     }
+    if (floats && write_file_atomic(floats, x, (size_t)o->n * D * sizeof(float), err, sizeof(err))) die("%s", err);
     if (strip && write_png_grid(strip_path, strip, o->strip_n * o->strip_k, C, S, S, o->strip_k, 2, err, sizeof(err)))
         die("%s", err);
     fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",

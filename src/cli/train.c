@@ -30,6 +30,9 @@ static const char *TRAIN_HELP =
     "       ddpm train --resume [CKPT] [options]      continue a run exactly\n"
     "Train the U-Net noise predictor on MNIST-format data (DDPM, MSE on the noise, Adam).\n"
     "  --config FILE      model config (e.g. models/small.cfg)\n"
+    "  --init FILE        start the new run from the weights of a safetensors file ('ddpm export',\n"
+    "                     tools/ddpm_pytorch_to_safetensors.py): fine-tuning; the config comes from\n"
+    "                     its metadata, or from --config; Adam starts afresh, the EMA from the weights\n"
     "  --data DIR         MNIST IDX files (gz or not), or a folder of PNG/JPEG images (default data)\n"
     "  --out CKPT         checkpoint to write (default models/ddpm.ckpt; with --resume, the\n"
     "                     checkpoint resumed from)\n"
@@ -66,7 +69,7 @@ static void on_signal(int sig) { stop_signal = sig; }
 
 // the command line (-1: not given)
 typedef struct {
-    const char *config, *data_dir, *out, *log_path, *resume, *sample_dir;
+    const char *config, *data_dir, *out, *log_path, *resume, *sample_dir, *init;
     long steps, epochs, batch, seed, save_every, keep_every, limit, threads, warmup, log_every, sample_every;
     double lr, ema, grad_clip;
     int resume_flag, lr_decay; // lr_decay: -1 unset, 0 none, 1 cosine
@@ -82,6 +85,7 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { fputs(TRAIN_HELP, stdout); return 1; }
         else if (!strcmp(o, "--config")) a->config = need_value(argc, argv, &i);
+        else if (!strcmp(o, "--init")) a->init = need_value(argc, argv, &i);
         else if (!strcmp(o, "--data")) a->data_dir = need_value(argc, argv, &i);
         else if (!strcmp(o, "--out")) a->out = need_value(argc, argv, &i);
         else if (!strcmp(o, "--steps")) a->steps = parse_long(o, need_value(argc, argv, &i), 1, 1000000000L);
@@ -112,11 +116,12 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
         } else usage_error("unknown option '%s'", o);
     }
     if (a->steps > 0 && a->epochs > 0) usage_error("give --steps or --epochs, not both");
-    if (!a->resume_flag && !a->config) usage_error("--config FILE is required (or --resume to continue a run)");
+    if (!a->resume_flag && !a->config && !a->init) usage_error("--config FILE is required (or --resume to continue a run)");
+    if (a->resume_flag && a->init) usage_error("--init starts a new run; --resume continues one: give one of them");
     // a resumed run continues the file it came from, unless --out says otherwise
     if (a->resume_flag && !a->resume) a->resume = a->out ? a->out : "models/ddpm.ckpt";
     if (!a->out) a->out = a->resume_flag ? a->resume : "models/ddpm.ckpt";
-    refuse_same_file("--out", a->out, 2, "--config", a->config, "--log", a->log_path);
+    refuse_same_file("--out", a->out, 3, "--config", a->config, "--log", a->log_path, "--init", a->init);
     refuse_same_file("--log", a->log_path, 2, "--config", a->config, "--resume", a->resume);
     refuse_data_file("--out", a->out, a->data_dir);
     refuse_data_file("--log", a->log_path, a->data_dir);
@@ -125,12 +130,21 @@ static int parse_args(TrainArgs *a, int argc, char **argv) {
 }
 
 // The run's model and state: from the checkpoint (every flag given must agree with it), or new
-// from the config and the flags. ck is loaded (and must be freed) when resuming.
-static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, TrainState *st) {
+// from the config and the flags. ck is loaded (and must be freed) when resuming. With --init,
+// *init_w receives the file's weights (malloc'ed; NULL otherwise).
+static void init_run(const TrainArgs *a, Checkpoint *ck, ModelConfig *cfg, TrainState *st, float **init_w) {
     memset(st, 0, sizeof(*st));
     char err[ERR_LEN];
+    *init_w = NULL;
     if (!a->resume_flag) {
-        config_load(cfg, a->config);
+        if (a->init) {
+            Unet w;
+            load_safetensors_model(a->init, a->config, &w, NULL);
+            *cfg = w.cfg;
+            *init_w = mallocCheck(w.n_params * sizeof(float));
+            memcpy(*init_w, w.params, w.n_params * sizeof(float));
+            unet_free(&w);
+        } else config_load(cfg, a->config);
         st->batch = a->batch > 0 ? (int)a->batch : 64;
         st->lr = a->lr > 0 ? (float)a->lr : 1e-4f;
         st->beta1 = 0.9f;
@@ -388,8 +402,9 @@ int cmd_train(int argc, char **argv) {
     Checkpoint ck;
     ModelConfig cfg;
     TrainState st;
-    init_run(&a, &ck, &cfg, &st);
-    const char *src = a.resume_flag ? a.resume : a.config;
+    float *init_w;
+    init_run(&a, &ck, &cfg, &st, &init_w);
+    const char *src = a.resume_flag ? a.resume : a.init ? a.init : a.config;
     if (cfg.im_channels != 1) die("%s: im_channels = %d, but the data loader reads 1-channel (grayscale) images", src, cfg.im_channels);
     Dataset data;
     char err[ERR_LEN];
@@ -415,9 +430,14 @@ int cmd_train(int argc, char **argv) {
     Trainer tr;
     trainer_init(&tr, &cfg, &st, &data, a.resume_flag ? &ck : NULL);
     if (a.resume_flag) checkpoint_free(&ck);
+    if (init_w) { // fine-tuning: the file's weights (and the EMA from them) instead of the init
+        memcpy(tr.model.params, init_w, tr.model.n_params * sizeof(float));
+        if (tr.ema) memcpy(tr.ema, init_w, tr.model.n_params * sizeof(float));
+        free(init_w);
+    }
     double macs = unet_forward_macs(&tr.model);
     fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads\n",
-            a.resume_flag ? "resuming" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
+            a.resume_flag ? "resuming" : a.init ? "new run from the weights of --init" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
     const ModelConfig *mc = &tr.model.cfg;
     char extra[200] = "";
     if (mc->objective == OBJECTIVE_EDM) snprintf(extra, sizeof extra, " (sigma_data %.4f)", mc->sigma_data);

@@ -101,8 +101,11 @@ double ddpm_sigma2(const Schedule *s, int t, SigmaKind sk) {
     return sk == SIGMA_POSTERIOR ? (double)s->posterior_var[t] : (double)s->betas[t];
 }
 
-void ddpm_step(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
-               SigmaKind sk, Rng *rng, long n) {
+// z[i] if z is given, else the next rng_normal(rng)
+static inline double noise_at(Rng *rng, const float *z, long i) { return z ? (double)z[i] : (double)rng_normal(rng); }
+
+static void ddpm_step_any(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                          SigmaKind sk, Rng *rng, const float *z, long n) {
     check_t(s, t, "ddpm_step");
     // mean = (1/sqrt(alpha_t)) (x_t - beta_t/sqrt(1 - ab_t) eps)
     double c1 = s->inv_sqrt_alpha[t];
@@ -111,12 +114,22 @@ void ddpm_step(float *x_prev, const float *xt, const float *eps_pred, int t, con
         for (long i = 0; i < n; i++) x_prev[i] = (float)(c1 * (xt[i] - c2 * eps_pred[i]));
         return;
     }
-    if (!rng) die("ddpm_step: t = %d > 0 needs an rng", t);
+    if (!rng && !z) die("ddpm_step: t = %d > 0 needs an rng", t);
     double sigma = sqrt(ddpm_sigma2(s, t, sk));
     for (long i = 0; i < n; i++) {
         double mean = c1 * (xt[i] - c2 * eps_pred[i]);
-        x_prev[i] = (float)(mean + sigma * rng_normal(rng));  // x_{t-1} = mean + sigma_t z
+        x_prev[i] = (float)(mean + sigma * noise_at(rng, z, i));  // x_{t-1} = mean + sigma_t z
     }
+}
+
+void ddpm_step(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+               SigmaKind sk, Rng *rng, long n) {
+    ddpm_step_any(x_prev, xt, eps_pred, t, s, sk, rng, NULL, n);
+}
+
+void ddpm_step_z(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                 SigmaKind sk, const float *z, long n) {
+    ddpm_step_any(x_prev, xt, eps_pred, t, s, sk, NULL, z, n);
 }
 
 void predict_x0(float *x0, const float *xt, const float *eps_pred, int t, const Schedule *s, long n) {
@@ -140,8 +153,8 @@ int ddim_timesteps(int *ts, int K, int T) {
     return K;
 }
 
-void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
-               int clip_x0, const Schedule *s, Rng *rng, long n) {
+static void ddim_step_any(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
+                          int clip_x0, const Schedule *s, Rng *rng, const float *z, long n) {
     check_t(s, t, "ddim_step");
     if (t_prev < -1 || t_prev >= t) die("ddim_step: need -1 <= t_prev < t (got t = %d, t_prev = %d)", t, t_prev);
     double ab = s->alpha_bar64[t];
@@ -152,30 +165,50 @@ void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int
     double c_dir = sqrt(dir2 > 0.0 ? dir2 : 0.0);
     double sa = sqrt(ab), s1m = sqrt(1.0 - ab), sa_prev = sqrt(ab_prev);
     int noisy = sigma > 0.0;
-    if (noisy && !rng) die("ddim_step: eta > 0 needs an rng");
+    if (noisy && !rng && !z) die("ddim_step: eta > 0 needs an rng");
     for (long i = 0; i < n; i++) {
         double x0 = (xt[i] - s1m * eps_pred[i]) / sa;  // x0_hat
         if (clip_x0) x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
         double v = sa_prev * x0 + c_dir * eps_pred[i];
-        if (noisy) v += sigma * rng_normal(rng);
+        if (noisy) v += sigma * noise_at(rng, z, i);
         x_prev[i] = (float)v;
     }
 }
 
-void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
-                       SigmaKind sk, Rng *rng, long n) {
+void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
+               int clip_x0, const Schedule *s, Rng *rng, long n) {
+    ddim_step_any(x_prev, xt, eps_pred, t, t_prev, eta, clip_x0, s, rng, NULL, n);
+}
+
+void ddim_step_z(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
+                 int clip_x0, const Schedule *s, const float *z, long n) {
+    ddim_step_any(x_prev, xt, eps_pred, t, t_prev, eta, clip_x0, s, NULL, z, n);
+}
+
+static void ddpm_step_clipped_any(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                                  SigmaKind sk, Rng *rng, const float *z, long n) {
     check_t(s, t, "ddpm_step_clipped");
     double ab = s->alpha_bar64[t], ab_prev = t > 0 ? s->alpha_bar64[t - 1] : 1.0;
     double beta = s->betas[t], alpha = 1.0 - beta;
     double c0 = sqrt(ab_prev) * beta / (1.0 - ab), ct = sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab);
     double sigma = sqrt(ddpm_sigma2(s, t, sk));
     double sa = sqrt(ab), s1m = sqrt(1.0 - ab);
-    if (t > 0 && !rng) die("ddpm_step_clipped: t > 0 needs an rng");
+    if (t > 0 && !rng && !z) die("ddpm_step_clipped: t > 0 needs an rng");
     for (long i = 0; i < n; i++) {
         double x0 = (xt[i] - s1m * eps_pred[i]) / sa;
         x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
         double v = c0 * x0 + ct * xt[i];
-        if (t > 0) v += sigma * rng_normal(rng);
+        if (t > 0) v += sigma * noise_at(rng, z, i);
         x_prev[i] = (float)v;
     }
+}
+
+void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                       SigmaKind sk, Rng *rng, long n) {
+    ddpm_step_clipped_any(x_prev, xt, eps_pred, t, s, sk, rng, NULL, n);
+}
+
+void ddpm_step_clipped_z(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                         SigmaKind sk, const float *z, long n) {
+    ddpm_step_clipped_any(x_prev, xt, eps_pred, t, s, sk, NULL, z, n);
 }

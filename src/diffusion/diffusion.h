@@ -59,6 +59,14 @@ void ddpm_step(float *x_prev, const float *xt, const float *eps_pred, int t, con
 void ddpm_step_clipped(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
                        SigmaKind sk, Rng *rng, long n);
 double ddpm_sigma2(const Schedule *s, int t, SigmaKind sk);
+// The three steps with the noise given: z[i] (n values, read only when the step draws) in place
+// of the rng's draws (e.g. PyTorch's random numbers, core/torch_rng.h).
+void ddpm_step_z(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                 SigmaKind sk, const float *z, long n);
+void ddpm_step_clipped_z(float *x_prev, const float *xt, const float *eps_pred, int t, const Schedule *s,
+                         SigmaKind sk, const float *z, long n);
+void ddim_step_z(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
+                 int clip_x0, const Schedule *s, const float *z, long n);
 
 // x0_hat = clamp((x_t - sqrt(1-ab_t) eps_pred)/sqrt(ab_t), -1, 1)
 void predict_x0(float *x0, const float *xt, const float *eps_pred, int t, const Schedule *s, long n);

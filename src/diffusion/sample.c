@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/torch_rng.h"
 #include "diffusion/objective.h"
 
 static void progress_line(const char *what, long done, long total, double t0) {
@@ -135,6 +136,10 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
     den.yin = mallocCheck(2 * (size_t)B * sizeof(int));
     den.f = alignedCalloc(nD * sizeof(float));
     Rng *rngs = mallocCheck((size_t)B * sizeof(Rng));
+    int torch = opt->noise == NOISE_TORCH;
+    TorchGen *tg = torch ? mallocCheck(sizeof(TorchGen)) : NULL;
+    float *zb = torch ? alignedCalloc(nD * sizeof(float)) : NULL; // a step's z for the batch
+    if (torch) torch_manual_seed(tg, opt->seed);
     long total = (long)n_steps * ((opt->n + B - 1) / B), done = 0;
     double t0 = now_seconds(), last = 0;
     int tty = opt->progress && isatty(2);
@@ -143,8 +148,9 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
         size_t n = (size_t)nb * D;
         den.nb = nb;
         den.labels = opt->labels ? opt->labels + i0 : NULL;
-        // z ~ N(0, I), one stream per image; x_T = z (VP) or sigma_max z (VE)
-        for (int b = 0; b < nb; b++) {
+        // z ~ N(0, I), one stream per image (or torch.randn(nb, C, H, W)); x_T = z (VP) or sigma_max z (VE)
+        if (torch) torch_randn(tg, xb, (long)nb * D);
+        else for (int b = 0; b < nb; b++) {
             rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(i0 + b) + 1);
             rng_fill_normal(&rngs[b], xb + (size_t)b * D, D);
         }
@@ -162,10 +168,19 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
                         predict_x0(strip + ((size_t)(i0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
                     next_strip++;
                 }
+                int t_prev = opt->sampler == SAMPLER_DDIM ? (si > 0 ? ts[si - 1] : -1) : t - 1;
+                int noisy = opt->sampler == SAMPLER_DDIM ? opt->eta > 0 && t_prev >= 0 : t > 0;
+                if (torch && noisy) torch_randn(tg, zb, (long)nb * D); // z = torch.randn(nb, C, H, W)
                 for (int b = 0; b < nb; b++) {
                     float *xi = xb + (size_t)b * D;
-                    const float *ei = eps + (size_t)b * D;
-                    if (opt->sampler == SAMPLER_DDIM)
+                    const float *ei = eps + (size_t)b * D, *zi = torch ? zb + (size_t)b * D : NULL;
+                    if (torch && opt->sampler == SAMPLER_DDIM)
+                        ddim_step_z(tmp, xi, ei, t, t_prev, opt->eta, opt->clip, s, zi, D);
+                    else if (torch && opt->clip)
+                        ddpm_step_clipped_z(tmp, xi, ei, t, s, opt->sigma, zi, D);
+                    else if (torch)
+                        ddpm_step_z(tmp, xi, ei, t, s, opt->sigma, zi, D);
+                    else if (opt->sampler == SAMPLER_DDIM)
                         ddim_step(tmp, xi, ei, t, si > 0 ? ts[si - 1] : -1, opt->eta, opt->clip, s, &rngs[b], D);
                     else if (opt->clip)
                         ddpm_step_clipped(tmp, xi, ei, t, s, opt->sigma, &rngs[b], D);
@@ -228,6 +243,7 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
         progress_line("sampling", done, total, t0);
         fputc('\n', stderr);
     }
+    free(tg); free(zb);
     free(ts); free(sig); free(tmp); free(xb); free(x2); free(d0); free(d1); free(dprev); free(rngs);
     free(den.xin); free(den.tin); free(den.yin); free(den.f);
 }
@@ -249,11 +265,15 @@ void sample_describe(char *buf, size_t n, const SampleOptions *opt) {
     char g[64] = "";
     if (opt->num_classes > 0 && opt->labels) snprintf(g, sizeof g, ", guidance %g", opt->guidance);
     const char *cl = opt->clip ? ", clipped x0" : "";
+    char tn[64] = "";
+    if (opt->noise == NOISE_TORCH) snprintf(tn, sizeof tn, ", PyTorch noise (batch %d)", opt->batch < opt->n ? opt->batch : opt->n);
+    char gt[140];
+    snprintf(gt, sizeof gt, "%s%s", g, tn);
     switch (opt->sampler) {
-    case SAMPLER_DDIM: snprintf(buf, n, "DDIM %d steps, eta %g%s%s", opt->steps, opt->eta, cl, g); break;
-    case SAMPLER_HEUN: snprintf(buf, n, "Heun %d steps (%d evaluations)%s%s", opt->steps, 2 * opt->steps - 1, cl, g); break;
-    case SAMPLER_DPMPP2M: snprintf(buf, n, "DPM++ 2M %d steps%s%s", opt->steps, cl, g); break;
+    case SAMPLER_DDIM: snprintf(buf, n, "DDIM %d steps, eta %g%s%s", opt->steps, opt->eta, cl, gt); break;
+    case SAMPLER_HEUN: snprintf(buf, n, "Heun %d steps (%d evaluations)%s%s", opt->steps, 2 * opt->steps - 1, cl, gt); break;
+    case SAMPLER_DPMPP2M: snprintf(buf, n, "DPM++ 2M %d steps%s%s", opt->steps, cl, gt); break;
     default:
-        snprintf(buf, n, "DDPM (%s)%s%s", opt->sigma == SIGMA_BETA ? "sigma^2 = beta" : "posterior sigma", cl, g);
+        snprintf(buf, n, "DDPM (%s)%s%s", opt->sigma == SIGMA_BETA ? "sigma^2 = beta" : "posterior sigma", cl, gt);
     }
 }

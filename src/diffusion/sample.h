@@ -10,6 +10,7 @@
 // sigma_K = 0, with smin, smax the schedule's sigma_0 and sigma_{T-1}.
 // Class-conditional models: classifier-free guidance F = F_u + w (F_c - F_u) (Ho & Salimans 2022),
 // F_u at the null label; w = 1 is the conditional model alone, w = 0 the unconditional one.
+// Noise: one RNG stream per image (image i depends only on seed and i), or PyTorch's (NOISE_TORCH).
 #ifndef DDPM_SAMPLE_H
 #define DDPM_SAMPLE_H
 
@@ -20,6 +21,11 @@
 #include "diffusion/diffusion.h"
 
 typedef enum { SAMPLER_DDPM = 0, SAMPLER_DDIM = 1, SAMPLER_HEUN = 2, SAMPLER_DPMPP2M = 3 } SamplerKind;
+// NOISE_DDPMC: one stream per image (image i depends only on seed and i);
+// NOISE_TORCH: PyTorch's, as torch.manual_seed(seed) then, per batch of nb images, x_T =
+// torch.randn(nb, C, H, W) and each noisy step's z = torch.randn(nb, C, H, W) (one generator for
+// the whole run: the images depend on the batch size; batch = n is DDPM-Pytorch's sample_ddpm.py)
+typedef enum { NOISE_DDPMC = 0, NOISE_TORCH = 1 } NoiseKind;
 
 typedef struct {
     SamplerKind sampler;
@@ -29,8 +35,10 @@ typedef struct {
     float rho;           // Karras spacing of the sigmas (Heun, DPM++), 7 if 0
     int clip;            // clip the x0 estimate to [-1, 1] inside each step
     uint64_t seed;
+    NoiseKind noise;
     int n;               // images
     int batch;           // images per forward pass (2x that with guidance)
+    int batch_given;     // set by --batch (else the command's default)
     int strip_n, strip_k; // x0-estimate strip: first strip_n images at strip_k points (0 = none)
     int progress;        // print progress to stderr
     // the model (from its config)

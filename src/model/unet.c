@@ -20,9 +20,10 @@
 // ---------------------------------------------------------------------------------------
 // layout: parameters are registered in state_dict order; activations get per-image offsets
 
-static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, size_t numel, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, size_t numel, const char *fmt, ...) {
+// shape: up to 4 dims, PyTorch's (the unused ones 0); numel is their product
+static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, int d0, int d1, int d2, int d3, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, int d0, int d1, int d2, int d3, const char *fmt, ...) {
     if (m->n_tensors == m->cap_tensors) {
         m->cap_tensors = m->cap_tensors ? 2 * m->cap_tensors : 64;
         ParamTensor *t = mallocCheck((size_t)m->cap_tensors * sizeof(ParamTensor));
@@ -35,6 +36,13 @@ static size_t add_param(Unet *m, InitKind init, int fan_in, int fan_out, size_t 
     va_start(ap, fmt);
     vsnprintf(p->name, sizeof(p->name), fmt, ap);
     va_end(ap);
+    int dims[4] = {d0, d1, d2, d3};
+    size_t numel = 1;
+    p->ndim = 0;
+    for (int k = 0; k < 4 && dims[k] > 0; k++) {
+        p->shape[p->ndim++] = dims[k];
+        numel *= (size_t)dims[k];
+    }
     p->offset = m->n_params;
     p->numel = numel;
     p->init = init;
@@ -91,13 +99,19 @@ static void need_ws(Unet *m, size_t floats) {
 
 // conv weight [co, ci, k, k] and bias, PyTorch default init U(+-1/sqrt(ci k k))
 static void add_conv(Unet *m, size_t *w, size_t *b, int ci, int co, int k, const char *prefix) {
-    *w = add_param(m, INIT_UNIFORM_FAN_IN, ci * k * k, 0, (size_t)co * ci * k * k, "%s.weight", prefix);
-    *b = add_param(m, INIT_UNIFORM_FAN_IN, ci * k * k, 0, co, "%s.bias", prefix);
+    *w = add_param(m, INIT_UNIFORM_FAN_IN, ci * k * k, 0, co, ci, k, k, "%s.weight", prefix);
+    *b = add_param(m, INIT_UNIFORM_FAN_IN, ci * k * k, 0, co, 0, 0, 0, "%s.bias", prefix);
+}
+
+// nn.Linear weight [out, in] and bias, U(+-1/sqrt(in))
+static void add_linear(Unet *m, size_t *w, size_t *b, int in, int out, const char *prefix) {
+    *w = add_param(m, INIT_UNIFORM_FAN_IN, in, 0, out, in, 0, 0, "%s.weight", prefix);
+    *b = add_param(m, INIT_UNIFORM_FAN_IN, in, 0, out, 0, 0, 0, "%s.bias", prefix);
 }
 
 static void add_groupnorm(Unet *m, size_t *w, size_t *b, int c, const char *prefix) {
-    *w = add_param(m, INIT_ONE, 0, 0, c, "%s.weight", prefix);
-    *b = add_param(m, INIT_ZERO, 0, 0, c, "%s.bias", prefix);
+    *w = add_param(m, INIT_ONE, 0, 0, c, 0, 0, 0, "%s.weight", prefix);
+    *b = add_param(m, INIT_ZERO, 0, 0, c, 0, 0, 0, "%s.bias", prefix);
 }
 
 // the parameters of one block, in the reference module's registration order
@@ -114,7 +128,7 @@ static void layout_block_params(Unet *m, Block *bk, const char *pre) {
     for (int i = 0; i < bk->n_res; i++) {
         ResnetLayer *r = &bk->res[i];
         snprintf(name, sizeof(name), "%s.t_emb_layers.%d.1", pre, i);
-        add_conv(m, &r->temb_w, &r->temb_b, D, r->cout, 1, name);
+        add_linear(m, &r->temb_w, &r->temb_b, D, r->cout, name);
     }
     for (int i = 0; i < bk->n_res; i++) {
         ResnetLayer *r = &bk->res[i];
@@ -131,10 +145,10 @@ static void layout_block_params(Unet *m, Block *bk, const char *pre) {
     for (int i = 0; i < bk->n_attn; i++) {
         AttnLayer *a = &bk->attn[i];
         int C = a->C;
-        a->in_w = add_param(m, INIT_XAVIER, C, 3 * C, 3 * (size_t)C * C, "%s.attentions.%d.in_proj_weight", pre, i);
-        a->in_b = add_param(m, INIT_ZERO, 0, 0, 3 * (size_t)C, "%s.attentions.%d.in_proj_bias", pre, i);
-        a->out_w = add_param(m, INIT_UNIFORM_FAN_IN, C, 0, (size_t)C * C, "%s.attentions.%d.out_proj.weight", pre, i);
-        a->out_b = add_param(m, INIT_ZERO, 0, 0, C, "%s.attentions.%d.out_proj.bias", pre, i);
+        a->in_w = add_param(m, INIT_XAVIER, C, 3 * C, 3 * C, C, 0, 0, "%s.attentions.%d.in_proj_weight", pre, i);
+        a->in_b = add_param(m, INIT_ZERO, 0, 0, 3 * C, 0, 0, 0, "%s.attentions.%d.in_proj_bias", pre, i);
+        a->out_w = add_param(m, INIT_UNIFORM_FAN_IN, C, 0, C, C, 0, 0, "%s.attentions.%d.out_proj.weight", pre, i);
+        a->out_b = add_param(m, INIT_ZERO, 0, 0, C, 0, 0, 0, "%s.attentions.%d.out_proj.bias", pre, i);
     }
     for (int i = 0; i < bk->n_res; i++) {
         ResnetLayer *r = &bk->res[i];
@@ -148,8 +162,8 @@ static void layout_block_params(Unet *m, Block *bk, const char *pre) {
     if (bk->resample && bk->kind == BLOCK_UP) {
         // ConvTranspose2d weight [Cin, Cout, 4, 4]: PyTorch's fan_in is weight.size(1) * 16
         int c = bk->samp_c;
-        bk->samp_w = add_param(m, INIT_UNIFORM_FAN_IN, c * 16, 0, (size_t)c * c * 16, "%s.up_sample_conv.weight", pre);
-        bk->samp_b = add_param(m, INIT_UNIFORM_FAN_IN, c * 16, 0, c, "%s.up_sample_conv.bias", pre);
+        bk->samp_w = add_param(m, INIT_UNIFORM_FAN_IN, c * 16, 0, c, c, 4, 4, "%s.up_sample_conv.weight", pre);
+        bk->samp_b = add_param(m, INIT_UNIFORM_FAN_IN, c * 16, 0, c, 0, 0, 0, "%s.up_sample_conv.bias", pre);
     }
 }
 
@@ -279,12 +293,10 @@ static void unet_layout(Unet *m, const ModelConfig *c) {
     }
 
     // parameters, state_dict order
-    m->t1_w = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, (size_t)D * D, "t_proj.0.weight");
-    m->t1_b = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, D, "t_proj.0.bias");
-    m->t2_w = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, (size_t)D * D, "t_proj.2.weight");
-    m->t2_b = add_param(m, INIT_UNIFORM_FAN_IN, D, 0, D, "t_proj.2.bias");
+    add_linear(m, &m->t1_w, &m->t1_b, D, D, "t_proj.0");
+    add_linear(m, &m->t2_w, &m->t2_b, D, D, "t_proj.2");
     if (c->num_classes > 0) // nn.Embedding(num_classes + 1, D): the last row is the null label
-        m->class_emb = add_param(m, INIT_NORMAL, 0, 0, (size_t)(c->num_classes + 1) * D, "class_emb.weight");
+        m->class_emb = add_param(m, INIT_NORMAL, 0, 0, c->num_classes + 1, D, 0, 0, "class_emb.weight");
     add_conv(m, &m->conv_in_w, &m->conv_in_b, c->im_channels, c->down_channels[0], 3, "conv_in");
     char pre[32];
     for (int i = 0; i < nd; i++) {

@@ -18,7 +18,8 @@ typedef enum { INIT_UNIFORM_FAN_IN, INIT_XAVIER, INIT_ONE, INIT_ZERO, INIT_NORMA
 typedef struct {
     char name[96];   // PyTorch state_dict key, e.g. "downs.0.resnet_conv_first.1.2.weight"
     size_t offset;   // into params
-    size_t numel;
+    size_t numel;    // the product of shape
+    int ndim, shape[4]; // PyTorch's shape, e.g. conv [out, in, k, k], ConvTranspose2d [in, out, k, k]
     InitKind init;
     int fan_in, fan_out;
 } ParamTensor;

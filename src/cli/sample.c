@@ -20,6 +20,7 @@
 #include "diffusion/sample.h"
 #include "model/unet.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 
 static const char *SAMPLE_HELP =
     "usage: ddpm sample --model CKPT [options]\n"
@@ -33,6 +34,7 @@ static const char *SAMPLE_HELP =
     "                      of the reverse process (one row per sample)\n"
     "  --strip-n N         rows of the strip (default 8)\n"
     "  --threads N         OpenMP threads\n"
+    "Under mpirun (make MPI=1) each rank samples a share of the images (the same images); rank 0 writes.\n"
     "sampling:\n";
 
 int cmd_sample(int argc, char **argv) {
@@ -78,9 +80,21 @@ int cmd_sample(int argc, char **argv) {
     if (opt.strip_n > opt.n) opt.strip_n = opt.n;
     float *x = alignedCalloc((size_t)opt.n * D * sizeof(float));
     float *strip = strip_path ? alignedCalloc((size_t)opt.strip_n * opt.strip_k * D * sizeof(float)) : NULL;
-    print_sampling_banner("ddpm sample", opt.n, &opt, use_ema, (long long)ck.st.step);
+    int root = dist_root();
+    if (root) print_sampling_banner("ddpm sample", opt.n, &opt, use_ema, (long long)ck.st.step);
     double t0 = now_seconds();
-    sample_unet(&m, &s, &opt, x, strip);
+    // image i depends only on (seed, i): rank r samples images [lo, hi), rank 0 gathers them
+    int lo, hi;
+    dist_slice(opt.n, &lo, &hi);
+    SampleOptions mine = opt;
+    mine.first = lo;
+    mine.n = hi - lo;
+    mine.progress = opt.progress && root;
+    if (mine.n > 0) sample_unet(&m, &s, &mine, x + (size_t)lo * D, strip);
+    dist_gather_rows_root(x, opt.n, (size_t)D);
+    // strip rows are images 0 .. strip_n - 1, each written by one rank into zeros: the sum is a gather
+    if (strip) dist_sum_floats(strip, (size_t)opt.strip_n * opt.strip_k * D);
+    if (!root) goto done;
     long cols = (opt.n + rows - 1) / rows;
     if (write_png_grid(out, x, opt.n, C, S, S, (int)cols, 2, err, sizeof(err))) die("%s", err);
     if (idx) {
@@ -94,6 +108,7 @@ int cmd_sample(int argc, char **argv) {
         die("%s", err);
     fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",
             strip_path ? ", " : "", strip_path ? strip_path : "", now_seconds() - t0);
+done:
     free(x); free(strip);
     schedule_free(&s);
     unet_free(&m);

@@ -23,6 +23,7 @@
 #include "diffusion/sample.h"
 #include "model/unet.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static const char *TRAIN_HELP =
@@ -59,7 +60,8 @@ static const char *TRAIN_HELP =
     "  --precision fp32|bf16  matrix products in fp32 (default) or with bf16 inputs and fp32\n"
     "                     accumulation (AVX512_BF16 CPUs); kept in the checkpoint\n"
     "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
-    "Same seed and thread count give byte-identical checkpoints, resumed or not.\n";
+    "Same seed and thread count give byte-identical checkpoints, resumed or not.\n"
+    "Under mpirun (make MPI=1) the ranks share each batch; rank 0 logs and saves (README).\n";
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
@@ -276,15 +278,17 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     double t_rate = t0, recent = 0; // images/s over the last seconds (speed and ETA follow the machine's load)
     long rate_step = tr->st.step;
     long start_step = tr->st.step;
-    int status = 0;
+    int status = 0, root = dist_root();
     ThreadTuner tu;
     tuner_init(&tu, threads_in_use());
     while (tr->st.step < total) {
         tuner_begin(&tu);
         float loss = trainer_step(tr);
         tuner_end(&tu, B);
-        if (!isfinite(loss)) {
-            fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
+        stop_signal = dist_max_int(stop_signal); // a signal to any rank stops every rank
+        if (!isfinite(loss)) { // the loss of the global batch: every rank stops here
+            if (root)
+                fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
                     isnan(loss) ? "NaN" : "infinite", (long long)tr->st.step + 1, a->out);
             status = 1;
             break;
@@ -295,7 +299,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
         long step = tr->st.step;
         double now = now_seconds();
         int last = step == total, row = step % a->log_every == 0 || last;
-        if (row || (tty && now - t_window > 0.5)) {
+        if (root && (row || (tty && now - t_window > 0.5))) {
             double ips = (double)(step - start_step) * B / (now - t0);
             if (now - t_rate >= 2.0 || recent == 0) { // a window of at least 2 s, smoothed
                 double w = (double)(step - rate_step) * B / (now - t_rate);
@@ -316,19 +320,20 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
             if (row) csv_row(log, tr, step, ips, now - t0, lr_now, a->log_path, a->out);
             t_window = now;
         }
-        if (a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
-        if ((a->save_every > 0 && step % a->save_every == 0) || last || stop_signal) save_or_die(tr, a->out);
-        if (a->keep_every > 0 && step % a->keep_every == 0) keep_copy(tr, a->out, step);
+        if (root && a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
+        if (root && ((a->save_every > 0 && step % a->save_every == 0) || last || stop_signal)) save_or_die(tr, a->out);
+        if (root && a->keep_every > 0 && step % a->keep_every == 0) keep_copy(tr, a->out, step);
         if (stop_signal) {
-            fprintf(stderr, "\nddpm train: interrupted by signal %d at step %ld; checkpoint saved to %s (continue with --resume)\n",
+            if (root)
+                fprintf(stderr, "\nddpm train: interrupted by signal %d at step %ld; checkpoint saved to %s (continue with --resume)\n",
                     (int)stop_signal, step, a->out);
             status = 130;
             break;
         }
     }
-    if (tty) fputc('\n', stderr);
+    if (tty && root) fputc('\n', stderr);
     set_threads(tu.max);
-    if (status == 0)
+    if (status == 0 && root)
         fprintf(stderr, "ddpm train: done, step %lld, %.1f s, checkpoint %s\n", (long long)tr->st.step, now_seconds() - t0, a->out);
     return status;
 }
@@ -378,7 +383,8 @@ int cmd_train(int argc, char **argv) {
     TrainArgs a;
     if (parse_args(&a, argc, argv)) return 0;
     set_threads((int)a.threads);
-    lock_checkpoint(a.out);
+    int root = dist_root(), ranks = dist_size();
+    if (root) lock_checkpoint(a.out); // rank 0 alone writes
 
     // checkpoint first (cheap to validate), then data
     Checkpoint ck;
@@ -392,6 +398,7 @@ int cmd_train(int argc, char **argv) {
     if (dataset_load(&data, a.data_dir, 0, cfg.im_size, err, sizeof(err))) die("%s", err);
     if (a.limit > 0 && a.limit < data.n) data.n = (int)a.limit;
     if (data.n < st.batch) die("%s: %d training images, fewer than one batch of %d", a.data_dir, data.n, st.batch);
+    if (st.batch < ranks) die("batch %d is smaller than the %d MPI ranks: every rank needs an image of each batch", st.batch, ranks);
     if (a.resume_flag && st.n_data != data.n)
         die("the data has %d images but checkpoint %s was trained on %lld (use the same --data/--limit)", data.n, a.resume,
             (long long)st.n_data);
@@ -412,26 +419,30 @@ int cmd_train(int argc, char **argv) {
     trainer_init(&tr, &cfg, &st, &data, a.resume_flag ? &ck : NULL);
     if (a.resume_flag) checkpoint_free(&ck);
     double macs = unet_forward_macs(&tr.model);
-    fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads\n",
-            a.resume_flag ? "resuming" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
+    char par[64] = ""; // under MPI: ranks and the images of a batch per rank
+    if (ranks > 1) snprintf(par, sizeof par, " | %d MPI ranks, %d-%d images each", ranks, st.batch / ranks, dist_slice_max(st.batch));
+    if (root)
+        fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads%s\n",
+                a.resume_flag ? "resuming" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use(), par);
     int status = 0;
     if (tr.st.step >= total) {
-        fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
+        if (root) fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
     } else {
-        fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu, %s -> %s\n",
+        if (root)
+            fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu, %s -> %s\n",
                 (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.lr_decay_steps > 0 ? "cosine decay" : "constant",
                 tr.st.warmup, tr.st.grad_clip, tr.st.ema_decay, (unsigned long long)tr.st.seed, tr.st.precision ? "bf16" : "fp32",
                 a.out);
         CsvLog log;
-        csv_open(&log, a.log_path, a.resume_flag);
+        csv_open(&log, root ? a.log_path : NULL, a.resume_flag);
         Preview pv;
-        if (a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
+        if (root && a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
         status = train_loop(&tr, total, &a, &log, &pv);
         if (log.f && fclose(log.f) != 0 && status == 0) {
             fprintf(stderr, "ddpm train: %s: cannot write the log: %s\n", a.log_path, strerror(errno));
             status = 1;
         }
-        if (a.sample_every > 0) preview_free(&pv);
+        if (root && a.sample_every > 0) preview_free(&pv);
     }
     trainer_free(&tr);
     dataset_free(&data);

@@ -41,7 +41,7 @@ void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, cons
         int nb = opt->n - i0 < B ? opt->n - i0 : B;
         // x_T ~ N(0, I), one stream per image
         for (int b = 0; b < nb; b++) {
-            rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(i0 + b) + 1);
+            rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(opt->first + i0 + b) + 1);
             rng_fill_normal(&rngs[b], xb + (size_t)b * D, D);
         }
         int next_strip = 0;
@@ -49,11 +49,12 @@ void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, cons
             int t = ts[si], step_idx = n_steps - 1 - si;
             for (int b = 0; b < nb; b++) tb[b] = t;
             const float *eps = eps_model(ctx, xb, tb, nb);
-            int record = strip && i0 < opt->strip_n && k > 0 && next_strip < k &&
+            int g0 = opt->first + i0; // the image index of xb[0]
+            int record = strip && g0 < opt->strip_n && k > 0 && next_strip < k &&
                          step_idx == (int)lround((double)next_strip * (n_steps - 1) / (k > 1 ? k - 1 : 1));
             if (record) {
-                for (int b = 0; b < nb && i0 + b < opt->strip_n; b++)
-                    predict_x0(strip + ((size_t)(i0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
+                for (int b = 0; b < nb && g0 + b < opt->strip_n; b++)
+                    predict_x0(strip + ((size_t)(g0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
                 next_strip++;
             }
             for (int b = 0; b < nb; b++) {

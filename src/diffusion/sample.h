@@ -18,6 +18,7 @@ typedef struct {
     int clip;            // clip the x0 estimate to [-1, 1] inside each step
     uint64_t seed;
     int n;               // images
+    int first;           // x[0] is image `first` (0): a share of a larger set (one MPI rank's)
     int batch;           // images per forward pass
     int strip_n, strip_k; // x0-estimate strip: first strip_n images at strip_k points (0 = none)
     int progress;        // print progress to stderr
@@ -29,7 +30,9 @@ typedef const float *(*Denoiser)(void *ctx, const float *x, const int *t, int n)
 
 // x[n, D] receives the final samples in [-1, 1] (clipped). If strip != NULL it receives
 // strip_n * strip_k images: row r = image r, column c = its clipped x0 estimate at the c-th of
-// strip_k evenly spaced points of the sampling sequence (from t = T-1 to t = 0).
+// strip_k evenly spaced points of the sampling sequence (from t = T-1 to t = 0). With first > 0,
+// x holds images first .. first + n - 1, and strip row r is still image r (rows of images outside
+// this share are left as they are).
 // The denoiser is called with at most min(opt->batch, opt->n) images at a time.
 void sample_images(Denoiser eps_model, void *ctx, int D, const Schedule *s, const SampleOptions *opt, float *x,
                    float *strip);

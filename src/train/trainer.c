@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "train/adam.h"
+#include "train/dist.h"
 #include "core/common.h"
 #include "nn/layers.h"
 
@@ -77,7 +78,7 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg, const TrainState *st, con
     schedule_init(&tr->sched, cfg);
     int B = st->batch;
     size_t D = (size_t)cfg->im_channels * cfg->im_size * cfg->im_size;
-    unet_alloc_acts(&tr->model, B, 1);
+    unet_alloc_acts(&tr->model, dist_slice_max(B), 1); // this rank's share of the batch
     tr->x0 = alignedCalloc((size_t)B * D * sizeof(float));
     tr->eps = alignedCalloc((size_t)B * D * sizeof(float));
     tr->xt = alignedCalloc((size_t)B * D * sizeof(float));
@@ -97,23 +98,30 @@ float trainer_step(Trainer *tr) {
         epoch_permutation(tr->perm, tr->data->n, st->seed, st->epoch);
         tr->perm_epoch = st->epoch;
     }
+    // this rank's images [b0, b1) of the global batch (all of it in one process); t and eps are
+    // drawn for the whole batch by every rank, so image b gets the same draws for any rank count
+    int b0, b1;
+    dist_slice(B, &b0, &b1);
+    int nb = b1 - b0;
+    size_t o = (size_t)b0 * D;
     // x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t ~ U{0..T-1}, eps ~ N(0, I)
-    dataset_batch(tr->data, tr->perm + st->epoch_pos, B, tr->x0);
+    dataset_batch(tr->data, tr->perm + st->epoch_pos + b0, nb, tr->x0 + o);
     for (int b = 0; b < B; b++) tr->t[b] = (int)rng_below(&st->noise_rng, (uint32_t)T);
     rng_fill_normal(&st->noise_rng, tr->eps, (long)B * D);
-    diffusion_add_noise(tr->xt, tr->x0, tr->eps, tr->t, &tr->sched, B, D);
+    diffusion_add_noise(tr->xt + o, tr->x0 + o, tr->eps + o, tr->t + b0, &tr->sched, nb, D);
     // loss = mean (eps_theta(x_t, t) - eps)^2, from the per-image sums (also kept by timestep bucket)
-    float *pred = unet_forward(m, tr->xt, tr->t, B);
+    float *pred = unet_forward(m, tr->xt + o, tr->t + b0, nb);
     double total = 0, *row = tr->row_loss;
-    for (int b = 0; b < B; b++) {
+    for (int b = b0; b < b1; b++) {
         double l = 0;
         for (int i = 0; i < D; i++) {
-            double d = (double)pred[(size_t)b * D + i] - tr->eps[(size_t)b * D + i];
+            double d = (double)pred[(size_t)(b - b0) * D + i] - tr->eps[(size_t)b * D + i];
             l += d * d;
         }
         row[b] = l;
-        total += l;
     }
+    dist_allgather_rows(row, B, 1); // every rank: the sums of all B images
+    for (int b = 0; b < B; b++) total += row[b];
     float loss = (float)(total / ((double)B * D));
     tr->last_loss = loss;
     if (!isfinite(loss)) return loss;
@@ -122,9 +130,12 @@ float trainer_step(Trainer *tr) {
         tr->bucket_loss[k] += row[b] / D;
         tr->bucket_count[k]++;
     }
+    // d loss / d pred over this rank's images (the mean is over the global B D), then the sum of
+    // the ranks' gradients: the gradient of the global batch
     unet_zero_grad(m);
-    mse_backward(tr->dout, pred, tr->eps, (long)B * D);
+    mse_backward_part(tr->dout, pred, tr->eps + o, (long)nb * D, (long)B * D);
     unet_backward(m, tr->dout);
+    dist_sum_floats(m->grads, m->n_params);
     // g *= min(1, clip / |g|): clipping of the global gradient norm
     tr->last_grad_norm = grad_global_norm(m->grads, m->n_params);
     if (st->grad_clip > 0 && tr->last_grad_norm > st->grad_clip) {

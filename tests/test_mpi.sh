@@ -3,7 +3,8 @@
 # parameters of 1 process within 1e-6 relative (ckpt_diff: not bit for bit, the ranks' gradients
 # are summed in another order than one process sums the batch), 3 ranks split a batch of 16
 # unevenly, a checkpoint of 2 ranks resumes on 1 and the other way round, a resume with the same
-# rank count is byte-identical, SIGTERM to rank 1 stops both ranks with a checkpoint, and sampling
+# rank count is byte-identical, SIGTERM to rank 1 or SIGUSR1 to mpirun stops both ranks with a
+# checkpoint, and sampling
 # on 2 ranks writes the files of 1 process byte for byte.
 #   bash tests/test_mpi.sh build/native-mpi/ddpm [./ddpm]   (MNIST_DIR: the MNIST gz files)
 # Without mpirun or the MPI build: a SKIP line (make deps MPI=1 installs Open MPI).
@@ -73,6 +74,15 @@ if [ -n "$stopped" ] && [ "$stopped" -lt $STEPS ] && [ -s "$TMP/s.ckpt" ]; then
   train 2 --resume "$TMP/s.ckpt" --steps $STEPS 2>"$TMP/log2" || fail "resume after SIGTERM: $(tail -3 "$TMP/log2")"
   cmp -s "$TMP/s.ckpt" "$TMP/u.ckpt" && pass "resumed to $STEPS == uninterrupted (byte-identical)" || fail "resume after SIGTERM differs"
 else fail "SIGTERM to rank 1: exit $rc, $(tail -c 600 "$TMP/log")"; fi
+
+echo "-- SIGUSR1 to mpirun (which forwards it) stops every rank with a checkpoint"
+rm -f "$TMP/s.ckpt"
+"${MPI[@]}" -np 2 "$DDPM" train "${NEW[@]}" --steps $STEPS --out "$TMP/s.ckpt" "${RUN[@]}" >/dev/null 2>"$TMP/log" & mp=$!
+for _ in $(seq 400); do grep -q "^step 10/" "$TMP/log" 2>/dev/null && break; kill -0 $mp 2>/dev/null || break; sleep 0.05; done
+kill -USR1 $mp; wait $mp; rc=$?
+stopped=$(sed -n 's/.*interrupted by signal 10 at step \([0-9]*\).*/\1/p' "$TMP/log")
+[ $rc = 130 ] && [ -n "$stopped" ] && [ -s "$TMP/s.ckpt" ] && pass "saved at step $stopped, mpirun exit 130" \
+  || fail "SIGUSR1 to mpirun: exit $rc, $(tail -c 400 "$TMP/log")"
 
 echo "-- sampling: 2 ranks write the files of 1 process"
 S=(sample --model "$TMP/p1.ckpt" --n 6 --rows 2 --sampler ddim --steps 10 --eta 1 --batch 2 --strip-n 4 --threads 1)

@@ -59,7 +59,7 @@ static const char *TRAIN_HELP =
     "                     hyperparameters come from the checkpoint\n"
     "  --precision fp32|bf16  matrix products in fp32 (default) or with bf16 inputs and fp32\n"
     "                     accumulation (AVX512_BF16 CPUs); kept in the checkpoint\n"
-    "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
+    "SIGINT/SIGTERM/SIGUSR1 finish the current step, save, and exit with status 130.\n"
     "Same seed and thread count give byte-identical checkpoints, resumed or not.\n"
     "Under mpirun (make MPI=1) the ranks share each batch; rank 0 logs and saves (README).\n";
 
@@ -273,6 +273,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); // mpirun forwards it to every rank (it kills them 1 s after SIGTERM)
     int tty = isatty(2), B = tr->st.batch;
     double t0 = now_seconds(), t_window = t0, smooth = -1;
     double t_rate = t0, recent = 0; // images/s over the last seconds (speed and ETA follow the machine's load)

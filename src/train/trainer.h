@@ -1,6 +1,7 @@
 // train.h: the DDPM training engine (no CLI): one step = sample a batch in the epoch's
 // shuffled order, draw t ~ U{0..T-1} and eps ~ N(0, I) per image, noise, predict, MSE,
-// backprop, Adam (with optional linear warm-up), EMA.
+// backprop, Adam (with optional linear warm-up), EMA. Under MPI (dist.h) each rank runs the
+// forward and backward of its share of the batch, and every rank takes the same Adam step.
 #ifndef DDPM_TRAIN_H
 #define DDPM_TRAIN_H
 

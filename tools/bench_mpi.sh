@@ -19,7 +19,7 @@ TMP=$(mktemp -d /tmp/ddpm_bench_mpi_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 MPI=(mpirun --bind-to core); [ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
 export DDPM_FIXED_THREADS=1 # no thread tuner: the layouts as given
 ARGS=(train --config "$CFG" --data "$D" --limit $((BATCH * (STEPS + 1))) --batch "$BATCH" --steps "$STEPS"
-      --save-every 0 --log-every "$WARM" --ema 0)
+      --save-every 0 --log-every "$WARM")
 # images/s between the CSV rows of step WARM and step STEPS (wall_s is column 5)
 rate() { awk -F, -v w="$WARM" -v s="$STEPS" -v b="$BATCH" '$1 == w {t0 = $5} $1 == s {t1 = $5} END {printf "%.1f", (s - w) * b / (t1 - t0)}' "$1"; }
 run() { # run NAME THREADS [LAUNCHER...]: one timed run, its images/s appended to TMP/NAME

@@ -4,8 +4,8 @@
 # are summed in another order than one process sums the batch), 3 ranks split a batch of 16
 # unevenly, a checkpoint of 2 ranks resumes on 1 and the other way round, a resume with the same
 # rank count is byte-identical, SIGTERM to rank 1 or SIGUSR1 to mpirun stops both ranks with a
-# checkpoint, and sampling
-# on 2 ranks writes the files of 1 process byte for byte.
+# checkpoint, and sampling on 2 ranks (also the preview grid of --sample-every) writes the files
+# of 1 process byte for byte.
 #   bash tests/test_mpi.sh build/native-mpi/ddpm [./ddpm]   (MNIST_DIR: the MNIST gz files)
 # Without mpirun or the MPI build: a SKIP line (make deps MPI=1 installs Open MPI).
 set -u
@@ -36,10 +36,13 @@ if [ -x "$PLAIN" ]; then
   cmp -s "$TMP/p1.ckpt" "$TMP/plain.ckpt" && pass "the MPI build as 1 process == the build without MPI (byte-identical)" \
     || fail "the MPI build as 1 process differs from $PLAIN"
 fi
-train 2 "${NEW[@]}" --steps 10 --out "$TMP/r2.ckpt" 2>"$TMP/log" || fail "2 ranks: $(tail -3 "$TMP/log")"
+train 2 "${NEW[@]}" --steps 10 --out "$TMP/r2.ckpt" --sample-every 10 --sample-dir "$TMP/pv" 2>"$TMP/log" || fail "2 ranks: $(tail -3 "$TMP/log")"
 grep -q "2 MPI ranks, 8-8 images each" "$TMP/log" && [ "$(grep -c "^ddpm train: done" "$TMP/log")" = 1 ] \
   && pass "2 ranks: one log (rank 0's), 8 images per rank" || fail "2-rank log: $(head -c 600 "$TMP/log")"
 near "$TMP/r2.ckpt" "$TMP/p1.ckpt" "2 ranks == 1 process within 1e-6 relative"
+"$DDPM" sample --model "$TMP/r2.ckpt" --n 64 --rows 8 --sampler ddim --steps 50 --batch 64 --threads 1 --out "$TMP/pv.png" 2>/dev/null
+cmp -s "$TMP/pv.png" "$TMP/pv/step_0000010.png" && pass "the preview grid sampled on 2 ranks == ddpm sample of the checkpoint" \
+  || fail "2-rank preview grid differs from ddpm sample of its checkpoint"
 train 3 "${NEW[@]}" --steps 10 --out "$TMP/r3.ckpt" 2>"$TMP/log" || fail "3 ranks: $(tail -3 "$TMP/log")"
 near "$TMP/r3.ckpt" "$TMP/p1.ckpt" "3 ranks (5, 5, 6 images) == 1 process within 1e-6 relative"
 

@@ -237,14 +237,20 @@ static void preview_init(Preview *p, const ModelConfig *cfg, const char *dir) {
     unet_build(&p->m, cfg);
     p->x = alignedCalloc((size_t)64 * cfg->im_channels * cfg->im_size * cfg->im_size * sizeof(float));
     p->dir = dir;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
+    if (dist_root() && mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
 }
 
-// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DDIM 50 steps, clipped, seed 0)
+// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DDIM 50 steps, clipped, seed 0); under MPI
+// each rank samples its share of the 64 (image i depends only on i) and rank 0 writes the grid
 static void preview_write(Preview *p, const Trainer *tr, long step) {
     memcpy(p->m.params, tr->ema ? tr->ema : tr->model.params, p->m.n_params * sizeof(float));
-    SampleOptions so = {.sampler = SAMPLER_DDIM, .ddim_steps = 50, .clip = 1, .seed = 0, .n = 64, .batch = 64};
-    sample_unet(&p->m, &tr->sched, &so, p->x, NULL);
+    int lo, hi;
+    dist_slice(64, &lo, &hi);
+    size_t D = (size_t)p->m.cfg.im_channels * p->m.cfg.im_size * p->m.cfg.im_size;
+    SampleOptions so = {.sampler = SAMPLER_DDIM, .ddim_steps = 50, .clip = 1, .seed = 0, .n = hi - lo, .first = lo, .batch = 64};
+    if (so.n > 0) sample_unet(&p->m, &tr->sched, &so, p->x + lo * D, NULL);
+    dist_gather_rows_root(p->x, 64, D);
+    if (!dist_root()) return;
     char path[4200], err[600];
     snprintf(path, sizeof(path), "%s/step_%07ld.png", p->dir, step);
     const ModelConfig *c = &p->m.cfg;
@@ -321,7 +327,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
             if (row) csv_row(log, tr, step, ips, now - t0, lr_now, a->log_path, a->out);
             t_window = now;
         }
-        if (root && a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
+        if (a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
         if (root && ((a->save_every > 0 && step % a->save_every == 0) || last || stop_signal)) save_or_die(tr, a->out);
         if (root && a->keep_every > 0 && step % a->keep_every == 0) keep_copy(tr, a->out, step);
         if (stop_signal) {
@@ -437,13 +443,13 @@ int cmd_train(int argc, char **argv) {
         CsvLog log;
         csv_open(&log, root ? a.log_path : NULL, a.resume_flag);
         Preview pv;
-        if (root && a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
+        if (a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
         status = train_loop(&tr, total, &a, &log, &pv);
         if (log.f && fclose(log.f) != 0 && status == 0) {
             fprintf(stderr, "ddpm train: %s: cannot write the log: %s\n", a.log_path, strerror(errno));
             status = 1;
         }
-        if (root && a.sample_every > 0) preview_free(&pv);
+        if (a.sample_every > 0) preview_free(&pv);
     }
     trainer_free(&tr);
     dataset_free(&data);

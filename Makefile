@@ -143,12 +143,14 @@ REF_RUN := $(if $(filter 1,$(REF)),,build/$(if $(ARCH),$(ARCH),portable)-ref$(MP
 ref-tests:
 	@$(if $(REF_RUN),$(MAKE) --no-print-directory REF=1 $(REF_RUN) >/dev/null,true)
 
-# the MPI test (tests/test_mpi.sh) runs an MPI build of this variant when mpicc and mpirun exist
-# (make deps MPI=1), and compares checkpoints with ckpt_diff; without MPI it prints a SKIP line
+# the MPI test (tests/test_mpi.sh) runs an MPI build of this variant (compiled by MPICC, also when
+# CC is given) when mpicc and mpirun exist (make deps MPI=1), and compares checkpoints with
+# ckpt_diff; without MPI it prints a SKIP line
 MPI_BUILD := build/$(if $(ARCH),$(ARCH),portable)$(if $(filter 1,$(REF)),-ref)-mpi
-HAVE_MPI  := $(shell command -v $(or $(MPICC),mpicc) >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo y)
+MPI_CC    := $(or $(MPICC),mpicc)
+HAVE_MPI  := $(shell command -v $(MPI_CC) >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo y)
 mpi-build:
-	@$(if $(HAVE_MPI),$(MAKE) --no-print-directory MPI=1 $(MPI_BUILD)/ddpm $(MPI_BUILD)/ckpt_diff >/dev/null,true)
+	@$(if $(HAVE_MPI),$(MAKE) --no-print-directory MPI=1 CC=$(MPI_CC) $(MPI_BUILD)/ddpm $(MPI_BUILD)/ckpt_diff >/dev/null,true)
 $(BUILD)/ckpt_diff: tests/ckpt_diff.c $(LIB_OBJ)
 	$(LINK) $(D_CPPFLAGS) $(CPPFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
 

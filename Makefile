@@ -2,11 +2,13 @@
 #   make                    ./ddpm for this machine (-O3 -march=native, OpenMP)
 #   make ARCH=x86-64-v3     for a given CPU level (any -march value); make PORTABLE=1: the compiler's default
 #   make REF=1              ./ddpm whose model runs the plain reference layers (src/nn/ref/)
+#   make MPI=1              ./ddpm for mpirun: data-parallel training and sampling (mpicc, Open MPI)
 #   make test               every test; prints "N passed, N failed" (needs MNIST: make data, or MNIST_DIR)
 #   make bench              ddpm.c against PyTorch on small.cfg and reference.cfg
 #   make fuzz               libFuzzer on every parser for FUZZ_SECONDS (60) each (needs clang)
 #   make data               MNIST into data/ (from $MNIST_DIR or downloaded), MD5-verified
 #   make deps               install the Debian packages the build needs (as root), or print the command
+#                           (with Open MPI: make deps MPI=1)
 #   make install            PREFIX=/usr/local DESTDIR= : bin/ddpm, share/ddpm/ (configs, judge)
 # CC, CPPFLAGS, CFLAGS (default -O3), LDFLAGS and LDLIBS are yours: the flags the build needs are
 # added to them, never replaced by them.
@@ -21,14 +23,21 @@ ifeq ($(PORTABLE),1)
 endif
 ARCH ?= native
 ARCH_FLAGS := $(if $(ARCH),-march=$(ARCH))
-VARIANT := $(if $(ARCH),$(ARCH),portable)$(if $(filter 1,$(REF)),-ref)
+# MPI=1: compiled by the MPI wrapper (MPICC, default mpicc) unless CC is given
+ifeq ($(MPI),1)
+  MPICC ?= mpicc
+  ifeq ($(origin CC),default)
+    CC := $(MPICC)
+  endif
+endif
+VARIANT := $(if $(ARCH),$(ARCH),portable)$(if $(filter 1,$(REF)),-ref)$(if $(filter 1,$(MPI)),-mpi)
 BUILD   := build/$(VARIANT)
 
 STB_CFLAGS := $(shell pkg-config --cflags stb 2>/dev/null)
 STB_LIBS   := $(shell pkg-config --libs stb 2>/dev/null || echo -lstb)
 OMP       := $(if $(filter 1,$(NO_OMP)),,-fopenmp)
 WARN      := -Wall -Wextra
-D_CPPFLAGS := -Isrc $(STB_CFLAGS) $(if $(filter 1,$(REF)),-DDDPM_REF) -DDDPM_DATADIR='"$(DATADIR)"'
+D_CPPFLAGS := -Isrc $(STB_CFLAGS) $(if $(filter 1,$(REF)),-DDDPM_REF) $(if $(filter 1,$(MPI)),-DDDPM_MPI) -DDDPM_DATADIR='"$(DATADIR)"'
 D_CFLAGS   := -std=c11 -ffp-contract=fast -fno-trapping-math $(ARCH_FLAGS) $(OMP) $(WARN)
 D_LDLIBS   := $(OMP) $(STB_LIBS) -lz -lm
 COMPILE = $(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(D_CFLAGS) $(CFLAGS)
@@ -44,17 +53,22 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC))
 
 # sanitizer build of the unit tests
-ASAN_DIR   := build/asan$(if $(filter 1,$(REF)),-ref)
+MPI_SFX    := $(if $(filter 1,$(MPI)),-mpi)
+ASAN_DIR   := build/asan$(if $(filter 1,$(REF)),-ref)$(MPI_SFX)
 ASAN_FLAGS := -std=c11 -ffp-contract=fast -fno-trapping-math -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer $(OMP) $(WARN)
 ASAN_OBJ   := $(patsubst src/%.c,$(ASAN_DIR)/%.o,$(LIB_SRC))
 ASAN_TESTS := test_layers test_diffusion test_data test_checkpoint test_metrics
 ASAN_BIN   := $(patsubst %,$(ASAN_DIR)/%,$(ASAN_TESTS))
 
 .SECONDARY:
-.PHONY: all test fuzz variant-tests ref-tests check-mnist data deps clean bench demo install uninstall FORCE
+.PHONY: all test fuzz variant-tests ref-tests mpi-build check-mnist data deps clean bench demo install uninstall FORCE
 all: ddpm
 
 ddpm: $(CLI_OBJ) $(LIB_OBJ) build/.variant
+	$(LINK) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
+
+# the variant's own copy (make test builds build/<variant>-mpi/ddpm for the MPI test)
+$(BUILD)/ddpm: $(CLI_OBJ) $(LIB_OBJ)
 	$(LINK) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
 
 # relink ./ddpm when switching variants; rebuild when the compile flags change
@@ -93,8 +107,8 @@ VARIANT_ARCHS := $(if $(filter native,$(ARCH)),$(if $(shell grep -qw avx2 /proc/
 VARIANT_SKIP  := $(if $(filter native,$(ARCH)),$(if $(filter x86-64-v3,$(VARIANT_ARCHS)),,"echo SKIP x86-64-v3 build tests: this CPU lacks AVX2"))
 VARIANT_ISA_x86-64-v3 := avx2
 VARIANT_ISA_portable  := generic
-VARIANT_RUN   := $(foreach a,$(VARIANT_ARCHS),$(patsubst %,"DDPM_ISA=$(VARIANT_ISA_$(a)) build/$(a)$(if $(filter 1,$(REF)),-ref)/%",$(VARIANT_TESTS)))
-REF_SFX       := $(if $(filter 1,$(REF)),-ref)
+VARIANT_RUN   := $(foreach a,$(VARIANT_ARCHS),$(patsubst %,"DDPM_ISA=$(VARIANT_ISA_$(a)) build/$(a)$(if $(filter 1,$(REF)),-ref)$(MPI_SFX)/%",$(VARIANT_TESTS)))
+REF_SFX       := $(if $(filter 1,$(REF)),-ref)$(MPI_SFX)
 variant-tests:
 	@for a in $(VARIANT_ARCHS); do \
 	  if [ $$a = portable ]; then opt="PORTABLE=1"; else opt="ARCH=$$a"; fi; \
@@ -125,13 +139,25 @@ fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_HARNESSES))
 	done
 
 # the PyTorch reference test also with the model on the plain reference layers (REF=1)
-REF_RUN := $(if $(filter 1,$(REF)),,build/$(if $(ARCH),$(ARCH),portable)-ref/test_reference)
+REF_RUN := $(if $(filter 1,$(REF)),,build/$(if $(ARCH),$(ARCH),portable)-ref$(MPI_SFX)/test_reference)
 ref-tests:
 	@$(if $(REF_RUN),$(MAKE) --no-print-directory REF=1 $(REF_RUN) >/dev/null,true)
 
+# the MPI test (tests/test_mpi.sh) runs an MPI build of this variant (compiled by MPICC, also when
+# CC is given) when mpicc and mpirun exist (make deps MPI=1), and compares checkpoints with
+# ckpt_diff; without MPI it prints a SKIP line
+MPI_BUILD := build/$(if $(ARCH),$(ARCH),portable)$(if $(filter 1,$(REF)),-ref)-mpi
+MPI_CC    := $(or $(MPICC),mpicc)
+HAVE_MPI  := $(shell command -v $(MPI_CC) >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo y)
+mpi-build:
+	@$(if $(HAVE_MPI),$(MAKE) --no-print-directory MPI=1 CC=$(MPI_CC) $(MPI_BUILD)/ddpm $(MPI_BUILD)/ckpt_diff >/dev/null,true)
+$(BUILD)/ckpt_diff: tests/ckpt_diff.c $(LIB_OBJ)
+	$(LINK) $(D_CPPFLAGS) $(CPPFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
+
 # every test binary, the CLI tests and the sanitizer builds; a failing test does not stop the others
-test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-tests
+test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-tests mpi-build
 	@BUILD_DIR=$(BUILD) bash tests/run_tests.sh "bash tests/test_layout.sh" "bash tests/test_build.sh" $(TEST_BIN) "bash tests/test_cli.sh ./ddpm" "bash tests/test_interop.sh ./ddpm" "bash tests/test_crash.sh ./ddpm 25" \
+	  "bash tests/test_mpi.sh $(MPI_BUILD)/ddpm" \
 	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
 	  "$(ASAN_DIR)/test_checkpoint --exhaustive tests/fuzz/corpus/checkpoint/micro.ckpt 97" \
 	  $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
@@ -140,7 +166,7 @@ data:
 	bash tools/get_mnist.sh data
 
 deps:
-	bash tools/deps.sh
+	MPI=$(MPI) bash tools/deps.sh
 
 install: ddpm
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/models

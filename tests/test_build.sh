@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # test_build.sh: the Makefile follows the conventions of C builds: CC, CPPFLAGS, CFLAGS, LDFLAGS
 # and LDLIBS from the command line reach the compiler and the linker without dropping the flags
-# the build needs; ARCH= picks the CPU level; REF=1 builds apart; install honours PREFIX and
+# the build needs; ARCH= picks the CPU level; REF=1 and MPI=1 (mpicc) build apart; install honours PREFIX and
 # DESTDIR. Dry runs (make -n) where a build is not needed.
 set -u
 cd "$(dirname "$0")/.."
 # the dry runs below must not inherit the variables of the make that runs the tests; the install
 # (a real run) keeps its variant, so that it does not relink ./ddpm as another one
 variant=()
-for v in REF ARCH PORTABLE NO_OMP; do [ -n "${!v:-}" ] && variant+=("$v=${!v}"); done
-unset MAKEFLAGS MAKEOVERRIDES MFLAGS REF ARCH PORTABLE NO_OMP CC CPPFLAGS CFLAGS LDFLAGS LDLIBS
+for v in REF ARCH PORTABLE NO_OMP MPI; do [ -n "${!v:-}" ] && variant+=("$v=${!v}"); done
+unset MAKEFLAGS MAKEOVERRIDES MFLAGS REF ARCH PORTABLE NO_OMP MPI MPICC CC CPPFLAGS CFLAGS LDFLAGS LDLIBS
 TMP=$(mktemp -d /tmp/ddpm_build_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 fails=0
 pass() { echo "  ok   $1"; }
@@ -36,6 +36,11 @@ out=$(dry PORTABLE=1)
 ! grep -q -- "-march" <<< "$out" && grep -q "build/portable/" <<< "$out" && pass "PORTABLE=1: no -march" || fail "PORTABLE=1"
 out=$(dry REF=1)
 grep -q -- "-DDDPM_REF" <<< "$out" && grep -q "build/native-ref/" <<< "$out" && pass "REF=1: -DDDPM_REF in build/native-ref" || fail "REF=1"
+out=$(dry MPI=1)
+grep -q "^mpicc .*-DDDPM_MPI" <<< "$out" && grep -q "build/native-mpi/" <<< "$out" && grep -q "^mpicc .*-o ddpm" <<< "$out" \
+  && pass "MPI=1: mpicc, -DDDPM_MPI in build/native-mpi" || fail "MPI=1: $(grep -m1 -- ' -c ' <<< "$out")"
+out=$(dry)
+! grep -q -- "-DDDPM_MPI\|mpicc" <<< "$out" && pass "the default build has no MPI" || fail "MPI in the default build"
 
 if [ -x ./ddpm ]; then
   make --no-print-directory "${variant[@]}" install DESTDIR="$TMP/stage" PREFIX=/opt/ddpm >/dev/null 2>"$TMP/err" || fail "install: $(cat "$TMP/err")"

@@ -48,7 +48,7 @@ static float ref_loss(int version, const float *out, const float *target, const 
     int D = (int)(nimg / B);
     double row[64];
     if (B > 64) die("reference batch %d > 64", B);
-    if (dout) objective_loss_backward(dout, out, target, w, B, D);
+    if (dout) objective_loss_backward(dout, out, target, w, B, D, (long)nimg);
     return (float)objective_loss(out, target, w, B, D, row);
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "train/dist.h"
 
 static const char *MAIN_HELP =
     "ddpm: a denoising diffusion probabilistic model (DDPM) for MNIST in pure C.\n"
@@ -16,10 +17,7 @@ static const char *MAIN_HELP =
     "  eval     sample and score: FLD, Inception Score, confident share, class histogram\n"
     "  export   write a model's weights as safetensors (PyTorch state_dict names)\n";
 
-int main(int argc, char **argv) {
-    // past a file-size limit (ulimit -f) a write fails with EFBIG, reported like a full disk,
-    // instead of the signal killing the process without a word
-    signal(SIGXFSZ, SIG_IGN);
+static int run(int argc, char **argv) {
     if (argc < 2) { fputs(MAIN_HELP, stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { fputs(MAIN_HELP, stdout); return 0; }
@@ -32,4 +30,15 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     fprintf(stderr, "ddpm: unknown command '%s' (see 'ddpm --help')\n", cmd);
     return 2;
+}
+
+// under mpirun (make MPI=1) every rank runs the command; train and sample share the work
+int main(int argc, char **argv) {
+    // past a file-size limit (ulimit -f) a write fails with EFBIG, reported like a full disk,
+    // instead of the signal killing the process without a word
+    signal(SIGXFSZ, SIG_IGN);
+    dist_init(&argc, &argv);
+    int rc = run(argc, argv);
+    dist_finalize();
+    return rc;
 }

@@ -20,6 +20,7 @@
 #include "diffusion/sample.h"
 #include "model/unet.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 
 static const char *SAMPLE_HELP =
     "usage: ddpm sample --model CKPT [options]\n"
@@ -36,6 +37,7 @@ static const char *SAMPLE_HELP =
     "                      of the reverse process (one row per sample)\n"
     "  --strip-n N         rows of the strip (default 8)\n"
     "  --threads N         OpenMP threads\n"
+    "Under mpirun (make MPI=1) each rank samples a share of the images (the same images); rank 0 writes.\n"
     "sampling:\n";
 
 int cmd_sample(int argc, char **argv) {
@@ -91,9 +93,24 @@ int cmd_sample(int argc, char **argv) {
     sample_args_finish(&sa, &ck.cfg, (int)cols, model);
     float *x = alignedCalloc((size_t)o->n * D * sizeof(float));
     float *strip = strip_path ? alignedCalloc((size_t)o->strip_n * o->strip_k * D * sizeof(float)) : NULL;
-    print_sampling_banner("ddpm sample", o->n, o, use_ema, (long long)ck.st.step);
+    int root = dist_root();
+    if (o->noise == NOISE_TORCH && dist_size() > 1)
+        usage_error("--noise torch draws one PyTorch stream for the whole run: run it on one process, not %d ranks", dist_size());
+    if (root) print_sampling_banner("ddpm sample", o->n, o, use_ema, (long long)ck.st.step);
     double t0 = now_seconds();
-    sample_unet(&m, &s, o, x, strip);
+    // image i depends only on (seed, i) (and its label): rank r samples images [lo, hi), rank 0 gathers them
+    int lo, hi;
+    dist_slice(o->n, &lo, &hi);
+    SampleOptions mine = *o;
+    mine.first = lo;
+    mine.n = hi - lo;
+    mine.labels = o->labels ? o->labels + lo : NULL;
+    mine.progress = o->progress && root;
+    if (mine.n > 0) sample_unet(&m, &s, &mine, x + (size_t)lo * D, strip);
+    dist_gather_rows_root(x, o->n, (size_t)D);
+    // strip rows are images 0 .. strip_n - 1, each written by one rank into zeros: the sum is a gather
+    if (strip) dist_sum_floats(strip, (size_t)o->strip_n * o->strip_k * D);
+    if (!root) goto done;
     if (write_png_grid(out, x, o->n, C, S, S, (int)cols, 2, err, sizeof(err))) die("%s", err);
     if (idx) {
         if (C != 1) die("--idx writes 1-channel images; this model has %d channels", C);
@@ -107,6 +124,7 @@ int cmd_sample(int argc, char **argv) {
         die("%s", err);
     fprintf(stderr, "ddpm sample: wrote %s%s%s%s%s in %.1f s\n", out, idx ? ", " : "", idx ? idx : "",
             strip_path ? ", " : "", strip_path ? strip_path : "", now_seconds() - t0);
+done:
     free(x); free(strip);
     sample_args_free(&sa);
     schedule_free(&s);

@@ -23,6 +23,7 @@
 #include "diffusion/sample.h"
 #include "model/unet.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static const char *TRAIN_HELP =
@@ -61,8 +62,9 @@ static const char *TRAIN_HELP =
     "                     hyperparameters come from the checkpoint\n"
     "  --precision fp32|bf16  matrix products in fp32 (default) or with bf16 inputs and fp32\n"
     "                     accumulation (AVX512_BF16 CPUs); kept in the checkpoint\n"
-    "SIGINT/SIGTERM finish the current step, save, and exit with status 130.\n"
-    "Same seed and thread count give byte-identical checkpoints, resumed or not.\n";
+    "SIGINT/SIGTERM/SIGUSR1 finish the current step, save, and exit with status 130.\n"
+    "Same seed and thread count give byte-identical checkpoints, resumed or not.\n"
+    "Under mpirun (make MPI=1) the ranks share each batch; rank 0 logs and saves (README).\n";
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
@@ -249,18 +251,24 @@ static void preview_init(Preview *p, const ModelConfig *cfg, const char *dir) {
     unet_build(&p->m, cfg);
     p->x = alignedCalloc((size_t)64 * cfg->im_channels * cfg->im_size * cfg->im_size * sizeof(float));
     p->dir = dir;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
+    if (dist_root() && mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
 }
 
-// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DPM++ 2M 25 steps, clipped, seed 0)
+// DIR/step_NNNNNNN.png: 64 samples of the EMA weights (DPM++ 2M 25 steps, clipped, seed 0; class-
+// conditional models: row r of class r mod num_classes, guided); under MPI each rank samples its
+// share of the 64 (image i depends only on i) and rank 0 writes the grid
 static void preview_write(Preview *p, const Trainer *tr, long step) {
     memcpy(p->m.params, tr->ema ? tr->ema : tr->model.params, p->m.n_params * sizeof(float));
-    // class-conditional models: row r of class r mod num_classes, guided
     int labels[64], nc = p->m.cfg.num_classes;
     for (int i = 0; i < 64; i++) labels[i] = nc > 0 ? (i / 8) % nc : 0;
-    SampleOptions so = {.sampler = SAMPLER_DPMPP2M, .steps = 25, .rho = 7.0f, .clip = 1, .seed = 0, .n = 64,
-                        .batch = 64, .labels = nc > 0 ? labels : NULL, .guidance = SAMPLE_DEFAULT_GUIDANCE};
-    sample_unet(&p->m, &tr->sched, &so, p->x, NULL);
+    int lo, hi;
+    dist_slice(64, &lo, &hi);
+    size_t D = (size_t)p->m.cfg.im_channels * p->m.cfg.im_size * p->m.cfg.im_size;
+    SampleOptions so = {.sampler = SAMPLER_DPMPP2M, .steps = 25, .rho = 7.0f, .clip = 1, .seed = 0, .n = hi - lo,
+                        .first = lo, .batch = 64, .labels = nc > 0 ? labels + lo : NULL, .guidance = SAMPLE_DEFAULT_GUIDANCE};
+    if (so.n > 0) sample_unet(&p->m, &tr->sched, &so, p->x + lo * D, NULL);
+    dist_gather_rows_root(p->x, 64, D);
+    if (!dist_root()) return;
     char path[4200], err[600];
     snprintf(path, sizeof(path), "%s/step_%07ld.png", p->dir, step);
     const ModelConfig *c = &p->m.cfg;
@@ -289,20 +297,23 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); // mpirun forwards it to every rank (it kills them 1 s after SIGTERM)
     int tty = isatty(2), B = tr->st.batch;
     double t0 = now_seconds(), t_window = t0, smooth = -1;
     double t_rate = t0, recent = 0; // images/s over the last seconds (speed and ETA follow the machine's load)
     long rate_step = tr->st.step;
     long start_step = tr->st.step;
-    int status = 0;
+    int status = 0, root = dist_root();
     ThreadTuner tu;
     tuner_init(&tu, threads_in_use());
     while (tr->st.step < total) {
         tuner_begin(&tu);
         float loss = trainer_step(tr);
         tuner_end(&tu, B);
-        if (!isfinite(loss)) {
-            fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
+        stop_signal = dist_max_int(stop_signal); // a signal to any rank stops every rank
+        if (!isfinite(loss)) { // the loss of the global batch: every rank stops here
+            if (root)
+                fprintf(stderr, "\nddpm train: loss is %s at step %lld; stopping. The last good checkpoint (%s) is unchanged.\n",
                     isnan(loss) ? "NaN" : "infinite", (long long)tr->st.step + 1, a->out);
             status = 1;
             break;
@@ -313,7 +324,7 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
         long step = tr->st.step;
         double now = now_seconds();
         int last = step == total, row = step % a->log_every == 0 || last;
-        if (row || (tty && now - t_window > 0.5)) {
+        if (root && (row || (tty && now - t_window > 0.5))) {
             double ips = (double)(step - start_step) * B / (now - t0);
             if (now - t_rate >= 2.0 || recent == 0) { // a window of at least 2 s, smoothed
                 double w = (double)(step - rate_step) * B / (now - t_rate);
@@ -335,18 +346,19 @@ static int train_loop(Trainer *tr, long total, const TrainArgs *a, CsvLog *log, 
             t_window = now;
         }
         if (a->sample_every > 0 && (step % a->sample_every == 0 || last)) preview_write(pv, tr, step);
-        if ((a->save_every > 0 && step % a->save_every == 0) || last || stop_signal) save_or_die(tr, a->out);
-        if (a->keep_every > 0 && step % a->keep_every == 0) keep_copy(tr, a->out, step);
+        if (root && ((a->save_every > 0 && step % a->save_every == 0) || last || stop_signal)) save_or_die(tr, a->out);
+        if (root && a->keep_every > 0 && step % a->keep_every == 0) keep_copy(tr, a->out, step);
         if (stop_signal) {
-            fprintf(stderr, "\nddpm train: interrupted by signal %d at step %ld; checkpoint saved to %s (continue with --resume)\n",
+            if (root)
+                fprintf(stderr, "\nddpm train: interrupted by signal %d at step %ld; checkpoint saved to %s (continue with --resume)\n",
                     (int)stop_signal, step, a->out);
             status = 130;
             break;
         }
     }
-    if (tty) fputc('\n', stderr);
+    if (tty && root) fputc('\n', stderr);
     set_threads(tu.max);
-    if (status == 0)
+    if (status == 0 && root)
         fprintf(stderr, "ddpm train: done, step %lld, %.1f s, checkpoint %s\n", (long long)tr->st.step, now_seconds() - t0, a->out);
     return status;
 }
@@ -396,7 +408,8 @@ int cmd_train(int argc, char **argv) {
     TrainArgs a;
     if (parse_args(&a, argc, argv)) return 0;
     set_threads((int)a.threads);
-    lock_checkpoint(a.out);
+    int root = dist_root(), ranks = dist_size();
+    if (root) lock_checkpoint(a.out); // rank 0 alone writes
 
     // checkpoint first (cheap to validate), then data
     Checkpoint ck;
@@ -411,6 +424,7 @@ int cmd_train(int argc, char **argv) {
     if (dataset_load(&data, a.data_dir, 0, cfg.im_size, err, sizeof(err))) die("%s", err);
     if (a.limit > 0 && a.limit < data.n) data.n = (int)a.limit;
     if (data.n < st.batch) die("%s: %d training images, fewer than one batch of %d", a.data_dir, data.n, st.batch);
+    if (st.batch < ranks) die("batch %d is smaller than the %d MPI ranks: every rank needs an image of each batch", st.batch, ranks);
     if (a.resume_flag && st.n_data != data.n)
         die("the data has %d images but checkpoint %s was trained on %lld (use the same --data/--limit)", data.n, a.resume,
             (long long)st.n_data);
@@ -436,27 +450,33 @@ int cmd_train(int argc, char **argv) {
         free(init_w);
     }
     double macs = unet_forward_macs(&tr.model);
-    fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads\n",
-            a.resume_flag ? "resuming" : a.init ? "new run from the weights of --init" : "new run", tr.model.n_params, 2e-9 * macs, data.n, st.batch, spe, threads_in_use());
+    char par[64] = ""; // under MPI: ranks and the images of a batch per rank
+    if (ranks > 1) snprintf(par, sizeof par, " | %d MPI ranks, %d-%d images each", ranks, st.batch / ranks, dist_slice_max(st.batch));
     const ModelConfig *mc = &tr.model.cfg;
-    char extra[200] = "";
-    if (mc->objective == OBJECTIVE_EDM) snprintf(extra, sizeof extra, " (sigma_data %.4f)", mc->sigma_data);
-    fprintf(stderr, "ddpm train: objective %s%s, %s noise levels", objective_name(mc->objective), extra,
-            sigma_sampling_name(mc->sigma_sampling));
-    if (mc->sigma_sampling == SIGMA_SAMPLING_LOGNORMAL) fprintf(stderr, " (P_mean %g, P_std %g)", mc->p_mean, mc->p_std);
-    if (mc->min_snr_gamma > 0) fprintf(stderr, ", Min-SNR-%g weights", mc->min_snr_gamma);
-    if (mc->num_classes > 0) fprintf(stderr, ", %d classes (labels dropped with p %g)", mc->num_classes, mc->p_uncond);
-    fputc('\n', stderr);
+    if (root) {
+        fprintf(stderr, "ddpm train: %s, %zu parameters, %.3f GFLOP/image fwd | %d images, batch %d, %ld steps/epoch | %d threads%s\n",
+                a.resume_flag ? "resuming" : a.init ? "new run from the weights of --init" : "new run", tr.model.n_params,
+                2e-9 * macs, data.n, st.batch, spe, threads_in_use(), par);
+        char extra[200] = "";
+        if (mc->objective == OBJECTIVE_EDM) snprintf(extra, sizeof extra, " (sigma_data %.4f)", mc->sigma_data);
+        fprintf(stderr, "ddpm train: objective %s%s, %s noise levels", objective_name(mc->objective), extra,
+                sigma_sampling_name(mc->sigma_sampling));
+        if (mc->sigma_sampling == SIGMA_SAMPLING_LOGNORMAL) fprintf(stderr, " (P_mean %g, P_std %g)", mc->p_mean, mc->p_std);
+        if (mc->min_snr_gamma > 0) fprintf(stderr, ", Min-SNR-%g weights", mc->min_snr_gamma);
+        if (mc->num_classes > 0) fprintf(stderr, ", %d classes (labels dropped with p %g)", mc->num_classes, mc->p_uncond);
+        fputc('\n', stderr);
+    }
     int status = 0;
     if (tr.st.step >= total) {
-        fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
+        if (root) fprintf(stderr, "ddpm train: checkpoint is at step %lld, the run's total is %ld: nothing to do\n", (long long)tr.st.step, total);
     } else {
-        fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu, %s -> %s\n",
+        if (root)
+            fprintf(stderr, "ddpm train: step %lld -> %ld (epoch %lld), lr %g (%s), warm-up %d, grad clip %g, EMA %g, seed %llu, %s -> %s\n",
                 (long long)tr.st.step, total, (long long)tr.st.epoch, tr.st.lr, tr.st.lr_decay_steps > 0 ? "cosine decay" : "constant",
                 tr.st.warmup, tr.st.grad_clip, tr.st.ema_decay, (unsigned long long)tr.st.seed, tr.st.precision ? "bf16" : "fp32",
                 a.out);
         CsvLog log;
-        csv_open(&log, a.log_path, a.resume_flag);
+        csv_open(&log, root ? a.log_path : NULL, a.resume_flag);
         Preview pv;
         if (a.sample_every > 0) preview_init(&pv, &cfg, a.sample_dir);
         status = train_loop(&tr, total, &a, &log, &pv);

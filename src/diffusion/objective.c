@@ -118,8 +118,9 @@ double objective_loss(const float *pred, const float *target, const double *w, i
     return total / ((double)B * D);
 }
 
-void objective_loss_backward(float *dpred, const float *pred, const float *target, const double *w, int B, int D) {
-    float k = 2.0f / (float)((long)B * D);
+void objective_loss_backward(float *dpred, const float *pred, const float *target, const double *w, int B, int D,
+                             long n_total) {
+    float k = 2.0f / (float)n_total;
     for (int b = 0; b < B; b++) {
         float wb = (float)w[b];
         for (int i = 0; i < D; i++) {

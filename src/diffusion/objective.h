@@ -43,7 +43,8 @@ void objective_batch(const ModelConfig *c, const Schedule *s, const float *x0, c
                      const double *sigma, int B, int D, float *xin, float *target, double *weight);
 // loss = sum_b w_b |pred_b - target_b|^2 / (B D), in double; row[b] = |pred_b - target_b|^2
 double objective_loss(const float *pred, const float *target, const double *w, int B, int D, double *row);
-// its gradient, written: dpred = 2 w_b (pred - target) / (B D)
-void objective_loss_backward(float *dpred, const float *pred, const float *target, const double *w, int B, int D);
+// its gradient for B of the n_total values of a batch, written: dpred = 2 w_b (pred - target) / n_total
+void objective_loss_backward(float *dpred, const float *pred, const float *target, const double *w, int B, int D,
+                             long n_total);
 
 #endif

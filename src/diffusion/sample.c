@@ -151,21 +151,21 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
         // z ~ N(0, I), one stream per image (or torch.randn(nb, C, H, W)); x_T = z (VP) or sigma_max z (VE)
         if (torch) torch_randn(tg, xb, (long)nb * D);
         else for (int b = 0; b < nb; b++) {
-            rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(i0 + b) + 1);
+            rng_seed(&rngs[b], opt->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(opt->first + i0 + b) + 1);
             rng_fill_normal(&rngs[b], xb + (size_t)b * D, D);
         }
         if (sigma_space)
             for (size_t i = 0; i < n; i++) xb[i] = (float)(sig[0] * xb[i]);
-        int next_strip = 0;
+        int next_strip = 0, g0 = opt->first + i0; // the image index of xb[0]
         for (int step = 0; step < n_steps; step++) {
-            int record = strip && i0 < opt->strip_n && k > 0 && next_strip < k &&
+            int record = strip && g0 < opt->strip_n && k > 0 && next_strip < k &&
                          step == (int)lround((double)next_strip * (n_steps - 1) / (k > 1 ? k - 1 : 1));
             if (!sigma_space) {
                 int si = n_steps - 1 - step, t = ts[si];
                 const float *eps = den_eps(&den, xb, t);
                 if (record) {
-                    for (int b = 0; b < nb && i0 + b < opt->strip_n; b++)
-                        predict_x0(strip + ((size_t)(i0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
+                    for (int b = 0; b < nb && g0 + b < opt->strip_n; b++)
+                        predict_x0(strip + ((size_t)(g0 + b) * k + next_strip) * D, xb + (size_t)b * D, eps + (size_t)b * D, t, s, D);
                     next_strip++;
                 }
                 int t_prev = opt->sampler == SAMPLER_DDIM ? (si > 0 ? ts[si - 1] : -1) : t - 1;
@@ -192,9 +192,9 @@ void sample_images(Network net, void *ctx, int D, const Schedule *s, const Sampl
                 double sc = sig[step], sn = sig[step + 1];
                 den_x0(&den, xb, sc, d0);
                 if (record) {
-                    for (int b = 0; b < nb && i0 + b < opt->strip_n; b++)
+                    for (int b = 0; b < nb && g0 + b < opt->strip_n; b++)
                         for (int i = 0; i < D; i++)
-                            strip[((size_t)(i0 + b) * k + next_strip) * D + i] = (float)clip1(d0[(size_t)b * D + i], 1);
+                            strip[((size_t)(g0 + b) * k + next_strip) * D + i] = (float)clip1(d0[(size_t)b * D + i], 1);
                     next_strip++;
                 }
                 if (opt->sampler == SAMPLER_HEUN) {

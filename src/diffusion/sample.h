@@ -37,6 +37,7 @@ typedef struct {
     uint64_t seed;
     NoiseKind noise;
     int n;               // images
+    int first;           // x[0] is image `first` (0): a share of a larger set (one MPI rank's)
     int batch;           // images per forward pass (2x that with guidance)
     int batch_given;     // set by --batch (else the command's default)
     int strip_n, strip_k; // x0-estimate strip: first strip_n images at strip_k points (0 = none)
@@ -61,7 +62,9 @@ int sample_max_batch(const SampleOptions *opt);
 
 // x[n, D] receives the final samples in [-1, 1] (clipped). If strip != NULL it receives
 // strip_n * strip_k images: row r = image r, column c = its clipped x0 estimate at the c-th of
-// strip_k evenly spaced points of the sampling sequence (from high noise to none).
+// strip_k evenly spaced points of the sampling sequence (from high noise to none). With first > 0,
+// x holds images first .. first + n - 1 (labels too), and strip row r is still image r (rows of
+// images outside this share are left as they are).
 void sample_images(Network net, void *ctx, int D, const Schedule *s, const SampleOptions *opt, float *x,
                    float *strip);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "train/adam.h"
+#include "train/dist.h"
 #include "core/common.h"
 #include "diffusion/objective.h"
 #include "nn/layers.h"
@@ -103,7 +104,7 @@ void trainer_init(Trainer *tr, const ModelConfig *cfg_in, const TrainState *st, 
     schedule_init(&tr->sched, &cfg);
     int B = st->batch;
     size_t D = (size_t)cfg.im_channels * cfg.im_size * cfg.im_size;
-    unet_alloc_acts(&tr->model, B, 1);
+    unet_alloc_acts(&tr->model, dist_slice_max(B), 1); // this rank's share of the batch
     tr->x0 = alignedCalloc((size_t)B * D * sizeof(float));
     tr->eps = alignedCalloc((size_t)B * D * sizeof(float));
     tr->xt = alignedCalloc((size_t)B * D * sizeof(float));
@@ -128,9 +129,15 @@ float trainer_step(Trainer *tr) {
         epoch_permutation(tr->perm, tr->data->n, st->seed, st->epoch);
         tr->perm_epoch = st->epoch;
     }
-    // draws, in this order from the noise stream: B noise levels, B*D eps, then B label drops
+    // this rank's images [b0, b1) of the global batch (all of it in one process); the draws are
+    // made for the whole batch by every rank, so image b gets the same draws for any rank count:
+    // in this order from the noise stream, B noise levels, B*D eps, then B label drops
+    int b0, b1;
+    dist_slice(B, &b0, &b1);
+    int nb = b1 - b0;
+    size_t o = (size_t)b0 * D;
     const int *idx = tr->perm + st->epoch_pos;
-    dataset_batch(tr->data, idx, B, tr->x0);
+    dataset_batch(tr->data, idx + b0, nb, tr->x0 + o);
     for (int b = 0; b < B; b++) draw_noise_level(c, &tr->sched, &st->noise_rng, &tr->t[b], &tr->sigma[b]);
     rng_fill_normal(&st->noise_rng, tr->eps, (long)B * D);
     if (c->num_classes > 0)
@@ -138,10 +145,16 @@ float trainer_step(Trainer *tr) {
             float u = rng_uniform(&st->noise_rng);
             tr->y[b] = u < c->p_uncond ? c->num_classes : tr->data->labels[idx[b]];
         }
-    objective_batch(c, &tr->sched, tr->x0, tr->eps, tr->t, tr->sigma, B, D, tr->xt, tr->target, tr->weight);
+    for (int b = 0; b < B; b++) tr->weight[b] = loss_weight(c, tr->sigma[b]);
+    objective_batch(c, &tr->sched, tr->x0 + o, tr->eps + o, tr->t + b0, tr->sigma + b0, nb, D, tr->xt + o, tr->target + o,
+                    tr->weight + b0);
     // loss = sum_b w_b |F - F*|^2 / (B D), from the per-image sums (also kept by timestep bucket)
-    float *pred = unet_forward(m, tr->xt, tr->t, c->num_classes > 0 ? tr->y : NULL, B);
-    double *row = tr->row_loss, total = objective_loss(pred, tr->target, tr->weight, B, D, row);
+    float *pred = unet_forward(m, tr->xt + o, tr->t + b0, c->num_classes > 0 ? tr->y + b0 : NULL, nb);
+    double *row = tr->row_loss, total = 0;
+    objective_loss(pred, tr->target + o, tr->weight + b0, nb, D, row + b0);
+    dist_allgather_rows(row, B, 1); // every rank: the sums of all B images
+    for (int b = 0; b < B; b++) total += tr->weight[b] * row[b];
+    total /= (double)B * D;
     float loss = (float)total;
     tr->last_loss = loss;
     if (!isfinite(loss)) return loss;
@@ -152,8 +165,11 @@ float trainer_step(Trainer *tr) {
         tr->bucket_count[k]++;
     }
     unet_zero_grad(m);
-    objective_loss_backward(tr->dout, pred, tr->target, tr->weight, B, D);
+    // d loss / d pred over this rank's images (the mean is over the global B D), then the sum of
+    // the ranks' gradients: the gradient of the global batch
+    objective_loss_backward(tr->dout, pred, tr->target + o, tr->weight + b0, nb, D, (long)B * D);
     unet_backward(m, tr->dout);
+    dist_sum_floats(m->grads, m->n_params);
     // g *= min(1, clip / |g|): clipping of the global gradient norm
     tr->last_grad_norm = grad_global_norm(m->grads, m->n_params);
     if (st->grad_clip > 0 && tr->last_grad_norm > st->grad_clip) {

@@ -2,6 +2,8 @@
 // shuffled order, draw a noise level (t ~ U{0..T-1}, or a log-normal sigma) and eps ~ N(0, I)
 // per image (and drop labels to the null label), noise, predict, weighted MSE against the
 // objective's target (diffusion/objective.h), backprop, Adam (with optional warm-up), EMA.
+// Under MPI (dist.h) each rank runs the forward and backward of its share of the batch, and every
+// rank takes the same Adam step.
 #ifndef DDPM_TRAIN_H
 #define DDPM_TRAIN_H
 

@@ -256,8 +256,8 @@ done
 "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --out "$TMP/def.png" 2>"$TMP/log" && grep -q "DPM++ 2M 50 steps" "$TMP/log" \
   && pass "the default sampler is DPM++ 2M with 50 evaluations" || fail "default sampler: $(head -1 "$TMP/log")"
 expect_err "needs a class-conditional model" "--label on an unconditional model" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --label 3 --out "$TMP/x.png"
-expect_err "applies with --label" "--guidance without a label" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --guidance 3 --out "$TMP/x.png"
-expect_err "is not 'all'" "--labels some" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --labels some --out "$TMP/x.png"
+expect_err "applies to a class-conditional" "--guidance on an unconditional model" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --guidance 3 --out "$TMP/x.png"
+expect_err "is not all, random or none" "--labels some" "$DDPM" sample --model "$TMP/full.ckpt" --n 2 --labels some --out "$TMP/x.png"
 
 echo "-- class-conditional EDM model: exact resume, labels, guidance"
 (cat $CFG; printf 'objective = edm\nnum_classes = 10\np_uncond = 0.2\n') > "$TMP/cond.cfg"
@@ -278,9 +278,15 @@ grep -qx "objective = edm" "$TMP/info" && grep -q "^sigma_data = 0\.[0-9]" "$TMP
   && pass "--guidance 1: one evaluation per step, 50 steps" || fail "--guidance 1: $(cat "$TMP/log")"
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 7 --out "$TMP/l7.png" 2>/dev/null
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 3 --out "$TMP/l3.png" 2>/dev/null
-"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --out "$TMP/lu.png" 2>/dev/null
-! cmp -s "$TMP/l7.png" "$TMP/l3.png" && ! cmp -s "$TMP/l7.png" "$TMP/lu.png" && pass "labels 7, 3 and none give different images" \
-  || fail "labels do not change the samples"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --labels none --out "$TMP/lu.png" 2>"$TMP/log"
+grep -q "null label" "$TMP/log" && ! cmp -s "$TMP/l7.png" "$TMP/l3.png" && ! cmp -s "$TMP/l7.png" "$TMP/lu.png" \
+  && pass "labels 7, 3 and the null label give different images" || fail "labels do not change the samples: $(cat "$TMP/log")"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --out "$TMP/lr.png" 2>"$TMP/log"
+"$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --labels random --out "$TMP/lr2.png" 2>/dev/null
+grep -q "guidance 2" "$TMP/log" && cmp -s "$TMP/lr.png" "$TMP/lr2.png" \
+  && pass "no label on a class-conditional model: random labels, guided (= --labels random)" || fail "default labels: $(cat "$TMP/log")"
+expect_err "applies to a class-conditional model sampled with labels" "--guidance with --labels none" \
+  "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --labels none --guidance 3 --out "$TMP/x.png"
 expect_err "has classes 0..9" "--label 12 on a 10-class model" "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --label 12 --out "$TMP/x.png"
 expect_err "give one of --label" "--label and --labels all" "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --label 1 --labels all --out "$TMP/x.png"
 

@@ -18,8 +18,8 @@ mkdir -p samples
 ./ddpm train --config "$CONFIG" --data data --out models/ddpm.ckpt --steps "$STEPS" --batch 32 --lr 1e-3 \
   --warmup 100 --ema 0.999 --threads "$THREADS" --log samples/train_log.csv --keep-every "$KEEP_EVERY" \
   --sample-every 4000 --sample-dir samples/progress
-# 100 samples of the unconditional model (a class-conditional one samples it with no label), then
-# one row per digit with guidance (for a class-conditional model)
+# 100 samples (a class-conditional model draws each image's class at random and samples it with
+# guidance), then one row per digit
 ./ddpm sample --model models/ddpm.ckpt --n 100 --rows 10 --seed 0 --threads "$THREADS" \
   --out samples/grid.png --strip samples/strip.png --idx samples/samples.idx
 if ./ddpm info --model models/ddpm.ckpt | grep -q "^num_classes = [1-9]"; then

@@ -137,8 +137,10 @@ const char *SAMPLE_FLAGS_HELP =
     "  --no-ema            sample with the raw weights instead of their EMA\n"
     "  --batch N           images per forward pass (default 100)\n"
     "class-conditional models (num_classes in the config):\n"
-    "  --label L           every image of class L (default: no label, the unconditional model)\n"
+    "  --label L           every image of class L\n"
+    "  --labels random     each image's class drawn uniformly from (seed, i) (the default)\n"
     "  --labels all        one row of the grid per class\n"
+    "  --labels none       the null label: the unconditional model\n"
     "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 2; 1 = no guidance)\n"
     "  --noise ddpmc|torch the random numbers: ddpm.c's, one stream per image (default), or\n"
     "                      PyTorch's: torch.manual_seed(S), then x_T and each step's z drawn as\n"
@@ -175,11 +177,20 @@ int parse_sample_flag(SampleArgs *sa, int argc, char **argv, int *i) {
         else if (!strcmp(v, "torch")) o->noise = NOISE_TORCH;
         else usage_error("option --noise: '%s' is not ddpmc or torch", v);
     }
-    else if (!strcmp(a, "--label")) sa->label = (int)parse_long(a, need_value(argc, argv, i), 0, CFG_MAX_CLASSES - 1);
-    else if (!strcmp(a, "--labels")) {
+    else if (!strcmp(a, "--label")) {
+        if (sa->labels_given) usage_error("give one of --label L or --labels all|random|none");
+        sa->label = (int)parse_long(a, need_value(argc, argv, i), 0, CFG_MAX_CLASSES - 1);
+        sa->labels_mode = LABELS_ONE;
+        sa->labels_given = 1;
+    } else if (!strcmp(a, "--labels")) {
         const char *v = need_value(argc, argv, i);
-        if (strcmp(v, "all")) usage_error("option --labels: '%s' is not 'all'", v);
-        sa->labels_all = 1;
+        if (sa->labels_given) usage_error("give one of --label L or --labels all|random|none");
+        if (!strcmp(v, "all")) sa->labels_mode = LABELS_ALL;
+        else if (!strcmp(v, "random")) sa->labels_mode = LABELS_RANDOM;
+        else if (!strcmp(v, "none")) sa->labels_mode = LABELS_NONE;
+        else usage_error("option --labels: '%s' is not all, random or none", v);
+        sa->labels_all = sa->labels_mode == LABELS_ALL;
+        sa->labels_given = 1;
     } else if (!strcmp(a, "--guidance")) {
         o->guidance = (float)parse_double(a, need_value(argc, argv, i), 0.0, 100.0);
         sa->guidance_given = 1;
@@ -192,17 +203,27 @@ void sample_args_finish(SampleArgs *a, const ModelConfig *c, int cols, const cha
     o->objective = c->objective;
     o->sigma_data = c->sigma_data;
     o->num_classes = c->num_classes;
-    if (a->label >= 0 && a->labels_all) usage_error("give one of --label L or --labels all");
-    int want = a->label >= 0 || a->labels_all;
-    if (want && c->num_classes == 0)
+    if (a->labels_given && c->num_classes == 0)
         usage_error("%s: --label%s needs a class-conditional model (num_classes in its config); this one is not",
-                    model, a->labels_all ? "s all" : "");
+                    model, a->labels_mode == LABELS_ONE ? "" : "s");
     if (a->label >= c->num_classes && c->num_classes > 0)
         usage_error("--label %d: %s has classes 0..%d", a->label, model, c->num_classes - 1);
-    if (a->guidance_given && !want) usage_error("--guidance applies with --label L or --labels all");
+    int want = c->num_classes > 0 && a->labels_mode != LABELS_NONE;
+    if (a->guidance_given && !want)
+        usage_error("--guidance applies to a class-conditional model sampled with labels (not --labels none)");
     if (want) {
         a->labels = mallocCheck((size_t)o->n * sizeof(int));
-        for (int i = 0; i < o->n; i++) a->labels[i] = a->label >= 0 ? a->label : (i / (cols > 0 ? cols : 1)) % c->num_classes;
+        for (int i = 0; i < o->n; i++) {
+            if (a->labels_mode == LABELS_ONE) a->labels[i] = a->label;
+            else if (a->labels_mode == LABELS_ALL) a->labels[i] = (i / (cols > 0 ? cols : 1)) % c->num_classes;
+            else { // uniform from (seed, i): splitmix64 of both
+                uint64_t z = o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i + 0x632BE59BD9B4E019ULL;
+                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+                z ^= z >> 31;
+                a->labels[i] = (int)(z % (uint64_t)c->num_classes);
+            }
+        }
         o->labels = a->labels;
     }
     if (!a->steps_given) {

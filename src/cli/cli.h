@@ -37,12 +37,18 @@ void refuse_bad_output(const char *path);
 #include "train/checkpoint.h"
 
 // the sampling flags of a command, and what they ask of a model
+// class-conditional models: --labels random (the default without --label: image i's class drawn
+// uniformly from (seed, i)), all (one row per class), none (the null label: the unconditional
+// model); --label L (every image of class L)
+enum { LABELS_RANDOM = 0, LABELS_ALL = 1, LABELS_NONE = 2, LABELS_ONE = 3 };
 typedef struct {
     SampleOptions opt;
     int no_ema;
     int steps_given, guidance_given;
     int label;          // --label L, -1: none
     int labels_all;     // --labels all: one row per class
+    int labels_mode;    // LABELS_*: what a class-conditional model samples
+    int labels_given;   // --labels or --label was given
     int *labels;        // [n] made by sample_args_finish (NULL: unconditional)
 } SampleArgs;
 // the defaults (docs/QUALITY.md has the measurements behind them): DPM++ 2M with the x0
@@ -56,7 +62,8 @@ void sample_args_default(SampleArgs *a);
 int parse_sample_flag(SampleArgs *a, int argc, char **argv, int *i);
 // Once the model is loaded and opt.n is known: the model's objective and classes into opt, the
 // default step count of the sampler, and the labels (--labels all: image i gets class i / cols,
-// one row of the grid per class). A label for an unconditional model is a usage error.
+// one row of the grid per class; random: from (seed, i)). A label for an unconditional model is a
+// usage error.
 void sample_args_finish(SampleArgs *a, const ModelConfig *c, int cols, const char *model);
 void sample_args_free(SampleArgs *a);
 // the --help lines of those flags

@@ -264,6 +264,7 @@ SamplerKind sampler_from_name(const char *name, int *ok) {
 void sample_describe(char *buf, size_t n, const SampleOptions *opt) {
     char g[64] = "";
     if (opt->num_classes > 0 && opt->labels) snprintf(g, sizeof g, ", guidance %g", opt->guidance);
+    else if (opt->num_classes > 0) snprintf(g, sizeof g, ", null label (unconditional)");
     const char *cl = opt->clip ? ", clipped x0" : "";
     char tn[64] = "";
     if (opt->noise == NOISE_TORCH) snprintf(tn, sizeof tn, ", PyTorch noise (batch %d)", opt->batch < opt->n ? opt->batch : opt->n);

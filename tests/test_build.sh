@@ -11,9 +11,7 @@ variant=()
 for v in REF ARCH PORTABLE NO_OMP MPI; do [ -n "${!v:-}" ] && variant+=("$v=${!v}"); done
 unset MAKEFLAGS MAKEOVERRIDES MFLAGS REF ARCH PORTABLE NO_OMP MPI MPICC CC CPPFLAGS CFLAGS LDFLAGS LDLIBS
 TMP=$(mktemp -d /tmp/ddpm_build_XXXXXX); trap 'rm -rf "$TMP"' EXIT
-fails=0
-pass() { echo "  ok   $1"; }
-fail() { echo "  FAIL $1"; fails=$((fails + 1)); }
+source tests/testlib.sh
 dry() { make -B -n "$@" ddpm 2>&1; }
 
 out=$(dry CFLAGS=-O2)

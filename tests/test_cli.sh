@@ -8,21 +8,7 @@ BUILD_DIR=${BUILD_DIR:-build/native}
 CFG=tests/cfg/mini28.cfg
 TMP=$(mktemp -d /tmp/ddpm_cli_XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-fails=0
-pass() { echo "  ok   $1"; }
-fail() { echo "  FAIL $1"; fails=$((fails + 1)); }
-expect_rc() { # expect_rc WANT DESCRIPTION CMD...: exit code and a one-line 'ddpm' error on stderr
-  local want=$1 what=$2; shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" = "$want" ]; then pass "$what (exit $rc)"; else fail "$what: exit $rc, want $want; stderr: $(head -c 300 "$TMP/err")"; fi
-}
-expect_err() { # expect_err PATTERN DESCRIPTION CMD...: non-zero exit, one stderr line matching PATTERN
-  local pat=$1 what=$2; shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" != 0 ] && grep -q -- "$pat" "$TMP/err" && [ "$(grep -c . "$TMP/err")" = 1 ] && ! grep -qi "sanitizer\|segmentation" "$TMP/err"; then
-    pass "$what: $(cat "$TMP/err")"
-  else fail "$what: exit $rc, stderr: $(head -c 400 "$TMP/err")"; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 echo "-- help and flags"
 for c in train sample info bench judge eval export; do expect_rc 0 "ddpm $c --help" "$DDPM" $c --help; done

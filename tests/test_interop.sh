@@ -10,16 +10,7 @@ DDPM=$(readlink -f "${1:-./ddpm}")
 CFG=tests/cfg/mini28.cfg
 TMP=$(mktemp -d /tmp/ddpm_interop_XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-fails=0
-pass() { echo "  ok   $1"; }
-fail() { echo "  FAIL $1"; fails=$((fails + 1)); }
-expect_err() { # expect_err PATTERN DESCRIPTION CMD...: non-zero exit, one stderr line matching PATTERN
-  local pat=$1 what=$2; shift 2
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" != 0 ] && grep -q -- "$pat" "$TMP/err" && [ "$(grep -c . "$TMP/err")" = 1 ] && ! grep -qi "sanitizer\|segmentation" "$TMP/err"; then
-    pass "$what: $(cat "$TMP/err")"
-  else fail "$what: exit $rc, stderr: $(head -c 400 "$TMP/err")"; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 PY=$(command -v python3 || true)   # any python3 (json, struct) for the hostile files
 TORCHPY=""                         # one with torch for the PyTorch checks
 for p in ${PYTHON_TORCH:-} /usr/bin/python3 python3; do

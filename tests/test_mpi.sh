@@ -18,9 +18,7 @@ D=${MNIST_DIR:-data}
 [ -f "$D/train-images-idx3-ubyte.gz" ] || { echo "test_mpi: FAILED: $D lacks the MNIST files: run 'make data'"; exit 1; }
 TMP=$(mktemp -d /tmp/ddpm_mpi_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 MPI=(mpirun --oversubscribe --bind-to none); [ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
-fails=0
-pass() { echo "  ok   $1"; }
-fail() { echo "  FAIL $1"; fails=$((fails + 1)); }
+source tests/testlib.sh
 near() { # near A B DESCRIPTION: within 1e-6 relative
   if "$DIFF" "$1" "$2" 1e-6 >"$TMP/diff" 2>&1; then pass "$3"; sed 's/^/       /' "$TMP/diff"
   else fail "$3:"; cat "$TMP/diff"; fi

@@ -257,7 +257,7 @@ cmp -s "$TMP/cfull.ckpt" "$TMP/chalf.ckpt" && pass "conditional EDM: 6 + resumed
 grep -qx "objective = edm" "$TMP/info" && grep -q "^sigma_data = 0\.[0-9]" "$TMP/info" && grep -qx "num_classes = 10" "$TMP/info" \
   && pass "the checkpoint records the objective, the measured sigma_data and the classes" || fail "info: $(cat "$TMP/info")"
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 20 --labels all --out "$TMP/all.png" 2>"$TMP/log" \
-  && grep -q "guidance 2" "$TMP/log" && grep -q "DPM++ 2M 25 steps" "$TMP/log" \
+  && grep -q "guidance 1.25" "$TMP/log" && grep -q "DPM++ 2M 25 steps" "$TMP/log" \
   && [ "$(pngsize "$TMP/all.png")" = "62x302" ] && pass "--labels all: 10 rows of 2, guided, 25 steps (50 evaluations)" \
   || fail "--labels all: $(pngsize "$TMP/all.png") $(cat "$TMP/log")"
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --label 7 --guidance 1 --out "$TMP/g1.png" 2>"$TMP/log" && grep -q "DPM++ 2M 50 steps" "$TMP/log" \
@@ -269,7 +269,7 @@ grep -q "null label" "$TMP/log" && ! cmp -s "$TMP/l7.png" "$TMP/l3.png" && ! cmp
   && pass "labels 7, 3 and the null label give different images" || fail "labels do not change the samples: $(cat "$TMP/log")"
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --out "$TMP/lr.png" 2>"$TMP/log"
 "$DDPM" sample --model "$TMP/cfull.ckpt" --n 4 --labels random --out "$TMP/lr2.png" 2>/dev/null
-grep -q "guidance 2" "$TMP/log" && cmp -s "$TMP/lr.png" "$TMP/lr2.png" \
+grep -q "guidance 1.25" "$TMP/log" && cmp -s "$TMP/lr.png" "$TMP/lr2.png" \
   && pass "no label on a class-conditional model: random labels, guided (= --labels random)" || fail "default labels: $(cat "$TMP/log")"
 expect_err "applies to a class-conditional model sampled with labels" "--guidance with --labels none" \
   "$DDPM" sample --model "$TMP/cfull.ckpt" --n 2 --labels none --guidance 3 --out "$TMP/x.png"

@@ -401,6 +401,24 @@ static void test_ddim_step(void) {
     bad = 0;
     for (long i = 0; i < n; i++) bad += fabs(xp[i]) > 1.0f;
     CHECK(bad == 0, "ddim_step clip: %d values outside [-1, 1]", bad);
+    // clip flag on a far-off eps toward an intermediate t_prev: the step of the clipped x0 and of the
+    // eps it implies, (x_t - sqrt(ab_t) x0c)/sqrt(1 - ab_t) (not the far-off eps)
+    {
+        int tp = t / 2;
+        double sa = sqrt(s.alpha_bar64[t]), s1 = sqrt(1 - s.alpha_bar64[t]), sp = sqrt(s.alpha_bar64[tp]);
+        double cd = sqrt(1 - s.alpha_bar64[tp]);
+        ddim_step(xp, xt, xq, t, tp, 0.0f, 1, &s, NULL, n);
+        bad = 0;
+        long outside = 0;
+        for (long i = 0; i < n; i++) {
+            double x0h = (xt[i] - s1 * xq[i]) / sa, x0c = fmin(1.0, fmax(-1.0, x0h));
+            outside += fabs(x0h) > 1;
+            double want = sp * x0c + cd * (xt[i] - sa * x0c) / s1;
+            bad += fabs(xp[i] - want) > 1e-4 * fmax(1.0, fabs(want));
+        }
+        CHECK(bad == 0 && outside > n / 2, "ddim_step clip to t_prev = %d: %d values off the clipped x0's step (%ld clipped)",
+              tp, bad, outside);
+    }
 
     // K = T, eta = 1, t -> t-1: same mean and variance as the DDPM posterior-variance step.
     // Fixed x_t and eps_pred for all n values: sample mean/variance of x_prev vs closed form.

@@ -141,7 +141,7 @@ const char *SAMPLE_FLAGS_HELP =
     "  --labels random     each image's class drawn uniformly from (seed, i) (the default)\n"
     "  --labels all        one row of the grid per class\n"
     "  --labels none       the null label: the unconditional model\n"
-    "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 2; 1 = no guidance)\n"
+    "  --guidance W        classifier-free guidance F_u + W (F_c - F_u) (default 1.25; 1 = no guidance)\n"
     "  --noise ddpmc|torch the random numbers: ddpm.c's, one stream per image (default), or\n"
     "                      PyTorch's: torch.manual_seed(S), then x_T and each step's z drawn as\n"
     "                      torch.randn(batch, C, H, W); the images then depend on --batch\n";

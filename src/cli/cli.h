@@ -55,7 +55,7 @@ typedef struct {
 // estimate clipped to [-1, 1], SAMPLE_DEFAULT_NFE network evaluations per image (guidance
 // included), guidance SAMPLE_DEFAULT_GUIDANCE for class-conditional models given labels
 #define SAMPLE_DEFAULT_NFE 50
-#define SAMPLE_DEFAULT_GUIDANCE 2.0f
+#define SAMPLE_DEFAULT_GUIDANCE 1.25f
 void sample_args_default(SampleArgs *a);
 // If argv[*i] is a sampling flag (--seed --sampler --sigma --steps --eta --rho --clip --no-clip
 // --no-ema --batch --label --labels --guidance), parse it (and its value) into a and return 1; else 0.

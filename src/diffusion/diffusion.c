@@ -168,8 +168,12 @@ static void ddim_step_any(float *x_prev, const float *xt, const float *eps_pred,
     if (noisy && !rng && !z) die("ddim_step: eta > 0 needs an rng");
     for (long i = 0; i < n; i++) {
         double x0 = (xt[i] - s1m * eps_pred[i]) / sa;  // x0_hat
-        if (clip_x0) x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
-        double v = sa_prev * x0 + c_dir * eps_pred[i];
+        double e = eps_pred[i];
+        if (clip_x0) { // the clipped x0, and the eps that goes with it: eps = (x_t - sqrt(ab) x0)/sqrt(1 - ab)
+            x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
+            e = (xt[i] - sa * x0) / s1m;
+        }
+        double v = sa_prev * x0 + c_dir * e;
         if (noisy) v += sigma * noise_at(rng, z, i);
         x_prev[i] = (float)v;
     }

@@ -82,7 +82,9 @@ int ddim_timesteps(int *ts, int K, int T);
 //   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z
 // z[i] drawn in order only if sigma > 0 (eta == 0 or t_prev == -1: deterministic, rng may be NULL).
 // eta = 1 with t_prev = t-1 is the DDPM step with SIGMA_POSTERIOR (same mean and variance).
-// clip_x0 != 0: x0_hat clipped to [-1, 1] (the eps term stays eps_pred).
+// clip_x0 != 0: x0_hat clipped to [-1, 1], and the eps term re-derived from it,
+// eps = (x_t - sqrt(ab_t) x0)/sqrt(1 - ab_t) (as GLIDE; keeping eps_pred with the clipped x0 breaks
+// down under classifier-free guidance, whose extrapolated eps puts x0_hat far outside [-1, 1]).
 void ddim_step(float *x_prev, const float *xt, const float *eps_pred, int t, int t_prev, float eta,
                int clip_x0, const Schedule *s, Rng *rng, long n);
 

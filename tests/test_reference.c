@@ -124,7 +124,8 @@ static void check_file(const char *path, int verbose) {
             CHECK(fabs(sigma[b] - want) <= 1e-9 * want, "image %d: sigma %.12g, C's level of t = %.9g is %.12g", b,
                   sigma[b], t[b], want);
         }
-        objective_batch(&cfg, &sch, x0, eps, t, sigma, B, (int)(nimg / B), xt, target, w);
+        objective_batch(&cfg, &sch, x0, eps, t, sigma, B, (int)(nimg / B), xt, target);
+        for (int b = 0; b < B; b++) w[b] = loss_weight(&cfg, sigma[b]);
         schedule_free(&sch);
         free(x0);
     }

@@ -85,10 +85,9 @@ void draw_noise_level(const ModelConfig *c, const Schedule *s, Rng *rng, float *
 }
 
 void objective_batch(const ModelConfig *c, const Schedule *s, const float *x0, const float *eps, const float *t,
-                     const double *sigma, int B, int D, float *xin, float *target, double *weight) {
+                     const double *sigma, int B, int D, float *xin, float *target) {
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * D;
-        weight[b] = loss_weight(c, sigma[b]);
         if (c->objective == OBJECTIVE_EPS && t[b] == (float)(int)t[b]) {
             int ti = (int)t[b];
             diffusion_add_noise(xin + o, x0 + o, eps + o, &ti, s, 1, D);

@@ -37,10 +37,10 @@ double loss_weight(const ModelConfig *c, double sigma);
 // [sigma_0, sigma_{T-1}]. Writes the network's timestep t and sigma.
 void draw_noise_level(const ModelConfig *c, const Schedule *s, Rng *rng, float *t, double *sigma);
 // The training batch: for each image b (timestep t[b], level sigma[b]) x = x0 + sigma eps,
-// xin = c_in x, target = F* = (x0 - c_skip x)/c_out, weight = loss_weight(sigma). For eps at an
-// integer t, xin is diffusion_add_noise's VP sample and the target eps itself.
+// xin = c_in x, target = F* = (x0 - c_skip x)/c_out (its loss weight: loss_weight(sigma)). For eps
+// at an integer t, xin is diffusion_add_noise's VP sample and the target eps itself.
 void objective_batch(const ModelConfig *c, const Schedule *s, const float *x0, const float *eps, const float *t,
-                     const double *sigma, int B, int D, float *xin, float *target, double *weight);
+                     const double *sigma, int B, int D, float *xin, float *target);
 // loss = sum_b w_b |pred_b - target_b|^2 / (B D), in double; row[b] = |pred_b - target_b|^2
 double objective_loss(const float *pred, const float *target, const double *w, int B, int D, double *row);
 // its gradient for B of the n_total values of a batch, written: dpred = 2 w_b (pred - target) / n_total

@@ -98,8 +98,6 @@ void add_bias_bc_backward(float *dbias, const float *dout, int B, int C, int HW)
 // (the start of the backward pass: mse_backward WRITES dpred, the one backward that does not accumulate)
 float mse_forward(const float *pred, const float *target, long n);
 void mse_backward(float *dpred, const float *pred, const float *target, long n);
-// n of the `count` elements the mean is over (one rank's share of a batch): dpred = 2 (pred - target) / count
-void mse_backward_part(float *dpred, const float *pred, const float *target, long n, long count);
 
 // ---- softmax cross-entropy over C classes (the classifier head of the judge):
 // probs[B,C] = softmax(logits[B,C]) (max-subtracted); returns loss = mean_b -log probs[b, labels[b]],

@@ -18,12 +18,10 @@ float mse_forward(const float *pred, const float *target, long n) {
     return (float)(s / n);
 }
 
-void mse_backward_part(float *dpred, const float *pred, const float *target, long n, long count) {
-    float k = 2.0f / (float)count;
+void mse_backward(float *dpred, const float *pred, const float *target, long n) {
+    float k = 2.0f / (float)n;
     for (long i = 0; i < n; i++) dpred[i] = k * (pred[i] - target[i]);
 }
-
-void mse_backward(float *dpred, const float *pred, const float *target, long n) { mse_backward_part(dpred, pred, target, n, n); }
 
 // ---------------------------------------------------------------------------------------
 // softmax cross-entropy: p = exp(z - max z) / sum exp(z - max z); loss_b = -log p[label_b]

@@ -146,8 +146,7 @@ float trainer_step(Trainer *tr) {
             tr->y[b] = u < c->p_uncond ? c->num_classes : tr->data->labels[idx[b]];
         }
     for (int b = 0; b < B; b++) tr->weight[b] = loss_weight(c, tr->sigma[b]);
-    objective_batch(c, &tr->sched, tr->x0 + o, tr->eps + o, tr->t + b0, tr->sigma + b0, nb, D, tr->xt + o, tr->target + o,
-                    tr->weight + b0);
+    objective_batch(c, &tr->sched, tr->x0 + o, tr->eps + o, tr->t + b0, tr->sigma + b0, nb, D, tr->xt + o, tr->target + o);
     // loss = sum_b w_b |F - F*|^2 / (B D), from the per-image sums (also kept by timestep bucket)
     float *pred = unet_forward(m, tr->xt + o, tr->t + b0, c->num_classes > 0 ? tr->y + b0 : NULL, nb);
     double *row = tr->row_loss, total = 0;

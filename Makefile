@@ -105,6 +105,14 @@ check-mnist:
 VARIANT_TESTS := test_layers test_gemm test_reference test_torch_rng
 VARIANT_ARCHS := $(if $(filter native,$(ARCH)),$(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),x86-64-v3) portable)
 VARIANT_SKIP  := $(if $(filter native,$(ARCH)),$(if $(filter x86-64-v3,$(VARIANT_ARCHS)),,"echo SKIP x86-64-v3 build tests: this CPU lacks AVX2"))
+# this build's own test_reference once more per narrower instruction set of the dispatched kernels
+# (DDPM_ISA; the default run takes the widest); an instruction set this CPU lacks is named as skipped
+HAS_AVX512    := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo y)
+HAS_AVX2      := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y)
+ISA_RUN       := $(if $(HAS_AVX512),$(if $(HAS_AVX2),"DDPM_ISA=avx2 $(BUILD)/test_reference")) \
+                 $(if $(HAS_AVX2),"DDPM_ISA=generic $(BUILD)/test_reference")
+ISA_SKIP      := $(if $(HAS_AVX512),,"echo SKIP test_reference with the avx512 kernels: this CPU lacks AVX-512") \
+                 $(if $(HAS_AVX2),,"echo SKIP test_reference with the avx2 kernels: this CPU lacks AVX2 + FMA")
 VARIANT_ISA_x86-64-v3 := avx2
 VARIANT_ISA_portable  := generic
 VARIANT_RUN   := $(foreach a,$(VARIANT_ARCHS),$(patsubst %,"DDPM_ISA=$(VARIANT_ISA_$(a)) build/$(a)$(if $(filter 1,$(REF)),-ref)$(MPI_SFX)/%",$(VARIANT_TESTS)))
@@ -160,7 +168,7 @@ test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-
 	  "bash tests/test_mpi.sh $(MPI_BUILD)/ddpm" \
 	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
 	  "$(ASAN_DIR)/test_checkpoint --exhaustive tests/fuzz/corpus/checkpoint/micro.ckpt 97" \
-	  $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
+	  $(ISA_RUN) $(ISA_SKIP) $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
 
 data:
 	bash tools/get_mnist.sh data

@@ -29,6 +29,7 @@
 #endif
 
 #include "core/common.h"
+#include "kernels/gemm.h"
 #include "kernels/vec.h"
 #include "nn/layers.h"
 #include "nn/ref/ref.h"
@@ -113,8 +114,8 @@ static void same_bits(const char *what, const float *a, const float *b, long n) 
 static void check_accum(const char *what, const float *res, const float *pre, const float *g, long n) {
     double *want = alloc_d(n);
     for (long i = 0; i < n; i++) want[i] = (double)pre[i] + g[i];
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s (accumulate into pre-filled buffer)", what);
+    char buf[320];
+    snprintf(buf, sizeof buf, "%.256s (accumulate into pre-filled buffer)", what);
     cmp(buf, res, want, n, 1e-5);
     free(want);
 }
@@ -1393,15 +1394,7 @@ static void test_non_finite(void) {
     CHECK(isnan(e[0]) && e[1] > 1e38f && e[2] < 1e-37f, "exp_approx(NaN, inf, -inf) = %g %g %g", e[0], e[1], e[2]);
 }
 
-int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0); // keep PASS lines and FAIL messages in order
-    double t0 = now_seconds();
-    rng_seed(&g_rng, 12345);
-    const char *v = getenv("TEST_VERBOSE");
-    if (v) g_verbose = atoi(v);
-    printf("test_layers: %d thread(s); fast layers vs their reference twins, reference vs finite differences\n",
-           nthreads());
-
+static void run_suite(void) {
     // conv2d (forward, FD and NaN-filled workspace): 3x3 pad 1, 1x1, 4x4 stride 2 pad 1 (even and odd sizes), 3x3 pad 0; non-square images
     RUN(test_conv(0, 2, 3, 5, 6, 4, 3, 1, 1));
     RUN(test_conv(0, 3, 3, 6, 5, 4, 3, 1, 1));
@@ -1473,6 +1466,9 @@ int main(void) {
     RUN(test_mse(37));
     RUN(test_softmax_xent(5, 10));
 
+}
+
+static void summary(void) {
     printf("  summary (max relative error; %ld checks):\n", g_nchecks);
     printf("    %-12s %14s %14s %14s\n", "layer", "ref vs double", "fast vs ref", "FD (ref)");
     for (int i = 0; i < g_nstats; i++) {
@@ -1481,7 +1477,30 @@ int main(void) {
         else if (!strcmp(s->name, "temb")) printf("    %-12s %14.1e %14.1e %14s\n", s->name, s->fwd, s->twin, "-");
         else printf("    %-12s %14.1e %14.1e %14.1e\n", s->name, s->fwd, s->twin, s->fd);
     }
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // keep PASS lines and FAIL messages in order
+    double t0 = now_seconds();
+    rng_seed(&g_rng, 12345);
+    const char *v = getenv("TEST_VERBOSE");
+    if (v) g_verbose = atoi(v);
+    printf("test_layers: %d thread(s); fast layers vs their reference twins, reference vs finite differences,\n"
+           "  once per instruction set of the kernels (GEMM, attention tiles, GroupNorm/SiLU rows) this CPU runs\n",
+           nthreads());
+    for (int v = 0; v < gemm_variant_count(); v++) {
+        const char *isa = gemm_variant_name(v);
+        if (!gemm_variant_supported(v)) { printf("SKIP kernels %s: this CPU lacks it\n", isa); continue; }
+        gemm_set_isa(isa);
+        printf("  kernels %s:\n", isa);
+        g_nstats = 0;
+        g_nchecks = 0;
+        rng_seed(&g_rng, 12345); // the same inputs for every instruction set
+        run_suite();
+        summary();
+        test_non_finite();
+    }
     printf("  %.2f s\n", now_seconds() - t0);
-    test_non_finite();
     TEST_DONE("test_layers");
 }
+

@@ -11,9 +11,10 @@ own --threads then controls the parallelism. tools/bench.sh picks them.
 
 Training step: t ~ U{0..T-1}, eps ~ N(0,1), x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps with a
 linear beta schedule from the config, out = model(x_t, t), MSE(out, eps), backward, Adam step.
-x0 is random data in [-1, 1] (the speed does not depend on it). Two warm-up steps are not timed.
+x0 is random data in [-1, 1] (the speed does not depend on it). Two warm-up steps are not timed
+(three with --compile).
 Sampling: --steps forward passes under torch.no_grad() at batch --sample-batch (one reverse
-diffusion step each, with the DDPM update), after one warm-up pass.
+diffusion step each, with the DDPM update), after one warm-up pass (two with --compile).
 The last line is machine-readable: train_img_s=... sample_img_steps_s=... peak_rss_mb=...
 """
 import argparse
@@ -52,6 +53,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed train steps and sampling passes")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (PyTorch 2; inductor, needs a C++ compiler); the compiling "
+                         "warm-up steps are not timed")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -59,12 +63,13 @@ def main():
     cfg = unet_torch.load_config(a.config)
     model = unet_torch.Unet(cfg)
     n_params = unet_torch.count_params(model)
+    net = torch.compile(model) if a.compile else model
     C, S, T = cfg["im_channels"], cfg["im_size"], cfg["num_timesteps"]
     betas, alphas, abar = linear_schedule(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     x0_all = torch.rand(4 * a.batch, C, S, S) * 2 - 1
     print(f"config {a.config}: {n_params} params, batch {a.batch}, sample batch {a.sample_batch}, "
-          f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, torch {torch.__version__}{' compiled' if a.compile else ' eager'}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')} "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '')}")
 
@@ -76,14 +81,14 @@ def main():
         ab = abar[t][:, None, None, None]
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         opt.zero_grad(set_to_none=True)
-        out = model(x_t, t)
+        out = net(x_t, t)
         loss = torch.nn.functional.mse_loss(out, eps)
         loss.backward()
         opt.step()
         return loss.item()
 
     model.train()
-    for k in range(2):
+    for k in range(3 if a.compile else 2):
         train_step(k)
     t0 = time.perf_counter()
     for k in range(a.steps):
@@ -98,7 +103,7 @@ def main():
         def sample_step(ti):
             nonlocal xs
             t = torch.full((a.sample_batch,), ti, dtype=torch.long)
-            eps_hat = model(xs, t)
+            eps_hat = net(xs, t)
             mean = (xs - betas[ti] / (1 - abar[ti]).sqrt() * eps_hat) / alphas[ti].sqrt()
             if ti > 0:
                 var = betas[ti] * (1 - abar[ti - 1]) / (1 - abar[ti])
@@ -106,6 +111,8 @@ def main():
             else:
                 xs = mean
         sample_step(T - 1)
+        if a.compile:
+            sample_step(T - 1)
         t0 = time.perf_counter()
         for k in range(a.steps):
             sample_step(max(T - 2 - k, 0))

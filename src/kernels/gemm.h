@@ -25,13 +25,14 @@ void gemm_pack_a(int transA, int M, int K, const float *A, int lda, float *Ap);
 void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, const long *boff, float *C, int ldc,
                  int accumulate);
 
-// The variants (gemm_<isa>.c): 0 = avx512, 1 = avx2, 2 = generic, fastest first. The active one
-// is chosen at start-up: DDPM_ISA=avx512|avx2|generic, else the first this CPU supports.
+// The variants (gemm_<isa>.c): 0 = avx512, 1 = avx2, 2 = generic, fastest first (isa.h). The
+// active one is the active instruction set of all kernels: DDPM_ISA=avx512|avx2|generic, else the
+// first this CPU supports.
 int gemm_variant_count(void);
 const char *gemm_variant_name(int i);
 int gemm_variant_supported(int i);   // 1 if this CPU runs variant i
 const char *gemm_isa(void);          // the active variant's name ("avx512bf16" in bf16)
-// make the named variant active (not inside a parallel region, and not between gemm_pack_a and
+// make the named instruction set active for every kernel (isa_set: not inside a parallel region, and not between gemm_pack_a and
 // gemm_packed: the packed layout is the variant's): 0, or -1 if the CPU lacks it, -2 if unknown
 int gemm_set_isa(const char *name);
 

@@ -45,6 +45,43 @@ static void to_bf16(uint16_t *dst, const float *src, int n) {
     }
 }
 
+// rows[kp] = the bf16 pair (x[2 kp], x[2 kp + 1]) for kp < ceil(kc / 2), zeros past x[kc - 1] up to
+// the next multiple of 8 pairs; all zeros when x is NULL
+static void pairs_of_row(uint32_t *row, const float *x, int kc) {
+    int kc2 = (kc + 1) / 2, kc8 = (kc2 + 7) / 8 * 8;
+    uint16_t *h = (uint16_t *)row;
+    if (x) {
+        to_bf16(h, x, kc);
+        for (int k = kc; k < 2 * kc8; k++) h[k] = 0;
+    } else {
+        memset(row, 0, (size_t)kc8 * sizeof *row);
+    }
+}
+
+// dst[kp ld + i] = rows[i][kp] for i < 8, kp < kc2: 8 x 8 blocks of 32-bit pairs transposed in
+// registers (unpack 32, unpack 64, swap 128-bit halves), instead of one 4-byte store per pair
+static void transpose_pairs(uint32_t *dst, int ld, uint32_t (*rows)[KC / 2 + 8], int kc2) {
+    for (int k0 = 0; k0 < kc2; k0 += 8) {
+        __m256i r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(rows[i] + k0));
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+            u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+            u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+            u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+        }
+        int n = kc2 - k0 < 8 ? kc2 - k0 : 8;
+        for (int k = 0; k < n; k++) { // k = 0..3: low halves of u[k], u[k + 4]; 4..7: high halves
+            __m256i v = _mm256_permute2x128_si256(u[k & 3], u[(k & 3) + 4], k < 4 ? 0x20 : 0x31);
+            _mm256_storeu_si256((__m256i *)(dst + (size_t)(k0 + k) * ld), v);
+        }
+    }
+}
+
 // the even K chunk size: K in equal chunks of at most KC, rounded up to a pair
 static int k_step(int K) {
     int nk = (K + KC - 1) / KC, s = (K + nk - 1) / nk;
@@ -54,20 +91,15 @@ static int k_step(int K) {
 // A panels p[ir/MR][kc2][MR][2] (kc2 = ceil(kc / 2)): rows i0..i0+mc, k0..k0+kc; zeros past them
 static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     int kc2 = (kc + 1) / 2;
-    uint16_t row[KC + 2], row2[MR];
+    uint16_t row2[MR];
+    static _Thread_local uint32_t rows[8][KC / 2 + 8] __attribute__((aligned(64)));
     for (int ir = 0; ir < mc; ir += MR, p += (size_t)kc2 * MR * 2) {
         int mr = mc - ir < MR ? mc - ir : MR;
         uint32_t *p32 = (uint32_t *)p;
         if (!transA) { // row i of A: k contiguous; its pairs go to p32[kp MR + i]
-            for (int i = 0; i < MR; i++) {
-                if (i < mr) {
-                    to_bf16(row, row_at(A, lda, aoff, i0 + ir + i) + k0, kc);
-                    row[kc] = 0;
-                    for (int kp = 0; kp < kc2; kp++) { uint32_t v; memcpy(&v, row + 2 * kp, 4); p32[kp * MR + i] = v; }
-                } else {
-                    for (int kp = 0; kp < kc2; kp++) p32[kp * MR + i] = 0;
-                }
-            }
+            for (int i = 0; i < MR; i++)
+                pairs_of_row(rows[i], i < mr ? row_at(A, lda, aoff, i0 + ir + i) + k0 : NULL, kc);
+            transpose_pairs(p32, MR, rows, kc2);
         } else { // A stored [K][M]: row k holds the MR values of one k
             for (int k = 0; k < 2 * kc2; k++) {
                 if (k < kc) to_bf16(row2, row_at(A, lda, aoff, k0 + k) + i0 + ir, mr);
@@ -84,7 +116,7 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
     // (row k, row k+1) -> 16 interleaved pairs: words 2j, 2j+1 from j and 16 + j of cvtne2ps
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    uint16_t col[KC + 2];
+    static _Thread_local uint32_t rows[8][KC / 2 + 8] __attribute__((aligned(64)));
     for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) {
         int nr = nc - jr < NR ? nc - jr : NR;
         if (!transB) {
@@ -103,14 +135,10 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
             }
         } else { // B stored [N][K]: column j of op(B) is row j, its k pairs contiguous
             uint32_t *p32 = (uint32_t *)p;
-            for (int j = 0; j < NR; j++) {
-                if (j < nr) {
-                    to_bf16(col, row_at(B, ldb, boff, j0 + jr + j) + k0, kc);
-                    col[kc] = 0;
-                    for (int kp = 0; kp < kc2; kp++) { uint32_t v; memcpy(&v, col + 2 * kp, 4); p32[kp * NR + j] = v; }
-                } else {
-                    for (int kp = 0; kp < kc2; kp++) p32[kp * NR + j] = 0;
-                }
+            for (int jj = 0; jj < NR; jj += 8) { // 8 columns at a time
+                for (int j = 0; j < 8; j++)
+                    pairs_of_row(rows[j], jj + j < nr ? row_at(B, ldb, boff, j0 + jr + jj + j) + k0 : NULL, kc);
+                transpose_pairs(p32 + jj, NR, rows, kc2);
             }
         }
     }

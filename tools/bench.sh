@@ -8,6 +8,9 @@
 # 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians). On CPUs with
 # AVX512_BF16 each config also runs with --precision bf16 (ratio to fp32). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
 # AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
+# TORCH_PY=/path/to/venv/bin/python (a current PyTorch from pip, not a dependency of ddpm.c) also
+# times that PyTorch eager, under torch.compile and (on AVX512_BF16 CPUs) eager under bf16 autocast,
+# and prints the ratios to each (the last against ddpm.c --precision bf16).
 set -u
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}; BATCH=${BATCH:-64}; STEPS=${STEPS:-5}; SCALING=${SCALING:-1}; ISAS=${ISAS:-1}; LOAD=${LOAD:-1}
@@ -15,6 +18,10 @@ CONFIGS=("$@"); [ ${#CONFIGS[@]} = 0 ] && CONFIGS=(models/small.cfg models/refer
 if grep -qw avx512f /proc/cpuinfo; then CORE=SkylakeX; else CORE=Haswell; fi
 PY=/usr/bin/python3
 have_torch=1; $PY -c "import torch" 2>/dev/null || { have_torch=0; echo "bench: no PyTorch (apt-get install python3-torch): ddpm.c only"; }
+TORCH_PY=${TORCH_PY:-}
+if [ -n "$TORCH_PY" ] && ! "$TORCH_PY" -c "import torch" 2>/dev/null; then
+  echo "bench: TORCH_PY=$TORCH_PY cannot import torch: skipped"; TORCH_PY=
+fi
 field() { tr " " "\n" <<< "$2" | sed -n "s/^$1=//p" | tail -1; }
 rows=()
 for cfg in "${CONFIGS[@]}"; do
@@ -53,6 +60,20 @@ for cfg in "${CONFIGS[@]}"; do
     row="$row | PyTorch train $(field train_img_s "$t_out") img/s, sample $(field sample_img_steps_s "$t_out"), RSS $(field peak_rss_mb "$t_out") MB"
     row="$row | ratio train $(awk -v a="$(field train_img_s "$c_out")" -v b="$(field train_img_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"
     row="$row, sample $(awk -v a="$(field sample_img_steps_s "$c_out")" -v b="$(field sample_img_steps_s "$t_out")" 'BEGIN{printf "%.2fx", a/b}')"
+  fi
+  if [ -n "$TORCH_PY" ]; then
+    modes="eager compile"; grep -qw avx512_bf16 /proc/cpuinfo && modes="$modes bf16"
+    ver=$("$TORCH_PY" -c "import torch; print(torch.__version__)")
+    for mode in $modes; do
+      case $mode in compile) flag=--compile; mine=$c_out ;; bf16) flag="--precision bf16"; mine=$b_out ;; *) flag=; mine=$c_out ;; esac
+      echo "== PyTorch $ver ($TORCH_PY, $mode): $cfg"
+      p_all=$("$TORCH_PY" tools/bench_torch.py --config "$cfg" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" $flag 2>&1)
+      echo "$p_all"
+      p_out=$(tail -1 <<< "$p_all")
+      row="$row | PyTorch $ver $mode train $(field train_img_s "$p_out") img/s, sample $(field sample_img_steps_s "$p_out")"
+      row="$row, ddpm.c$([ $mode = bf16 ] && echo " bf16")/it: train $(awk -v a="$(field train_img_s "$mine")" -v b="$(field train_img_s "$p_out")" 'BEGIN{printf "%.2fx", a/b}')"
+      row="$row, sample $(awk -v a="$(field sample_img_steps_s "$mine")" -v b="$(field sample_img_steps_s "$p_out")" 'BEGIN{printf "%.2fx", a/b}')"
+    done
   fi
   rows+=("$row")
 done

@@ -56,7 +56,11 @@ def main():
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the model (PyTorch 2; inductor, needs a C++ compiler); the compiling "
                          "warm-up steps are not timed")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the forward passes under torch.autocast('cpu', torch.bfloat16) (the "
+                         "counterpart of ddpm --precision bf16)")
     a = ap.parse_args()
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")  # noqa: E731
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -69,7 +73,7 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     x0_all = torch.rand(4 * a.batch, C, S, S) * 2 - 1
     print(f"config {a.config}: {n_params} params, batch {a.batch}, sample batch {a.sample_batch}, "
-          f"threads {torch.get_num_threads()}, torch {torch.__version__}{' compiled' if a.compile else ' eager'}, "
+          f"threads {torch.get_num_threads()}, torch {torch.__version__}{' compiled' if a.compile else ' eager'} {a.precision}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')} "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '')}")
 
@@ -81,8 +85,9 @@ def main():
         ab = abar[t][:, None, None, None]
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         opt.zero_grad(set_to_none=True)
-        out = net(x_t, t)
-        loss = torch.nn.functional.mse_loss(out, eps)
+        with autocast():
+            out = net(x_t, t)
+        loss = torch.nn.functional.mse_loss(out.float(), eps)
         loss.backward()
         opt.step()
         return loss.item()
@@ -103,7 +108,8 @@ def main():
         def sample_step(ti):
             nonlocal xs
             t = torch.full((a.sample_batch,), ti, dtype=torch.long)
-            eps_hat = net(xs, t)
+            with autocast():
+                eps_hat = net(xs, t).float()
             mean = (xs - betas[ti] / (1 - abar[ti]).sqrt() * eps_hat) / alphas[ti].sqrt()
             if ti > 0:
                 var = betas[ti] * (1 - abar[ti - 1]) / (1 - abar[ti])

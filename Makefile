@@ -41,6 +41,14 @@ D_CPPFLAGS := -Isrc $(STB_CFLAGS) $(if $(filter 1,$(REF)),-DDDPM_REF) $(if $(fil
 D_CFLAGS   := -std=c11 -ffp-contract=fast -fno-trapping-math $(ARCH_FLAGS) $(OMP) $(WARN)
 D_LDLIBS   := $(OMP) $(STB_LIBS) -lz -lm
 COMPILE = $(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(D_CFLAGS) $(CFLAGS)
+# One object per instruction set for the kernels in vector extensions (src/kernels/tiles_<isa>.c):
+# compiled for that instruction set whatever the build's target (the AVX2 one without AVX-512 also in
+# a -march=native build); isa.c runs only what the CPU supports. x86-64 only.
+ifeq ($(shell uname -m),x86_64)
+  ISA_FLAGS_tiles_avx512 := -mavx512f -mavx2 -mfma
+  ISA_FLAGS_tiles_avx2   := -march=x86-64 -mavx2 -mfma
+endif
+isa_flags = $(ISA_FLAGS_$(basename $(notdir $(1))))
 LINK    = $(CC) $(D_CFLAGS) $(CFLAGS) $(LDFLAGS)
 
 SRC      := $(sort $(wildcard src/*/*.c src/*/*/*.c))
@@ -82,14 +90,14 @@ FORCE:
 
 $(BUILD)/%.o: src/%.c $(HEADERS) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(COMPILE) -c -o $@ $<
+	$(COMPILE) $(call isa_flags,$<) -c -o $@ $<
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ)
 	$(LINK) $(D_CPPFLAGS) $(CPPFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(D_LDLIBS)
 
 $(ASAN_DIR)/%.o: src/%.c $(HEADERS) $(ASAN_DIR)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) $(call isa_flags,$<) -c -o $@ $<
 
 $(ASAN_DIR)/test_%: tests/test_%.c tests/testutil.h $(ASAN_OBJ)
 	$(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(D_LDLIBS)

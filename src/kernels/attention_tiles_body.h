@@ -78,46 +78,92 @@ static int tile_rows(int D, int fwd) { return D <= NARROW_D ? (fwd ? NARROW_RF :
 #define AI inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
 
+// The 16 keys of a panel as one vector (p16). With AVX-512 (and in the build's own target) it is
+// a 16-float vector; the AVX2 copy defines TILE_SPLIT16 and holds it as two 8-float halves, which
+// GCC keeps in ymm registers (a 16-float vector without AVX-512 it keeps in memory). Lane for lane
+// the same operations, so the same values.
+#ifdef TILE_SPLIT16
+typedef struct { v8f lo, hi; } p16;
+static inline __attribute__((always_inline)) p16 p16_set1(float x) { return (p16){V8(x), V8(x)}; }
+static inline __attribute__((always_inline)) p16 p16_load(const float *p) { return (p16){load8(p), load8(p + 8)}; }
+static inline __attribute__((always_inline)) void p16_store(float *p, p16 v) { store8(p, v.lo); store8(p + 8, v.hi); }
+static inline __attribute__((always_inline)) p16 p16_add(p16 a, p16 b) { return (p16){a.lo + b.lo, a.hi + b.hi}; }
+static inline __attribute__((always_inline)) p16 p16_mul(p16 a, p16 b) { return (p16){a.lo * b.lo, a.hi * b.hi}; }
+static inline __attribute__((always_inline)) p16 p16_scale(p16 a, float x) { return (p16){a.lo * x, a.hi * x}; }
+// acc + a b; acc + x b (x a scalar)
+static inline __attribute__((always_inline)) p16 p16_fma(p16 acc, p16 a, p16 b) {
+    return (p16){acc.lo + a.lo * b.lo, acc.hi + a.hi * b.hi};
+}
+static inline __attribute__((always_inline)) p16 p16_fmas(p16 acc, float x, p16 b) {
+    return (p16){acc.lo + V8(x) * b.lo, acc.hi + V8(x) * b.hi};
+}
+static inline __attribute__((always_inline)) void p16_exp2_neg(p16 *x) { exp2_8_neg(&x->lo); exp2_8_neg(&x->hi); }
+static inline __attribute__((always_inline)) p16 p16_keep_first(p16 x, int n) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    v8i n0 = {n, n, n, n, n, n, n, n}, n1 = n0 - 8;
+    return (p16){(v8f)((v8i)x.lo & (lane < n0)), (v8f)((v8i)x.hi & (lane < n1))};
+}
+// lane k + lane k + 8 first, then the 8 sums in order (as hsum16)
+static inline __attribute__((always_inline)) float p16_hsum(const p16 *v) {
+    float s = 0.0f;
+    for (int k = 0; k < 8; k++) s += v->lo[k] + v->hi[k];
+    return s;
+}
+#else
+typedef v16f p16; // macros: a 64-byte vector argument would change the ABI of builds without AVX-512
+#define p16_set1(x) V16(x)
+#define p16_load(p) load16(p)
+#define p16_store(p, v) store16(p, v)
+#define p16_add(a, b) ((a) + (b))
+#define p16_mul(a, b) ((a) * (b))
+#define p16_scale(a, x) ((a) * (x))
+#define p16_fma(acc, a, b) ((acc) + (a) * (b))
+#define p16_fmas(acc, x, b) ((acc) + V16(x) * (b))
+#define p16_exp2_neg(x) exp2_16_neg(x)
+#define p16_keep_first(x, n) keep_first16(x, n)
+#define p16_hsum(v) hsum16(v)
+#endif
+
 // x (the 16 keys of a panel, arguments <= 0) <- 2^x, keys from n on (past N) zeroed
-static AI void exp_panel(v16f *x, int n) {
-    exp2_16_neg(x);
-    if (n < 16) *x = keep_first16(*x, n);
+static AI void exp_panel(p16 *x, int n) {
+    p16_exp2_neg(x);
+    if (n < 16) *x = p16_keep_first(*x, n);
 }
 
 // The products of the flash kernels on a tile of R queries x 16 keys (one 16-lane register per
 // query), inlined into the kernels:
 // s[r] = c[r] + sum_d a[r D + d] panel[d][0..16): R rows of scores against one key panel
-static AI void flash_scores(v16f *s, const float *c, const float *a, const float *panel, int D, int R) {
-    for (int r = 0; r < R; r++) s[r] = V16(c[r]);
+static AI void flash_scores(p16 *s, const float *c, const float *a, const float *panel, int D, int R) {
+    for (int r = 0; r < R; r++) s[r] = p16_set1(c[r]);
     for (int d = 0; d < D; d++) {
-        v16f b = load16(panel + d * 16);
+        p16 b = p16_load(panel + d * 16);
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) s[r] += V16(a[r * D + d]) * b;
+        for (int r = 0; r < R; r++) s[r] = p16_fmas(s[r], a[r * D + d], b);
     }
 }
 
 // acc[r][0..16) (rows ld apart) += sum_j t[r][j] x[j][0..16) (rows ldx apart): over 16 keys
 static AI void flash_keys_product(float *acc, int ld, const float *t, const float *x, int ldx) {
-    v16f a[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) a[r] = load16(acc + r * ld);
+    p16 a[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) a[r] = p16_load(acc + r * ld);
     for (int j = 0; j < 16; j++) {
-        v16f xj = load16(x + j * ldx);
+        p16 xj = p16_load(x + j * ldx);
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) a[r] += V16(t[r * 16 + j]) * xj;
+        for (int r = 0; r < FLASH_R; r++) a[r] = p16_fmas(a[r], t[r * 16 + j], xj);
     }
-    for (int r = 0; r < FLASH_R; r++) store16(acc + r * ld, a[r]);
+    for (int r = 0; r < FLASH_R; r++) p16_store(acc + r * ld, a[r]);
 }
 
 // acc[j][0..16) (rows ld apart) += sum_r t[r][j] x[r][0..16) (rows ld apart): over the FLASH_R
 // queries, with the x rows in registers
 static AI void flash_queries_product(float *acc, const float *t, const float *x, int ld) {
-    v16f xr[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) xr[r] = load16(x + r * ld);
+    p16 xr[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) xr[r] = p16_load(x + r * ld);
     for (int j = 0; j < 16; j++) {
-        v16f a = load16(acc + j * ld);
+        p16 a = p16_load(acc + j * ld);
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) a += V16(t[r * 16 + j]) * xr[r];
-        store16(acc + j * ld, a);
+        for (int r = 0; r < FLASH_R; r++) a = p16_fmas(a, t[r * 16 + j], xr[r]);
+        p16_store(acc + j * ld, a);
     }
 }
 
@@ -127,46 +173,46 @@ static AI void flash_queries_product(float *acc, const float *t, const float *x,
 // (V^T [16 np][D]); the last panel holds nt valid keys.
 static AI void flash_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
                                   const float *vt, int D, int np, int nt, float *pt) {
-    v16f sum[FLASH_R];
-    for (int r = 0; r < FLASH_R; r++) sum[r] = V16(0.0f);
+    p16 sum[FLASH_R];
+    for (int r = 0; r < FLASH_R; r++) sum[r] = p16_set1(0.0f);
     for (int i = 0; i < FLASH_R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vt + (size_t)p * 16 * D;
-        v16f s[FLASH_R];
+        p16 s[FLASH_R];
         flash_scores(s, nm, q, k, D, FLASH_R); // s[r][j] - m_r
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) { // p = 2^(s - m)
             exp_panel(&s[r], p == np - 1 ? nt : 16);
-            sum[r] += s[r];
-            store16(pt + r * 16, s[r]);
+            sum[r] = p16_add(sum[r], s[r]);
+            p16_store(pt + r * 16, s[r]);
         }
         // ob[r][c..c+16) += sum_j p[r][j] v_j[c..c+16)
         for (int c = 0; c < D; c += 16) flash_keys_product(ob + c, D, pt, v + c, D);
     }
-    for (int r = 0; r < FLASH_R; r++) l[r] = hsum16(&sum[r]);
+    for (int r = 0; r < FLASH_R; r++) l[r] = p16_hsum(&sum[r]);
 }
 
 // The narrow forward tile: as flash_tile_forward for NARROW_RF queries, with V as key panels vp
 static AI void narrow_tile_forward(float *ob, float *l, const float *q, const float *nm, const float *kp,
                                    const float *vp, int D, int np, int nt) {
-    v16f acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
+    p16 acc[NARROW_RF][NARROW_D], sum[NARROW_RF]; // acc[r][d]: lanes of sum_j p_rj v_j[d]
     for (int r = 0; r < NARROW_RF; r++) {
-        sum[r] = V16(0.0f);
-        for (int d = 0; d < D; d++) acc[r][d] = V16(0.0f);
+        sum[r] = p16_set1(0.0f);
+        for (int d = 0; d < D; d++) acc[r][d] = p16_set1(0.0f);
     }
     for (int p = 0; p < np; p++) {
         const float *k = kp + (size_t)p * 16 * D, *v = vp + (size_t)p * 16 * D;
-        v16f s[NARROW_RF];
+        p16 s[NARROW_RF];
         flash_scores(s, nm, q, k, D, NARROW_RF);
         for (int r = 0; r < NARROW_RF; r++) {
             exp_panel(&s[r], p == np - 1 ? nt : 16);
-            sum[r] += s[r];
-            for (int d = 0; d < D; d++) acc[r][d] += s[r] * load16(v + d * 16);
+            sum[r] = p16_add(sum[r], s[r]);
+            for (int d = 0; d < D; d++) acc[r][d] = p16_fma(acc[r][d], s[r], p16_load(v + d * 16));
         }
     }
     for (int r = 0; r < NARROW_RF; r++) {
-        l[r] = hsum16(&sum[r]);
-        for (int d = 0; d < D; d++) ob[r * D + d] = hsum16(&acc[r][d]);
+        l[r] = p16_hsum(&sum[r]);
+        for (int d = 0; d < D; d++) ob[r * D + d] = p16_hsum(&acc[r][d]);
     }
 }
 
@@ -264,17 +310,17 @@ static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const floa
         size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po, *ktp = kt + po;
         float *dkp = dkt + po, *dvp = dvt + po;
-        v16f s[FLASH_R];
+        p16 s[FLASH_R];
         flash_scores(s, nl, qs, k, D, FLASH_R); // p = 2^(qs . k + nl)
 #pragma GCC unroll 6
         for (int r = 0; r < FLASH_R; r++) {
             exp_panel(&s[r], p == np - 1 ? nt : 16);
-            if (r >= rows) s[r] = V16(0.0f);
-            store16(pt + r * 16, s[r]);
+            if (r >= rows) s[r] = p16_set1(0.0f);
+            p16_store(pt + r * 16, s[r]);
         }
         flash_scores(s, ndd, g, v, D, FLASH_R); // ds = scale p (g . v - dd)
 #pragma GCC unroll 6
-        for (int r = 0; r < FLASH_R; r++) store16(dst + r * 16, load16(pt + r * 16) * s[r] * scale);
+        for (int r = 0; r < FLASH_R; r++) p16_store(dst + r * 16, p16_scale(p16_mul(p16_load(pt + r * 16), s[r]), scale));
         for (int c = 0; c < D; c += 16) {
             flash_keys_product(dq + c, D, dst, ktp + c, D); // dq[r] += sum_j ds_rj k_j (rows of K^T)
             flash_queries_product(dvp + c, pt, g + c, D);   // dvt[j] += sum_r p_rj g_r
@@ -288,34 +334,34 @@ static AI void flash_tile_backward(float *dq, float *dkt, float *dvt, const floa
 static AI void narrow_tile_backward(float *dq, float *dkp, float *dvp, const float *q, const float *qs,
                                     const float *g, const float *nl, const float *ndd, int rows, const float *kp,
                                     const float *vp, int D, int np, int nt, float scale) {
-    v16f acc[NARROW_RB][NARROW_D]; // acc[r][d]: lanes of sum_j ds_rj k_j[d]
+    p16 acc[NARROW_RB][NARROW_D]; // acc[r][d]: lanes of sum_j ds_rj k_j[d]
     for (int r = 0; r < NARROW_RB; r++)
-        for (int d = 0; d < D; d++) acc[r][d] = V16(0.0f);
+        for (int d = 0; d < D; d++) acc[r][d] = p16_set1(0.0f);
     for (int p = 0; p < np; p++) {
         size_t po = (size_t)p * 16 * D;
         const float *k = kp + po, *v = vp + po;
         float *dk = dkp + po, *dv = dvp + po;
-        v16f pr[NARROW_RB], sr[NARROW_RB];
+        p16 pr[NARROW_RB], sr[NARROW_RB];
         flash_scores(pr, nl, qs, k, D, NARROW_RB); // p = 2^(qs . k + nl)
         for (int r = 0; r < NARROW_RB; r++) {
             exp_panel(&pr[r], p == np - 1 ? nt : 16);
-            if (r >= rows) pr[r] = V16(0.0f);
+            if (r >= rows) pr[r] = p16_set1(0.0f);
         }
         flash_scores(sr, ndd, g, v, D, NARROW_RB); // ds = scale p (g . v - dd)
-        for (int r = 0; r < NARROW_RB; r++) sr[r] = pr[r] * sr[r] * scale;
+        for (int r = 0; r < NARROW_RB; r++) sr[r] = p16_scale(p16_mul(pr[r], sr[r]), scale);
         for (int d = 0; d < D; d++) {
-            v16f kd = load16(k + d * 16), dkd = load16(dk + d * 16), dvd = load16(dv + d * 16);
+            p16 kd = p16_load(k + d * 16), dkd = p16_load(dk + d * 16), dvd = p16_load(dv + d * 16);
             for (int r = 0; r < NARROW_RB; r++) {
-                acc[r][d] += sr[r] * kd;
-                dkd += sr[r] * V16(q[r * D + d]);
-                dvd += pr[r] * V16(g[r * D + d]);
+                acc[r][d] = p16_fma(acc[r][d], sr[r], kd);
+                dkd = p16_fmas(dkd, q[r * D + d], sr[r]);
+                dvd = p16_fmas(dvd, g[r * D + d], pr[r]);
             }
-            store16(dk + d * 16, dkd);
-            store16(dv + d * 16, dvd);
+            p16_store(dk + d * 16, dkd);
+            p16_store(dv + d * 16, dvd);
         }
     }
     for (int r = 0; r < NARROW_RB; r++)
-        for (int d = 0; d < D; d++) dq[r * D + d] = hsum16(&acc[r][d]);
+        for (int d = 0; d < D; d++) dq[r * D + d] = p16_hsum(&acc[r][d]);
 }
 
 #define TILE_BWD_ARGS float *dq, float *dkt, float *dvt, const float *q, const float *qs, const float *g, \

@@ -41,7 +41,7 @@ void tuner_init(ThreadTuner *t, int max_threads) {
     t->max = max_threads < 1 ? 1 : max_threads > TUNER_MAX ? TUNER_MAX : max_threads;
     t->cur = t->next = t->max;
     t->probe_dir = -1;
-    t->interval = TUNER_PROBE_EVERY;
+    t->interval = TUNER_PROBE_FIRST;
     t->next_probe = 3; // after two warm-up units and one timed at the count asked for
     const char *f = getenv("DDPM_FIXED_THREADS");
     t->fixed = f && *f && strcmp(f, "0") != 0;
@@ -66,13 +66,14 @@ void tuner_end(ThreadTuner *t, double work) {
     double *a = &t->avg[t->next];
     if (t->next != t->cur) { // a probe: one measurement against the running mean of the count in use
         *a = per;
-        if (t->avg[t->cur] > 0 && per < 0.95 * t->avg[t->cur]) {
+        if (t->avg[t->cur] > 0 && per < 0.95 * t->avg[t->cur]) { // move, and probe back soon
             t->cur = t->next;
-            t->interval = TUNER_PROBE_EVERY;
-        } else if (t->interval < 16 * TUNER_PROBE_EVERY) {
-            t->interval *= 2;
+            t->interval = TUNER_PROBE_FIRST;
+            t->next_probe = t->units + t->interval;
+        } else { // lost: the next probe after this interval, the one after it twice as far
+            t->next_probe = t->units + t->interval;
+            t->interval = 2 * t->interval < TUNER_PROBE_MAX ? 2 * t->interval : TUNER_PROBE_MAX;
         }
-        t->next_probe = t->units + t->interval;
         return;
     }
     *a = *a > 0 ? 0.8 * *a + 0.2 * per : per;

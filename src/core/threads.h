@@ -33,11 +33,14 @@ void thread_span(long n, long *lo, long *hi);
 // Every parallel loop waits at its end for its slowest thread; when another process holds a core,
 // the thread the OS deschedules there makes every loop wait, and fewer threads can be faster.
 // A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
-// with one thread more or fewer after the warm-up, then every `interval` units; it moves to that
-// count when it was more than 5% faster. A probe that loses doubles the interval (from
-// TUNER_PROBE_EVERY up to 16 times that: a probe on a busy machine can cost several units). Results do not depend on the thread count (the layers sum in
-// fixed chunks), so the choice changes only the speed. DDPM_FIXED_THREADS=1 turns it off.
-#define TUNER_PROBE_EVERY 50
+// with one thread more or fewer after the warm-up, then again after `interval` units; it moves to
+// that count when it was more than 5% faster. The interval starts at TUNER_PROBE_FIRST units and
+// doubles after every probe that loses, up to TUNER_PROBE_MAX (so a short run still probes a few
+// times: one probe on a busy machine is a noisy measurement), and starts over after a move.
+// Results do not depend on the thread count (the layers sum in fixed chunks), so the choice
+// changes only the speed. DDPM_FIXED_THREADS=1 turns it off.
+#define TUNER_PROBE_FIRST 4
+#define TUNER_PROBE_MAX 800
 #define TUNER_MAX 256
 typedef struct {
     int max, cur;        // the count asked for; the count in use

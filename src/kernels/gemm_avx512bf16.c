@@ -76,7 +76,8 @@ static void transpose_pairs(uint32_t *dst, int ld, uint32_t (*rows)[KC / 2 + 8],
         }
         int n = kc2 - k0 < 8 ? kc2 - k0 : 8;
         for (int k = 0; k < n; k++) { // k = 0..3: low halves of u[k], u[k + 4]; 4..7: high halves
-            __m256i v = _mm256_permute2x128_si256(u[k & 3], u[(k & 3) + 4], k < 4 ? 0x20 : 0x31);
+            __m256i v = k < 4 ? _mm256_permute2x128_si256(u[k], u[k + 4], 0x20)
+                              : _mm256_permute2x128_si256(u[k - 4], u[k], 0x31);
             _mm256_storeu_si256((__m256i *)(dst + (size_t)(k0 + k) * ld), v);
         }
     }

@@ -43,10 +43,10 @@ D_LDLIBS   := $(OMP) $(STB_LIBS) -lz -lm
 COMPILE = $(CC) $(D_CPPFLAGS) $(CPPFLAGS) $(D_CFLAGS) $(CFLAGS)
 # One object per instruction set for the kernels in vector extensions (src/kernels/tiles_<isa>.c):
 # compiled for that instruction set whatever the build's target (the AVX2 one without AVX-512 also in
-# a -march=native build); isa.c runs only what the CPU supports. x86-64 only.
+# a -march=native build, with the build's tuning); isa.c runs only what the CPU supports. x86-64 only.
 ifeq ($(shell uname -m),x86_64)
   ISA_FLAGS_tiles_avx512 := -mavx512f -mavx2 -mfma
-  ISA_FLAGS_tiles_avx2   := -march=x86-64 -mavx2 -mfma
+  ISA_FLAGS_tiles_avx2   := -mno-avx512f -mavx2 -mfma
 endif
 isa_flags = $(ISA_FLAGS_$(basename $(notdir $(1))))
 LINK    = $(CC) $(D_CFLAGS) $(CFLAGS) $(LDFLAGS)

@@ -4,7 +4,6 @@
 
 #include <string.h>
 
-#include "kernels/isa.h"
 #include "kernels/tiles_variants.h"
 
 // a [D, N] array as panels of ATT_J keys: t[(j / ATT_J) D ATT_J + d ATT_J + j % ATT_J], the last
@@ -34,18 +33,16 @@ void transpose_scaled(float *xt, const float *X, int D, int N, float a) {
 }
 
 
-#define PICK(name) (isa_active() == ISA_AVX512 ? name##_avx512 : isa_active() == ISA_AVX2 ? name##_avx2 : name##_generic)
-
-float exp_row_sum(float *s, int n, float m) { return PICK(exp_row_sum)(s, n, m); }
-float max_row(const float *s, int n) { return PICK(max_row)(s, n); }
-void p_ds_row(float *s, float *dp, int n, float scale, float l, float di) { PICK(p_ds_row)(s, dp, n, scale, l, di); }
+float exp_row_sum(float *s, int n, float m) { return TILES_PICK(exp_row_sum)(s, n, m); }
+float max_row(const float *s, int n) { return TILES_PICK(max_row)(s, n); }
+void p_ds_row(float *s, float *dp, int n, float scale, float l, float di) { TILES_PICK(p_ds_row)(s, dp, n, scale, l, di); }
 
 void flash_forward(float *O, float *lse, const float *Q, const float *kp, const float *vx, int D, int N, float scale,
                    float *fl) {
-    PICK(flash_forward)(O, lse, Q, kp, vx, D, N, scale, fl);
+    TILES_PICK(flash_forward)(O, lse, Q, kp, vx, D, N, scale, fl);
 }
 
 void flash_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *dO, const float *lse,
                     const float *di, const float *kp, const float *vp, int D, int N, float scale, float *fl) {
-    PICK(flash_backward)(dQ, dK, dV, Q, K, dO, lse, di, kp, vp, D, N, scale, fl);
+    TILES_PICK(flash_backward)(dQ, dK, dV, Q, K, dO, lse, di, kp, vp, D, N, scale, fl);
 }

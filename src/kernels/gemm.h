@@ -32,8 +32,9 @@ int gemm_variant_count(void);
 const char *gemm_variant_name(int i);
 int gemm_variant_supported(int i);   // 1 if this CPU runs variant i
 const char *gemm_isa(void);          // the active variant's name ("avx512bf16" in bf16)
-// make the named instruction set active for every kernel (isa_set: not inside a parallel region, and not between gemm_pack_a and
-// gemm_packed: the packed layout is the variant's): 0, or -1 if the CPU lacks it, -2 if unknown
+// make the named instruction set active for every kernel (isa_set: not inside a parallel region,
+// and not between gemm_pack_a and gemm_packed: the packed layout is the variant's): 0, or -1 if
+// the CPU lacks it, -2 if unknown
 int gemm_set_isa(const char *name);
 
 // Precision of the products: fp32, or bf16 inputs (rounded to nearest even) with fp32

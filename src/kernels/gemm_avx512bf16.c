@@ -29,6 +29,8 @@
 // pack buffers (per thread, never state between calls), in bf16 elements
 static _Thread_local uint16_t packA[MC * (KC + 2)] __attribute__((aligned(64)));
 static _Thread_local uint16_t packB[(KC + 2) * (NC + NR)] __attribute__((aligned(64)));
+// the k pairs of 8 rows of A or 8 columns of B^T on their way into a panel (pairs_of_row)
+static _Thread_local uint32_t pair_rows[8][KC / 2 + 8] __attribute__((aligned(64)));
 
 static inline const float *row_at(const float *M, int ld, const long *off, long r) {
     return off ? M + off[r] : M + (size_t)r * ld;
@@ -93,14 +95,13 @@ static int k_step(int K) {
 static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     int kc2 = (kc + 1) / 2;
     uint16_t row2[MR];
-    static _Thread_local uint32_t rows[8][KC / 2 + 8] __attribute__((aligned(64)));
     for (int ir = 0; ir < mc; ir += MR, p += (size_t)kc2 * MR * 2) {
         int mr = mc - ir < MR ? mc - ir : MR;
         uint32_t *p32 = (uint32_t *)p;
         if (!transA) { // row i of A: k contiguous; its pairs go to p32[kp MR + i]
             for (int i = 0; i < MR; i++)
-                pairs_of_row(rows[i], i < mr ? row_at(A, lda, aoff, i0 + ir + i) + k0 : NULL, kc);
-            transpose_pairs(p32, MR, rows, kc2);
+                pairs_of_row(pair_rows[i], i < mr ? row_at(A, lda, aoff, i0 + ir + i) + k0 : NULL, kc);
+            transpose_pairs(p32, MR, pair_rows, kc2);
         } else { // A stored [K][M]: row k holds the MR values of one k
             for (int k = 0; k < 2 * kc2; k++) {
                 if (k < kc) to_bf16(row2, row_at(A, lda, aoff, k0 + k) + i0 + ir, mr);
@@ -117,7 +118,6 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
     // (row k, row k+1) -> 16 interleaved pairs: words 2j, 2j+1 from j and 16 + j of cvtne2ps
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    static _Thread_local uint32_t rows[8][KC / 2 + 8] __attribute__((aligned(64)));
     for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) {
         int nr = nc - jr < NR ? nc - jr : NR;
         if (!transB) {
@@ -138,8 +138,8 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
             uint32_t *p32 = (uint32_t *)p;
             for (int jj = 0; jj < NR; jj += 8) { // 8 columns at a time
                 for (int j = 0; j < 8; j++)
-                    pairs_of_row(rows[j], jj + j < nr ? row_at(B, ldb, boff, j0 + jr + jj + j) + k0 : NULL, kc);
-                transpose_pairs(p32 + jj, NR, rows, kc2);
+                    pairs_of_row(pair_rows[j], jj + j < nr ? row_at(B, ldb, boff, j0 + jr + jj + j) + k0 : NULL, kc);
+                transpose_pairs(p32 + jj, NR, pair_rows, kc2);
             }
         }
     }

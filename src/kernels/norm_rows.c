@@ -2,21 +2,18 @@
 // norm_rows_body.h, compiled per instruction set).
 #include "kernels/norm_rows.h"
 
-#include "kernels/isa.h"
 #include "kernels/tiles_variants.h"
 
-#define PICK(name) (isa_active() == ISA_AVX512 ? name##_avx512 : isa_active() == ISA_AVX2 ? name##_avx2 : name##_generic)
-
-void gn_mean_rstd(const float *x, long n, float *mean, float *rstd) { PICK(gn_mean_rstd)(x, n, mean, rstd); }
-void gn_affine_silu(float *y, float *act, const float *x, int n, float a, float b) { PICK(gn_affine_silu)(y, act, x, n, a, b); }
+void gn_mean_rstd(const float *x, long n, float *mean, float *rstd) { TILES_PICK(gn_mean_rstd)(x, n, mean, rstd); }
+void gn_affine_silu(float *y, float *act, const float *x, int n, float a, float b) { TILES_PICK(gn_affine_silu)(y, act, x, n, a, b); }
 void gn_dy_sums(const float *dy, const float *x, float m, int n, float *s_dy, float *s_dyx) {
-    PICK(gn_dy_sums)(dy, x, m, n, s_dy, s_dyx);
+    TILES_PICK(gn_dy_sums)(dy, x, m, n, s_dy, s_dyx);
 }
 void gn_dx_add(float *dx, const float *dy, const float *x, int n, float r, float g, float m, float md, float mdx) {
-    PICK(gn_dx_add)(dx, dy, x, n, r, g, m, md, mdx);
+    TILES_PICK(gn_dx_add)(dx, dy, x, n, r, g, m, md, mdx);
 }
 void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b) {
-    PICK(silu_affine_backward)(dv, da, x, n, a, b);
+    TILES_PICK(silu_affine_backward)(dv, da, x, n, a, b);
 }
-void silu_rows(float *y, const float *x, long n) { PICK(silu_rows)(y, x, n); }
-void silu_backward_rows(float *dx, const float *dy, const float *x, long n) { PICK(silu_backward_rows)(dx, dy, x, n); }
+void silu_rows(float *y, const float *x, long n) { TILES_PICK(silu_rows)(y, x, n); }
+void silu_backward_rows(float *dx, const float *dy, const float *x, long n) { TILES_PICK(silu_backward_rows)(dx, dy, x, n); }

@@ -5,6 +5,12 @@
 
 #include <stddef.h>
 
+#include "kernels/isa.h"
+
+// the copy of `name` for the active instruction set
+#define TILES_PICK(name) \
+    (isa_active() == ISA_AVX512 ? name##_avx512 : isa_active() == ISA_AVX2 ? name##_avx2 : name##_generic)
+
 #define TILES_VARIANT_DECL(isa)                                                                                   \
     float exp_row_sum_##isa(float *s, int n, float m);                                                            \
     float max_row_##isa(const float *s, int n);                                                                   \

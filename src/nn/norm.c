@@ -2,9 +2,6 @@
 #define DDPM_NN_IMPL // defines the fast layers (see layers.h)
 #include "nn/layers.h"
 
-#include <math.h>
-#include <string.h>
-
 #include "core/common.h"
 #include "core/threads.h"
 #include "kernels/norm_rows.h"

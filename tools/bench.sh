@@ -5,7 +5,8 @@
 # Env: THREADS (2), BATCH (64), STEPS (5), SCALING (1: also run ddpm.c on 1 thread and print the
 # 1 -> THREADS speed-up), ISAS (1: also run the narrower GEMM variants this CPU has, DDPM_ISA=...,
 # and print default/variant), LOAD (1: with a busy loop pinned to the last core, fast.cfg at batch
-# 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians). On CPUs with
+# 32 on THREADS threads against 1 thread, 3 alternating rounds each, medians; then the same with
+# the busy loop on for 3 s and off for 3 s in turn, 150 steps, the mean step). On CPUs with
 # AVX512_BF16 each config also runs with --precision bf16 (ratio to fp32). PyTorch runs with OPENBLAS_NUM_THREADS=1 and, on
 # AVX-512 CPUs, OPENBLAS_CORETYPE=SkylakeX (its best setting there); on AVX2-only CPUs Haswell.
 # TORCH_PY=/path/to/venv/bin/python (a current PyTorch from pip, not a dependency of ddpm.c) also
@@ -90,6 +91,17 @@ if [ "$LOAD" = 1 ] && [ "$THREADS" -gt 1 ]; then
   kill $busy; wait $busy 2>/dev/null
   med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
   rows+=("under load (1 core busy): fast.cfg train $THREADS threads $(med "${many[@]}") img/s, 1 thread $(med "${one[@]}") img/s (medians of 3), ratio $(awk -v a="$(med "${many[@]}")" -v b="$(med "${one[@]}")" 'BEGIN{printf "%.2fx", a/b}')")
+  echo "== load coming and going: a busy loop on core $core, 3 s on, 3 s off; fast.cfg, batch 32, 150 steps, mean step, 2 rounds"
+  ( trap 'kill $b 2>/dev/null; exit 0' TERM
+    while :; do taskset -c $core sh -c 'while :; do :; done' & b=$!; sleep 3 & wait $!; kill $b; sleep 3 & wait $!; done ) & toggler=$!
+  many=(); one=()
+  for round in 1 2; do
+    m=$(./ddpm bench --config models/fast.cfg --batch 32 --threads "$THREADS" --steps 150 | tail -1); many+=("$(field train_mean_img_s "$m") $(field sample_mean_img_steps_s "$m")")
+    o=$(./ddpm bench --config models/fast.cfg --batch 32 --threads 1 --steps 150 | tail -1); one+=("$(field train_mean_img_s "$o") $(field sample_mean_img_steps_s "$o")")
+    echo "   round $round: $THREADS threads train ${many[-1]% *} img/s, sample ${many[-1]#* } image-steps/s; 1 thread ${one[-1]% *}, ${one[-1]#* }"
+  done
+  kill $toggler; wait $toggler 2>/dev/null
+  rows+=("load coming and going: fast.cfg $THREADS threads / 1 thread, mean of 150 steps, 2 rounds: train $(awk -v a="${many[0]% *}" -v b="${one[0]% *}" -v c="${many[1]% *}" -v d="${one[1]% *}" 'BEGIN{printf "%.2fx %.2fx", a/b, c/d}'), sample $(awk -v a="${many[0]#* }" -v b="${one[0]#* }" -v c="${many[1]#* }" -v d="${one[1]#* }" 'BEGIN{printf "%.2fx %.2fx", a/b, c/d}')")
 fi
 echo
 echo "== summary (threads $THREADS, batch $BATCH; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(grep -o 'avx512[a-z_0-9]*\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' '))"

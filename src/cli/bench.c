@@ -158,8 +158,9 @@ int cmd_bench(int argc, char **argv) {
            threads_in_use(), peak, 100 * train_gflops / peak);
     printf("peak RSS: %.0f MB\n", rss);
     printf("train_img_s=%.2f sample_img_steps_s=%.2f gflops=%.2f peak_gflops=%.2f efficiency=%.4f peak_rss_mb=%.0f isa=%s "
-           "peak_isa=%s train_threads=%d sample_threads=%d precision=%s\n", train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss,
-           gemm_isa(), wide, train_threads, sample_threads, precision ? "bf16" : "fp32");
+           "peak_isa=%s train_threads=%d sample_threads=%d precision=%s train_mean_img_s=%.2f sample_mean_img_steps_s=%.2f\n",
+           train_ips, sample_ips, train_gflops, peak, train_gflops / peak, rss, gemm_isa(), wide, train_threads,
+           sample_threads, precision ? "bf16" : "fp32", batch / mean_train, sample_batch / mean_sample);
     free(x); free(t);
     trainer_free(&tr);
     free(data.pixels); free(data.labels);

@@ -1,7 +1,10 @@
 // threads.c: thread count helpers (threads.h).
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE // sched_getaffinity
 #include "core/threads.h"
 
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,10 +33,55 @@ void thread_span(long n, long *lo, long *hi) {
     if (*hi > n) *hi = n;
 }
 
-static double tuner_clock(void) {
+static double clock_of(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+static double tuner_clock(void) { return clock_of(CLOCK_MONOTONIC); }
+
+int load_sample(LoadSample *s) {
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    char line[512];
+    s->busy = s->total = 0;
+    s->ncpu = 0;
+    // "cpuN user nice system idle iowait irq softirq steal guest guest_nice" (ticks; guest time is
+    // inside user and nice), one line per CPU after the "cpu" line of their sums
+    while (fgets(line, sizeof line, f) && !strncmp(line, "cpu", 3)) {
+        int cpu;
+        unsigned long long v[8] = {0};
+        if (line[3] < '0' || line[3] > '9') continue;
+        if (sscanf(line + 3, "%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7]) < 5)
+            continue;
+        if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &set)) continue;
+        double all = 0;
+        for (int i = 0; i < 8; i++) all += (double)v[i];
+        s->total += all;
+        s->busy += all - (double)v[3] - (double)v[4];
+        s->ncpu++;
+    }
+    fclose(f);
+    if (s->ncpu == 0 || s->total <= 0) return -1;
+    s->wall = clock_of(CLOCK_MONOTONIC);
+    s->own = clock_of(CLOCK_PROCESS_CPUTIME_ID);
+    return 0;
+#else
+    (void)s;
+    return -1;
+#endif
+}
+
+// busy CPUs = ncpu * busy ticks / all ticks; other processes' share = that minus this process's
+double load_foreign(const LoadSample *a, const LoadSample *b) {
+    double dt = b->wall - a->wall, dtot = b->total - a->total;
+    if (dt <= 0 || dtot <= 0 || a->ncpu != b->ncpu) return 0;
+    double f = b->ncpu * (b->busy - a->busy) / dtot - (b->own - a->own) / dt;
+    return f < 0 ? 0 : f > b->ncpu ? b->ncpu : f;
 }
 
 void tuner_init(ThreadTuner *t, int max_threads) {
@@ -45,15 +93,50 @@ void tuner_init(ThreadTuner *t, int max_threads) {
     t->next_probe = 3; // after two warm-up units and one timed at the count asked for
     const char *f = getenv("DDPM_FIXED_THREADS");
     t->fixed = f && *f && strcmp(f, "0") != 0;
+    t->sample = load_sample;
+}
+
+// measure the load when TUNER_HINT_SECONDS have passed since the last sample; 1 if `want` changed
+static int tuner_hint(ThreadTuner *t) {
+    if (t->fixed || t->max < 2 || !t->sample) return 0;
+    if (t->have_last && tuner_clock() - t->last.wall < TUNER_HINT_SECONDS) return 0;
+    LoadSample s;
+    if (t->sample(&s) != 0) {
+        int changed = t->want != 0;
+        t->want = 0;
+        t->have_last = 0;
+        return changed;
+    }
+    if (!t->have_last || s.wall - t->last.wall < TUNER_HINT_SECONDS) { // the first sample (or a test's clock)
+        if (!t->have_last) t->last = s;
+        t->have_last = 1;
+        return 0;
+    }
+    double free = s.ncpu - load_foreign(&t->last, &s);
+    t->last = s;
+    int want = (int)floor(free + 0.4);
+    want = want < 1 ? 1 : want > t->max ? t->max : want;
+    int changed = want != t->want;
+    t->want = want;
+    return changed;
 }
 
 void tuner_begin(ThreadTuner *t) {
+    if (t->units == 0) tuner_hint(t); // the first sample: the load of the first unit is measured from here
     t->next = t->cur;
-    if (!t->fixed && t->max > 1 && t->units == t->next_probe) {
-        int n = t->cur + t->probe_dir;
-        if (n < 1 || n > t->max) n = t->cur - t->probe_dir;
-        t->probe_dir = -t->probe_dir;
-        if (n >= 1 && n <= t->max) t->next = n;
+    if (!t->fixed && t->max > 1 && t->units >= t->next_probe) {
+        int n = t->cur;
+        if (t->want > 0) // toward the count the load leaves a CPU each
+            n = t->want > t->cur ? t->cur + 1 : t->want < t->cur ? t->cur - 1 : t->cur;
+        else if (!(t->sample && t->have_last)) { // the load cannot be read: alternate down and up
+            n = t->cur + t->probe_dir;
+            if (n < 1 || n > t->max) n = t->cur - t->probe_dir;
+            t->probe_dir = -t->probe_dir;
+        }
+        if (t->want == 0 && t->sample && t->have_last) t->next_probe = t->units + 1; // the load is being read
+        else if (n == t->cur || n < 1 || n > t->max) t->next_probe = t->units + t->interval; // nothing to try
+        else if (t->avg[t->cur] <= 0) t->next_probe = t->units + 1; // time the count in use first
+        else t->next = n;
     }
     set_threads(t->next);
     t->t0 = tuner_clock();
@@ -62,7 +145,11 @@ void tuner_begin(ThreadTuner *t) {
 void tuner_end(ThreadTuner *t, double work) {
     double per = (tuner_clock() - t->t0) / (work > 0 ? work : 1);
     t->units++;
-    if (t->units <= 2) return; // warm-up: first touches of memory, caches
+    int changed = tuner_hint(t);
+    if (t->units <= 2) { // warm-up (first touches of memory, caches): nothing timed, but the load is known
+        if (changed && t->want < t->cur) t->cur = t->want;
+        return;
+    }
     double *a = &t->avg[t->next];
     if (t->next != t->cur) { // a probe: one measurement against the running mean of the count in use
         *a = per;
@@ -74,7 +161,10 @@ void tuner_end(ThreadTuner *t, double work) {
             t->next_probe = t->units + t->interval;
             t->interval = 2 * t->interval < TUNER_PROBE_MAX ? 2 * t->interval : TUNER_PROBE_MAX;
         }
-        return;
+    } else
+        *a = *a > 0 ? 0.8 * *a + 0.2 * per : per;
+    if (changed && t->want != t->cur) { // the load changed: try the count it points to now
+        t->next_probe = t->units;
+        t->interval = TUNER_PROBE_FIRST;
     }
-    *a = *a > 0 ? 0.8 * *a + 0.2 * per : per;
 }

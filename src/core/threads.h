@@ -29,28 +29,49 @@ static inline int thread_count(void) {
 // [lo, hi) of n elements for this thread of a parallel region, in multiples of 16 floats
 void thread_span(long n, long *lo, long *hi);
 
+// ---- the load other processes put on the CPUs this process may use (Linux: /proc/stat)
+typedef struct {
+    double wall, own;   // seconds: monotonic clock, this process's CPU time
+    double busy, total; // ticks over the CPUs in this process's affinity mask: busy (not idle, not
+                        // iowait; steal counts as busy), and all
+    int ncpu;           // CPUs in the mask
+} LoadSample;
+int load_sample(LoadSample *s); // 0, or -1 where the figures are not available
+// the CPUs' worth of time that other processes took between samples a and b (0 .. ncpu)
+double load_foreign(const LoadSample *a, const LoadSample *b);
+
 // ---- a thread count that adapts to a busy machine
 // Every parallel loop waits at its end for its slowest thread; when another process holds a core,
 // the thread the OS deschedules there makes every loop wait, and fewer threads can be faster.
 // A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
-// with one thread more or fewer after the warm-up, then again after `interval` units; it moves to
-// that count when it was more than 5% faster. The interval starts at TUNER_PROBE_FIRST units and
-// doubles after every probe that loses, up to TUNER_PROBE_MAX (so a short run still probes a few
-// times: one probe on a busy machine is a noisy measurement), and starts over after a move.
+// with one thread more or fewer (a probe); it moves to that count when it was more than 5% faster.
+// What it tries follows the load (load_sample, every TUNER_HINT_SECONDS or more): with f CPUs' worth
+// of other work on n CPUs, floor(n - f + 0.4) threads have a CPU each. When that differs from the
+// count in use, the next unit is a probe toward it; when it agrees, nothing is tried, so a steady
+// machine, idle or busy, pays for no probe. In the warm-up (two units, nothing timed yet) it moves
+// down to that count directly. Where the load cannot be read, probes alternate down and up.
+// A probe that loses is tried again after `interval` units; the interval starts at
+// TUNER_PROBE_FIRST and doubles after each loss, up to TUNER_PROBE_MAX (one probe on a busy machine
+// is a noisy measurement), and starts over after a move or a change of the load.
 // Results do not depend on the thread count (the layers sum in fixed chunks), so the choice
 // changes only the speed. DDPM_FIXED_THREADS=1 turns it off.
 #define TUNER_PROBE_FIRST 4
 #define TUNER_PROBE_MAX 800
+#define TUNER_HINT_SECONDS 0.1
 #define TUNER_MAX 256
 typedef struct {
     int max, cur;        // the count asked for; the count in use
     int next;            // the count of the unit being timed
     int fixed;           // 1: always max
     long units;          // units timed
-    int probe_dir;       // -1 or +1: the direction of the next probe
+    int probe_dir;       // -1 or +1: the direction of the next probe (when the load is unknown)
     long interval, next_probe; // units between probes; the unit of the next probe
     double avg[TUNER_MAX + 1]; // mean seconds per unit of work at each count (0: not measured)
     double t0;
+    int (*sample)(LoadSample *); // load_sample; NULL: time only (tests put their own here)
+    LoadSample last;     // the sample the load is measured from
+    int have_last;
+    int want;            // threads that have a CPU each under the last load measured (0: unknown)
 } ThreadTuner;
 
 void tuner_init(ThreadTuner *t, int max_threads);

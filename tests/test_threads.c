@@ -63,10 +63,11 @@ static int run_loaded(ThreadTuner *tu, long until, const double *ms_at, int coun
     return at;
 }
 
-// keep CPU `cpu` busy in a child process; returns its pid
-static pid_t burn(int cpu) {
+// keep CPU `cpu` busy in a child process at niceness `nice_inc`; returns its pid
+static pid_t burn(int cpu, int nice_inc) {
     pid_t pid = fork();
     if (pid == 0) {
+        if (nice_inc && nice(nice_inc) == -1) _exit(1);
         cpu_set_t set;
         CPU_ZERO(&set);
         CPU_SET(cpu, &set);
@@ -132,17 +133,22 @@ int main(void) {
         int last = -1;
         for (int c = 0; c < CPU_SETSIZE; c++)
             if (CPU_ISSET(c, &all)) last = c;
-        pid_t child = burn(last); // the OS puts this process on another CPU
-        CHECK(child > 0, "fork failed");
-        wait_ms(100);
-        load_sample(&a);
-        wait_ms(400); // this process busy too
-        load_sample(&b);
-        double f = load_foreign(&a, &b), own = (b.own - a.own) / (b.wall - a.wall);
-        if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
-        CHECK(b.ncpu == CPU_COUNT(&all), "load_sample counts %d CPUs, the mask has %d", b.ncpu, CPU_COUNT(&all));
-        CHECK(f > 0.6 && f < 1.4, "one CPU kept busy by another process: read as %.2f CPUs of other work, want about 1", f);
-        CHECK(own > 0.8 && own < 1.2, "this process busy on one CPU: read as %.2f CPUs, want about 1", own);
+        for (int niced = 0; niced <= 1; niced++) {
+            pid_t child = burn(last, niced ? 19 : 0); // the OS puts this process on another CPU
+            CHECK(child > 0, "fork failed");
+            wait_ms(100);
+            load_sample(&a);
+            wait_ms(400); // this process busy too
+            load_sample(&b);
+            double f = load_foreign(&a, &b), own = (b.own - a.own) / (b.wall - a.wall);
+            if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
+            CHECK(b.ncpu == CPU_COUNT(&all), "load_sample counts %d CPUs, the mask has %d", b.ncpu, CPU_COUNT(&all));
+            if (niced) // it yields to this process: not a load to make room for
+                CHECK(f < 0.4, "one CPU kept busy by a process at nice 19: read as %.2f CPUs of other work, want < 0.4", f);
+            else
+                CHECK(f > 0.6 && f < 1.4, "one CPU kept busy by another process: read as %.2f CPUs of other work, want about 1", f);
+            CHECK(own > 0.8 && own < 1.2, "this process busy on one CPU: read as %.2f CPUs, want about 1", own);
+        }
     }
 
     setenv("DDPM_FIXED_THREADS", "1", 1);

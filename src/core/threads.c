@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 void set_threads(int n) {
@@ -46,6 +47,8 @@ int load_sample(LoadSample *s) {
     if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
     FILE *f = fopen("/proc/stat", "r");
     if (!f) return -1;
+    // time of niced processes (the nice column) yields to a process that is not niced: free for it
+    int niced = getpriority(PRIO_PROCESS, 0) > 0;
     char line[512];
     s->busy = s->total = 0;
     s->ncpu = 0;
@@ -62,7 +65,7 @@ int load_sample(LoadSample *s) {
         double all = 0;
         for (int i = 0; i < 8; i++) all += (double)v[i];
         s->total += all;
-        s->busy += all - (double)v[3] - (double)v[4];
+        s->busy += all - (double)v[3] - (double)v[4] - (niced ? 0 : (double)v[1]);
         s->ncpu++;
     }
     fclose(f);

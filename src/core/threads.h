@@ -33,7 +33,8 @@ void thread_span(long n, long *lo, long *hi);
 typedef struct {
     double wall, own;   // seconds: monotonic clock, this process's CPU time
     double busy, total; // ticks over the CPUs in this process's affinity mask: busy (not idle, not
-                        // iowait; steal counts as busy), and all
+                        // iowait; steal counts as busy; niced processes' time does not unless this
+                        // process is niced too: they yield to it), and all
     int ncpu;           // CPUs in the mask
 } LoadSample;
 int load_sample(LoadSample *s); // 0, or -1 where the figures are not available

@@ -186,6 +186,7 @@ static void layout_resnet_acts(Unet *m, ResnetLayer *r, size_t in) {
     r->g_h1 = add_scratch(&used, co * HW);
     r->g_gn2 = add_scratch(&used, co * HW);
     r->g_act2 = add_scratch(&used, co * HW);
+    r->g_sums = add_scratch(&used, 2 * (ci > co ? ci : co));
     r->scratch = used;
     need_scratch(m, used);
     need_ws(m, conv2d_ws_floats(r->cin, r->H, r->W, r->cout, 3, 1, 1));
@@ -524,18 +525,14 @@ static void resnet_backward(Unet *m, const ResnetLayer *r, int B) {
                     B, r->cin, r->H, r->W, r->cout, 1, 1, 0, m->ws);
     conv2d_backward(DSCR(r->g_act2), GRAD(r->conv2_w), GRAD(r->conv2_b), dout, ACT(r->act2), PAR(r->conv2_w),
                     B, r->cout, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward_groupnorm(DSCR(r->g_gn2), DSCR(r->g_act2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2), PAR(r->gn2_w),
-                            PAR(r->gn2_b), B, r->cout, HW, GROUPS);
-    groupnorm_backward(DSCR(r->g_h1), GRAD(r->gn2_w), GRAD(r->gn2_b), DSCR(r->g_gn2), ACT(r->h1), ACT(r->mean2), ACT(r->rstd2),
-                       PAR(r->gn2_w), B, r->cout, HW, GROUPS);
+    groupnorm_silu_backward(DSCR(r->g_h1), GRAD(r->gn2_w), GRAD(r->gn2_b), DSCR(r->g_gn2), DSCR(r->g_sums), DSCR(r->g_act2),
+                            ACT(r->h1), ACT(r->mean2), ACT(r->rstd2), PAR(r->gn2_w), PAR(r->gn2_b), B, r->cout, HW, GROUPS);
     add_bias_bc_backward(DSCR(r->g_tproj), DSCR(r->g_h1), B, r->cout, HW);
     linear_backward(DACT(m->a_tact), GRAD(r->temb_w), GRAD(r->temb_b), DSCR(r->g_tproj), ACT(m->a_tact), PAR(r->temb_w), B, D, r->cout);
     conv2d_backward(DSCR(r->g_act1), GRAD(r->conv1_w), GRAD(r->conv1_b), DSCR(r->g_h1), ACT(r->act1), PAR(r->conv1_w),
                     B, r->cin, r->H, r->W, r->cout, 3, 1, 1, m->ws);
-    silu_backward_groupnorm(DSCR(r->g_gn1), DSCR(r->g_act1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1), PAR(r->gn1_w),
-                            PAR(r->gn1_b), B, r->cin, HW, GROUPS);
-    groupnorm_backward(din, GRAD(r->gn1_w), GRAD(r->gn1_b), DSCR(r->g_gn1), ACT(r->in), ACT(r->mean1), ACT(r->rstd1),
-                       PAR(r->gn1_w), B, r->cin, HW, GROUPS);
+    groupnorm_silu_backward(din, GRAD(r->gn1_w), GRAD(r->gn1_b), DSCR(r->g_gn1), DSCR(r->g_sums), DSCR(r->g_act1), ACT(r->in),
+                            ACT(r->mean1), ACT(r->rstd1), PAR(r->gn1_w), PAR(r->gn1_b), B, r->cin, HW, GROUPS);
 }
 
 static void attn_backward(Unet *m, const AttnLayer *a, int B) {

@@ -17,6 +17,7 @@
 #define silu_forward silu_forward_ref
 #define silu_backward silu_backward_ref
 #define silu_backward_groupnorm silu_backward_groupnorm_ref
+#define groupnorm_silu_backward groupnorm_silu_backward_ref
 #define linear_forward linear_forward_ref
 #define linear_backward linear_backward_ref
 #define attention_forward attention_forward_ref

@@ -41,6 +41,9 @@ void silu_backward_ref(float *din, const float *dout, const float *in, long n);
 void silu_backward_groupnorm_ref(float *dgn, const float *dact, const float *in, const float *mean,
                                  const float *rstd, const float *gamma, const float *beta, int B, int C,
                                  int HW, int G);
+void groupnorm_silu_backward_ref(float *din, float *dgamma, float *dbeta, float *dgn, float *sums, const float *dact,
+                                 const float *in, const float *mean, const float *rstd, const float *gamma,
+                                 const float *beta, int B, int C, int HW, int G);
 
 // ---- Linear (ref/linear.c)
 void linear_forward_ref(float *out, const float *in, const float *w, const float *bias, int B, int I, int O);

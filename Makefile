@@ -176,6 +176,7 @@ test: check-mnist ddpm $(TEST_BIN) $(ASAN_BIN) $(FUZZ_REPLAY) variant-tests ref-
 	  "bash tests/test_mpi.sh $(MPI_BUILD)/ddpm" \
 	  $(addsuffix :asan,$(ASAN_BIN)) $(foreach h,$(FUZZ_HARNESSES),"$(ASAN_DIR)/fuzz_$(h) tests/fuzz/corpus/$(h)") \
 	  "$(ASAN_DIR)/test_checkpoint --exhaustive tests/fuzz/corpus/checkpoint/micro.ckpt 97" \
+	  $(if $(filter 1,$(NO_OMP)),,"OMP_PROC_BIND=true OMP_PLACES=cores $(BUILD)/test_threads") \
 	  $(ISA_RUN) $(ISA_SKIP) $(VARIANT_RUN) $(VARIANT_SKIP) $(REF_RUN)
 
 data:

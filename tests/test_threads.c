@@ -1,12 +1,16 @@
 // test_threads.c: the thread-count tuner (core/threads.h) on synthetic work whose duration
 // depends on the thread count: it must move to the faster count, come back when the other one
-// becomes faster, and never move when DDPM_FIXED_THREADS=1. With a load reading (a synthetic one
-// here) it must move as soon as the load changes and try nothing while the load is steady; the
-// reading of the real /proc/stat must see a process that keeps one CPU busy.
+// becomes faster, and never move when DDPM_FIXED_THREADS=1. With a load reading (a synthetic one on
+// a virtual clock here) it must move as soon as the load changes, try next to nothing while the load
+// is steady, recover from a reading that is wrong or fails; the parser must read /proc/stat's
+// columns right, and the real reading must see a process that keeps one CPU busy.
 #define _GNU_SOURCE // sched_setaffinity
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,38 +39,53 @@ static int run_noisy(ThreadTuner *tu, long until, const double *ms_at, int slow_
 }
 static int run(ThreadTuner *tu, long until, const double *ms_at) { return run_noisy(tu, until, ms_at, 0); }
 
-// a synthetic load reading on 2 CPUs: this process runs flat out on one, and other processes leave
-// fake_free CPUs to it (so load_foreign reads 2 - fake_free)
-static double fake_free = 2, fake_busy, fake_total, fake_own, fake_wall = -1;
+// ---- a virtual clock and a synthetic load reading: this process runs flat out on one of
+// fake_ncpu CPUs, and other processes leave fake_free CPUs to it (load_foreign reads ncpu - fake_free)
+static double vnow = 1000.0; // seconds
+static double vclock(void) { return vnow; }
+static double fake_free, fake_busy, fake_total, fake_own, fake_last;
+static int fake_ncpu, fake_calls, fake_fail_after;
 static int fake_sample(LoadSample *s) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    double now = t.tv_sec + 1e-9 * t.tv_nsec, dt = fake_wall < 0 ? 0 : now - fake_wall;
-    fake_wall = now;
+    if (fake_fail_after >= 0 && fake_calls++ >= fake_fail_after) return -1;
+    double dt = fake_last < 0 ? 0 : vnow - fake_last;
+    fake_last = vnow;
     fake_own += dt;
-    fake_busy += 100 * dt * (1 + 2 - fake_free);
-    fake_total += 100 * dt * 2;
-    *s = (LoadSample){.wall = now, .own = fake_own, .busy = fake_busy, .total = fake_total, .ncpu = 2};
+    fake_busy += 100 * dt * (1 + fake_ncpu - fake_free);
+    fake_total += 100 * dt * fake_ncpu;
+    *s = (LoadSample){.wall = vnow, .own = fake_own, .busy = fake_busy, .total = fake_total, .ncpu = fake_ncpu, .mask = 1};
     return 0;
 }
-
-// run units until `until` with the synthetic load; returns how many ran at `count` threads
-static int run_loaded(ThreadTuner *tu, long until, const double *ms_at, int count) {
+static void fake_tuner(ThreadTuner *tu, int max, int ncpu, double free_cpus) {
+    tuner_init(tu, max);
+    tu->clock = vclock;
+    tu->sample = fake_sample;
+    fake_ncpu = ncpu;
+    fake_free = free_cpus;
+    fake_busy = fake_total = fake_own = 0;
+    fake_last = -1;
+    fake_calls = 0;
+    fake_fail_after = -1;
+}
+// units on the virtual clock, one at n threads taking ms_at[n] ms, until `until`; returns how many
+// ran at `count` threads; *bad counts units at a count outside 1..max
+static int run_virtual(ThreadTuner *tu, long until, const double *ms_at, int count, int *bad) {
     int at = 0;
     while (tu->units < until) {
         tuner_begin(tu);
         int n = threads_in_use();
+        if (bad && (n < 1 || n > tu->max || tu->cur < 1)) (*bad)++;
         at += n == count;
-        wait_ms(ms_at[n]);
+        vnow += ms_at[n < 1 ? 1 : n > tu->max ? tu->max : n] * 1e-3;
         tuner_end(tu, 1);
     }
     return at;
 }
 
-// keep CPU `cpu` busy in a child process at niceness `nice_inc`; returns its pid
+// keep CPU `cpu` busy in a child process at niceness `nice_inc` (it dies with this process); its pid
 static pid_t burn(int cpu, int nice_inc) {
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (nice_inc && nice(nice_inc) == -1) _exit(1);
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -75,6 +94,16 @@ static pid_t burn(int cpu, int nice_inc) {
         for (volatile unsigned long i = 0;; i++) {}
     }
     return pid;
+}
+
+// CPUs of other processes' work over `ms` milliseconds of this process spinning; own: its own CPUs
+static double foreign_over(double ms, double *own) {
+    LoadSample a, b;
+    load_sample(&a);
+    wait_ms(ms);
+    load_sample(&b);
+    *own = (b.own - a.own) / (b.wall - a.wall);
+    return load_foreign(&a, &b);
 }
 
 int main(void) {
@@ -97,57 +126,129 @@ int main(void) {
     n = run_noisy(&tu, 20, busy, 2);
     CHECK(n == 1, "busy, first two probes unlucky: %d threads after 20 units, want 1", n);
 
-    // with a load reading: units of 20-60 ms, so that it is read every few units
-    const double busy20[3] = {0, 20, 60}, idle20[3] = {0, 60, 20};
-    tuner_init(&tu, 2);
-    tu.sample = fake_sample;
-    fake_free = 2;
-    int probes = run_loaded(&tu, 12, idle20, 1);
-    CHECK(tu.cur == 2 && probes == 0, "idle, load read: %d threads, %d units at 1 thread, want 2 and 0 (no probe)", tu.cur, probes);
+    // with a load reading (virtual clock): units of 50 or 150 ms, the load read every 2-5 units
+    const double busy50[3] = {0, 50, 150}, idle50[3] = {0, 150, 50};
+    int bad = 0;
+    fake_tuner(&tu, 2, 2, 2.0);
+    int at = run_virtual(&tu, 30, idle50, 1, &bad);
+    CHECK(tu.cur == 2 && at == 0, "idle, load read: %d threads, %d units at 1 thread in 30, want 2 and 0 (no probe)", tu.cur, at);
+    at = run_virtual(&tu, 30 + 2 * TUNER_PROBE_STEADY, idle50, 1, &bad);
+    CHECK(tu.cur == 2 && at >= 1 && at <= 2, "idle, load read: %d units at 1 thread in %d more, want 1-2 (a check now and then)", at,
+          2 * TUNER_PROBE_STEADY);
     fake_free = 1.5; // another process arrives: this process's two threads now get 1.5 CPUs
     long t0 = tu.units;
-    while (tu.cur == 2 && tu.units < t0 + 20) run_loaded(&tu, tu.units + 1, busy20, 0);
-    CHECK(tu.cur == 1 && tu.units - t0 <= 10, "load arrives: %d threads after %ld units, want 1 within 10", tu.cur, tu.units - t0);
-    probes = run_loaded(&tu, tu.units + 30, busy20, 2);
-    CHECK(tu.cur == 1 && probes == 0, "steady load: %d threads, %d units at 2 threads in 30, want 1 and 0", tu.cur, probes);
+    while (tu.cur == 2 && tu.units < t0 + 30) run_virtual(&tu, tu.units + 1, busy50, 0, &bad);
+    CHECK(tu.cur == 1 && tu.units - t0 <= 8, "load arrives: %d threads after %ld units, want 1 within 8", tu.cur, tu.units - t0);
+    at = run_virtual(&tu, tu.units + 30, busy50, 2, &bad);
+    CHECK(tu.cur == 1 && at == 0, "steady load: %d threads, %d units at 2 threads in 30, want 1 and 0", tu.cur, at);
     fake_free = 2; // it leaves
     t0 = tu.units;
-    while (tu.cur == 1 && tu.units < t0 + 20) run_loaded(&tu, tu.units + 1, idle20, 0);
-    CHECK(tu.cur == 2 && tu.units - t0 <= 10, "load leaves: %d threads after %ld units, want 2 within 10", tu.cur, tu.units - t0);
+    while (tu.cur == 1 && tu.units < t0 + 30) run_virtual(&tu, tu.units + 1, idle50, 0, &bad);
+    CHECK(tu.cur == 2 && tu.units - t0 <= 8, "load leaves: %d threads after %ld units, want 2 within 8", tu.cur, tu.units - t0);
     // busy from the start: down in the warm-up, so no timed unit runs at 2 threads
-    tuner_init(&tu, 2);
-    tu.sample = fake_sample;
-    fake_free = 1.25;
-    run_loaded(&tu, 2, busy20, 0);
-    probes = run_loaded(&tu, 20, busy20, 2);
-    CHECK(tu.cur == 1 && probes == 0, "busy from the start: %d threads, %d timed units at 2 threads, want 1 and 0", tu.cur, probes);
+    fake_tuner(&tu, 2, 2, 1.25);
+    run_virtual(&tu, 2, busy50, 0, &bad);
+    at = run_virtual(&tu, 20, busy50, 2, &bad);
+    CHECK(tu.cur == 1 && at == 0, "busy from the start: %d threads, %d timed units at 2 threads, want 1 and 0", tu.cur, at);
+    // a reading that misses what slows the threads (here: 2 threads faster although it sees one CPU
+    // taken): the checks now and then find 2 threads, and the probes back to 1 thin out
+    fake_tuner(&tu, 2, 2, 1.0);
+    run_virtual(&tu, 2 * TUNER_PROBE_STEADY, idle50, 0, &bad);
+    at = run_virtual(&tu, 2 * TUNER_PROBE_STEADY + 200, idle50, 1, &bad);
+    CHECK(tu.cur == 2 && at <= 6, "load misread: %d threads, %d units at 1 thread in 200, want 2 and at most 6", tu.cur, at);
+    // a reading flipping between two counts (read twice each): the probes it causes thin out
+    fake_tuner(&tu, 2, 2, 2.0);
+    at = 0;
+    for (int k = 0; k < 300; k++) {
+        fake_free = (tu.units / 4) % 2 ? 1.5 : 2.0; // 200 ms each at 50 ms units
+        at += run_virtual(&tu, tu.units + 1, idle50, 1, &bad);
+    }
+    CHECK(tu.cur == 2 && at <= 8, "flipping reading: %d threads, %d units at 1 thread in 300, want 2 and at most 8", tu.cur, at);
+    // 8 CPUs, 2 threads asked for: 5 CPUs busy leaves both a CPU; 7 busy, one
+    fake_tuner(&tu, 2, 8, 3.0);
+    at = run_virtual(&tu, 30, idle50, 1, &bad);
+    CHECK(tu.cur == 2 && at == 0, "8 CPUs, 5 busy: %d threads, %d units at 1, want 2 and 0", tu.cur, at);
+    fake_free = 1.2;
+    run_virtual(&tu, 45, busy50, 0, &bad);
+    CHECK(tu.cur == 1, "8 CPUs, 7 busy: %d threads, want 1", tu.cur);
+    // the reading fails at some point: never a count outside 1..max, then timing alone
+    for (int k = 0; k <= 4; k++) {
+        fake_tuner(&tu, 2, 2, 1.25);
+        fake_fail_after = k;
+        run_virtual(&tu, 40, busy50, 0, &bad);
+        CHECK(tu.sample == NULL && tu.cur == 1, "reading fails after %d samples: %d threads, sampler %s, want 1 and none", k,
+              tu.cur, tu.sample ? "kept" : "dropped");
+    }
+    CHECK(bad == 0, "%d units at a thread count outside 1..max", bad);
+
+    // parsing /proc/stat: guest time is inside user; steal is busy; nice counts unless asked not to;
+    // a CPU of the set that is missing gives no reading
+    {
+        const char *text = "cpu  100 5 50 1000 10 0 0 0 0 0\n"
+                           "cpu0 10 2 5 100 1 0 0 3 7 0\n"
+                           "cpu1 20 1 5 100 1 0 0 0 0 0\n"
+                           "cpu3 30 0 0 0 0 0 0 0 0 0\n"
+                           "intr 1 2 3\n";
+        unsigned char use[4] = {1, 1, 0, 1};
+        LoadSample ls;
+        FILE *f = fmemopen((void *)text, strlen(text), "r");
+        int r = load_parse(f, use, 4, 3, 0, &ls);
+        fclose(f);
+        CHECK(r == 0 && ls.ncpu == 3 && ls.total == 278 && ls.busy == 73, "parse: %d, %d CPUs, total %g, busy %g; want 0, 3, 278, 73",
+              r, ls.ncpu, ls.total, ls.busy);
+        f = fmemopen((void *)text, strlen(text), "r");
+        r = load_parse(f, use, 4, 3, 1, &ls);
+        fclose(f);
+        CHECK(r == 0 && ls.busy == 76, "parse counting nice: busy %g, want 76", ls.busy);
+        unsigned char use2[4] = {1, 0, 1, 0};
+        f = fmemopen((void *)text, strlen(text), "r");
+        r = load_parse(f, use2, 4, 2, 0, &ls);
+        fclose(f);
+        CHECK(r == -1, "parse with cpu2 missing: %d, want -1", r);
+    }
 
     // the real reading: a child keeping the last CPU busy is seen as about one CPU of other work
-    LoadSample a, b;
+    // (over what is read without it); at nice 19 it yields, and is not counted, unless this process
+    // is niced too
+    LoadSample ls;
     cpu_set_t all;
-    if (load_sample(&a) != 0) {
+    int expect = -1, last = -1;
+    CPU_ZERO(&all);
+#ifdef _OPENMP
+    if (omp_get_proc_bind() != omp_proc_bind_false && omp_get_num_places() > 0) { // threads on the places
+        for (int p = 0; p < omp_get_num_places(); p++) {
+            int ids[CPU_SETSIZE], k = omp_get_place_num_procs(p);
+            omp_get_place_proc_ids(p, ids);
+            for (int i = 0; i < k; i++) CPU_SET(ids[i], &all);
+        }
+        printf("test_threads: threads bound (OMP_PROC_BIND), %d places\n", omp_get_num_places());
+    } else
+#endif
+        sched_getaffinity(0, sizeof all, &all);
+    expect = CPU_COUNT(&all);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all)) last = c;
+    if (load_sample(&ls) != 0) {
         printf("SKIP load reading: /proc/stat or the CPU mask cannot be read here\n");
-    } else if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) {
+    } else if (expect < 2) {
+        CHECK(ls.ncpu == expect, "load_sample counts %d CPUs, want %d", ls.ncpu, expect);
         printf("SKIP load reading with a busy CPU: fewer than 2 CPUs to run on\n");
     } else {
-        int last = -1;
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &all)) last = c;
+        CHECK(ls.ncpu == expect, "load_sample counts %d CPUs, the threads may use %d", ls.ncpu, expect);
+        int niced_self = getpriority(PRIO_PROCESS, 0) > 0;
         for (int niced = 0; niced <= 1; niced++) {
+            double own0, own, f0 = foreign_over(300, &own0);
             pid_t child = burn(last, niced ? 19 : 0); // the OS puts this process on another CPU
             CHECK(child > 0, "fork failed");
             wait_ms(100);
-            load_sample(&a);
-            wait_ms(400); // this process busy too
-            load_sample(&b);
-            double f = load_foreign(&a, &b), own = (b.own - a.own) / (b.wall - a.wall);
+            double f = foreign_over(400, &own) - f0;
             if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
-            CHECK(b.ncpu == CPU_COUNT(&all), "load_sample counts %d CPUs, the mask has %d", b.ncpu, CPU_COUNT(&all));
-            if (niced) // it yields to this process: not a load to make room for
-                CHECK(f < 0.4, "one CPU kept busy by a process at nice 19: read as %.2f CPUs of other work, want < 0.4", f);
+            if (niced && !niced_self)
+                CHECK(f < 0.4, "one CPU kept busy by a process at nice 19: read as %.2f more CPUs of other work, want < 0.4", f);
             else
-                CHECK(f > 0.6 && f < 1.4, "one CPU kept busy by another process: read as %.2f CPUs of other work, want about 1", f);
-            CHECK(own > 0.8 && own < 1.2, "this process busy on one CPU: read as %.2f CPUs, want about 1", own);
+                CHECK(f > 0.6 && f < 1.4, "one CPU kept busy by another process%s: read as %.2f more CPUs of other work, want about 1",
+                      niced ? " at nice 19 (this one niced too)" : "", f);
+            CHECK(own > 0.7 && own < 1.2, "this process busy on one CPU: read as %.2f CPUs, want about 1", own);
         }
     }
 
@@ -155,7 +256,6 @@ int main(void) {
     tuner_init(&tu, 2);
     n = run(&tu, 20, busy);
     CHECK(n == 2 && threads_in_use() == 2, "DDPM_FIXED_THREADS=1: %d threads, want 2", n);
-    tuner_init(&tu, 1);
     unsetenv("DDPM_FIXED_THREADS");
     tuner_init(&tu, 1);
     CHECK(run(&tu, 10, busy) == 1, "one thread asked for: stays at 1");

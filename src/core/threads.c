@@ -41,14 +41,7 @@ static double clock_of(clockid_t id) {
 }
 static double tuner_clock(void) { return clock_of(CLOCK_MONOTONIC); }
 
-int load_sample(LoadSample *s) {
-#ifdef __linux__
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f) return -1;
-    // time of niced processes (the nice column) yields to a process that is not niced: free for it
-    int niced = getpriority(PRIO_PROCESS, 0) > 0;
+int load_parse(FILE *f, const unsigned char *use, int nuse, int want, int count_nice, LoadSample *s) {
     char line[512];
     s->busy = s->total = 0;
     s->ncpu = 0;
@@ -61,15 +54,48 @@ int load_sample(LoadSample *s) {
         if (sscanf(line + 3, "%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1], &v[2], &v[3], &v[4],
                    &v[5], &v[6], &v[7]) < 5)
             continue;
-        if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &set)) continue;
+        if (cpu < 0 || cpu >= nuse || !use[cpu]) continue;
         double all = 0;
         for (int i = 0; i < 8; i++) all += (double)v[i];
         s->total += all;
-        s->busy += all - (double)v[3] - (double)v[4] - (niced ? 0 : (double)v[1]);
+        s->busy += all - (double)v[3] - (double)v[4] - (count_nice ? 0 : (double)v[1]);
         s->ncpu++;
     }
+    // a CPU missing (e.g. numbered otherwise inside a container): no reading rather than a wrong one
+    return s->ncpu == want && s->total > 0 ? 0 : -1;
+}
+
+int load_sample(LoadSample *s) {
+#ifdef __linux__
+    static unsigned char use[CPU_SETSIZE];
+    cpu_set_t set;
+    CPU_ZERO(&set);
+#ifdef _OPENMP
+    // bound threads (OMP_PROC_BIND) run on the places' CPUs; the main thread's own mask is one place
+    if (omp_get_proc_bind() != omp_proc_bind_false && omp_get_num_places() > 0) {
+        for (int p = 0; p < omp_get_num_places(); p++) {
+            int ids[CPU_SETSIZE], k = omp_get_place_num_procs(p);
+            if (k > CPU_SETSIZE) return -1;
+            omp_get_place_proc_ids(p, ids);
+            for (int i = 0; i < k; i++)
+                if (ids[i] >= 0 && ids[i] < CPU_SETSIZE) CPU_SET(ids[i], &set);
+        }
+    } else
+#endif
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -1;
+    unsigned long h = 1469598103934665603UL; // FNV-1a over the CPU numbers
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        use[c] = CPU_ISSET(c, &set) != 0;
+        if (use[c]) h = (h ^ (unsigned long)c) * 1099511628211UL;
+    }
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    // time of niced processes (the nice column) yields to a process that is not niced: free for it
+    int r = load_parse(f, use, CPU_SETSIZE, CPU_COUNT(&set), getpriority(PRIO_PROCESS, 0) > 0, s);
     fclose(f);
-    if (s->ncpu == 0 || s->total <= 0) return -1;
+    if (r) return -1;
+    s->mask = h;
     s->wall = clock_of(CLOCK_MONOTONIC);
     s->own = clock_of(CLOCK_PROCESS_CPUTIME_ID);
     return 0;
@@ -82,7 +108,7 @@ int load_sample(LoadSample *s) {
 // busy CPUs = ncpu * busy ticks / all ticks; other processes' share = that minus this process's
 double load_foreign(const LoadSample *a, const LoadSample *b) {
     double dt = b->wall - a->wall, dtot = b->total - a->total;
-    if (dt <= 0 || dtot <= 0 || a->ncpu != b->ncpu) return 0;
+    if (dt <= 0 || dtot <= 0 || a->ncpu != b->ncpu || a->mask != b->mask) return 0;
     double f = b->ncpu * (b->busy - a->busy) / dtot - (b->own - a->own) / dt;
     return f < 0 ? 0 : f > b->ncpu ? b->ncpu : f;
 }
@@ -96,32 +122,41 @@ void tuner_init(ThreadTuner *t, int max_threads) {
     t->next_probe = 3; // after two warm-up units and one timed at the count asked for
     const char *f = getenv("DDPM_FIXED_THREADS");
     t->fixed = f && *f && strcmp(f, "0") != 0;
+    t->clock = tuner_clock;
     t->sample = load_sample;
 }
 
-// measure the load when TUNER_HINT_SECONDS have passed since the last sample; 1 if `want` changed
+// read the load when TUNER_HINT_SECONDS have passed since the last sample; 1 if `want` changed
 static int tuner_hint(ThreadTuner *t) {
     if (t->fixed || t->max < 2 || !t->sample) return 0;
-    if (t->have_last && tuner_clock() - t->last.wall < TUNER_HINT_SECONDS) return 0;
+    if (t->have_last && t->clock() - t->last.wall < TUNER_HINT_SECONDS) return 0;
     LoadSample s;
-    if (t->sample(&s) != 0) {
+    if (t->sample(&s) != 0) { // unreadable: timing alone from now on
+        t->sample = NULL;
         int changed = t->want != 0;
-        t->want = 0;
-        t->have_last = 0;
+        t->want = t->pending = 0;
         return changed;
     }
-    if (!t->have_last || s.wall - t->last.wall < TUNER_HINT_SECONDS) { // the first sample (or a test's clock)
-        if (!t->have_last) t->last = s;
+    if (!t->have_last || s.mask != t->last.mask || s.ncpu != t->last.ncpu) { // the first (or other CPUs)
+        t->last = s;
         t->have_last = 1;
         return 0;
     }
-    double free = s.ncpu - load_foreign(&t->last, &s);
+    double avail = s.ncpu - load_foreign(&t->last, &s);
     t->last = s;
-    int want = (int)floor(free + 0.4);
-    want = want < 1 ? 1 : want > t->max ? t->max : want;
-    int changed = want != t->want;
-    t->want = want;
-    return changed;
+    int w = (int)floor(avail + 0.4);
+    w = w < 1 ? 1 : w > t->max ? t->max : w;
+    if (w == t->want) {
+        t->pending = 0;
+        return 0;
+    }
+    if (t->want != 0 && w != t->pending) { // read once: wait for a second reading
+        t->pending = w;
+        return 0;
+    }
+    t->want = w;
+    t->pending = 0;
+    return 1;
 }
 
 void tuner_begin(ThreadTuner *t) {
@@ -129,45 +164,56 @@ void tuner_begin(ThreadTuner *t) {
     t->next = t->cur;
     if (!t->fixed && t->max > 1 && t->units >= t->next_probe) {
         int n = t->cur;
-        if (t->want > 0) // toward the count the load leaves a CPU each
-            n = t->want > t->cur ? t->cur + 1 : t->want < t->cur ? t->cur - 1 : t->cur;
-        else if (!(t->sample && t->have_last)) { // the load cannot be read: alternate down and up
+        if (t->want > 0 && t->want != t->cur)
+            n = t->want; // where the load leaves a CPU to each thread
+        else if (t->want > 0 && t->units < t->last_probe + TUNER_PROBE_STEADY)
+            t->next_probe = t->last_probe + TUNER_PROBE_STEADY; // it agrees: a check now and then only
+        else if (t->want == 0 && t->sample && t->have_last)
+            t->next_probe = t->units + 1; // the first reading is under way
+        else { // one thread down or up, in turn
             n = t->cur + t->probe_dir;
             if (n < 1 || n > t->max) n = t->cur - t->probe_dir;
             t->probe_dir = -t->probe_dir;
         }
-        if (t->want == 0 && t->sample && t->have_last) t->next_probe = t->units + 1; // the load is being read
-        else if (n == t->cur || n < 1 || n > t->max) t->next_probe = t->units + t->interval; // nothing to try
-        else if (t->avg[t->cur] <= 0) t->next_probe = t->units + 1; // time the count in use first
-        else t->next = n;
+        if (n < 1 || n > t->max || n == t->cur) {
+            if (t->next_probe <= t->units) t->next_probe = t->units + t->interval;
+        } else if (t->avg[t->cur] <= 0)
+            t->next_probe = t->units + 1; // time the count in use first
+        else
+            t->next = n;
     }
     set_threads(t->next);
-    t->t0 = tuner_clock();
+    t->t0 = t->clock();
 }
 
 void tuner_end(ThreadTuner *t, double work) {
-    double per = (tuner_clock() - t->t0) / (work > 0 ? work : 1);
+    double per = (t->clock() - t->t0) / (work > 0 ? work : 1);
     t->units++;
     int changed = tuner_hint(t);
     if (t->units <= 2) { // warm-up (first touches of memory, caches): nothing timed, but the load is known
-        if (changed && t->want < t->cur) t->cur = t->want;
+        if (changed && t->want > 0 && t->want < t->cur) t->cur = t->want;
         return;
     }
     double *a = &t->avg[t->next];
     if (t->next != t->cur) { // a probe: one measurement against the running mean of the count in use
         *a = per;
+        t->last_probe = t->units;
         if (t->avg[t->cur] > 0 && per < 0.95 * t->avg[t->cur]) { // move, and probe back soon
             t->cur = t->next;
+            t->lost_to = 0;
             t->interval = TUNER_PROBE_FIRST;
             t->next_probe = t->units + t->interval;
         } else { // lost: the next probe after this interval, the one after it twice as far
+            t->lost_to = t->next;
+            t->lost_want = t->want;
             t->next_probe = t->units + t->interval;
             t->interval = 2 * t->interval < TUNER_PROBE_MAX ? 2 * t->interval : TUNER_PROBE_MAX;
         }
     } else
         *a = *a > 0 ? 0.8 * *a + 0.2 * per : per;
-    if (changed && t->want != t->cur) { // the load changed: try the count it points to now
+    // the load moved: look now (unless it points back to where a probe lost under this same reading),
+    if (changed && t->want > 0 && t->want != t->cur && !(t->want == t->lost_to && t->want == t->lost_want)) {
+        t->avg[t->cur] = 0; // against a fresh time of the count in use
         t->next_probe = t->units;
-        t->interval = TUNER_PROBE_FIRST;
     }
 }

@@ -3,6 +3,8 @@
 #ifndef DDPM_THREADS_H
 #define DDPM_THREADS_H
 
+#include <stdio.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -32,33 +34,43 @@ void thread_span(long n, long *lo, long *hi);
 // ---- the load other processes put on the CPUs this process may use (Linux: /proc/stat)
 typedef struct {
     double wall, own;   // seconds: monotonic clock, this process's CPU time
-    double busy, total; // ticks over the CPUs in this process's affinity mask: busy (not idle, not
-                        // iowait; steal counts as busy; niced processes' time does not unless this
-                        // process is niced too: they yield to it), and all
-    int ncpu;           // CPUs in the mask
+    double busy, total; // ticks over the CPUs this process may use: busy (not idle, not iowait;
+                        // steal counts as busy; niced processes' time does not unless this process
+                        // is niced too), and all
+    int ncpu;           // those CPUs: the union of the OpenMP places where threads are bound
+    unsigned long mask; // (OMP_PROC_BIND), else the affinity mask; a hash of which they are
 } LoadSample;
 int load_sample(LoadSample *s); // 0, or -1 where the figures are not available
 // the CPUs' worth of time that other processes took between samples a and b (0 .. ncpu)
 double load_foreign(const LoadSample *a, const LoadSample *b);
+// the cpuN lines of a /proc/stat text for the CPUs with use[N] != 0 (N < nuse) into s->busy,
+// s->total, s->ncpu; -1 unless every one of the `want` CPUs was found
+int load_parse(FILE *f, const unsigned char *use, int nuse, int want, int count_nice, LoadSample *s);
 
 // ---- a thread count that adapts to a busy machine
 // Every parallel loop waits at its end for its slowest thread; when another process holds a core,
 // the thread the OS deschedules there makes every loop wait, and fewer threads can be faster.
 // A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
-// with one thread more or fewer (a probe); it moves to that count when it was more than 5% faster.
-// What it tries follows the load (load_sample, every TUNER_HINT_SECONDS or more): with f CPUs' worth
-// of other work on n CPUs, floor(n - f + 0.4) threads have a CPU each. When that differs from the
-// count in use, the next unit is a probe toward it; when it agrees, nothing is tried, so a steady
-// machine, idle or busy, pays for no probe. In the warm-up (two units, nothing timed yet) it moves
-// down to that count directly. Where the load cannot be read, probes alternate down and up.
+// at another count (a probe); it moves to that count when it was more than 5% faster than the
+// running mean of the count in use. What it tries follows the load (load_sample, every
+// TUNER_HINT_SECONDS or more): with f CPUs' worth of other work on n CPUs, floor(n - f + 0.4)
+// threads have a CPU each (`want`; a change counts once read twice in a row).
+// - In the warm-up (two units, nothing timed yet) it moves down to `want` directly.
+// - When `want` changes to another count than the one in use, the count in use is timed afresh
+//   and the next unit is a probe at `want` (unless the last probe lost at that count, with `want`
+//   at that count too: then on the interval below).
+// - While `want` agrees with the count in use, probes come no sooner than TUNER_PROBE_STEADY
+//   units apart (the load reading can miss what slows threads: CPU quotas, SMT, memory).
+// - Where the load cannot be read, probes alternate one thread down and up.
 // A probe that loses is tried again after `interval` units; the interval starts at
 // TUNER_PROBE_FIRST and doubles after each loss, up to TUNER_PROBE_MAX (one probe on a busy machine
-// is a noisy measurement), and starts over after a move or a change of the load.
+// is a noisy measurement), and starts over after a move.
 // Results do not depend on the thread count (the layers sum in fixed chunks), so the choice
 // changes only the speed. DDPM_FIXED_THREADS=1 turns it off.
 #define TUNER_PROBE_FIRST 4
+#define TUNER_PROBE_STEADY 64
 #define TUNER_PROBE_MAX 800
-#define TUNER_HINT_SECONDS 0.1
+#define TUNER_HINT_SECONDS 0.15
 #define TUNER_MAX 256
 typedef struct {
     int max, cur;        // the count asked for; the count in use
@@ -66,13 +78,17 @@ typedef struct {
     int fixed;           // 1: always max
     long units;          // units timed
     int probe_dir;       // -1 or +1: the direction of the next probe (when the load is unknown)
-    long interval, next_probe; // units between probes; the unit of the next probe
+    long interval, next_probe, last_probe; // units between probes; the unit of the next, of the last
+    int lost_to, lost_want; // the count of the last probe, if it lost (0: none), and `want` then
     double avg[TUNER_MAX + 1]; // mean seconds per unit of work at each count (0: not measured)
     double t0;
-    int (*sample)(LoadSample *); // load_sample; NULL: time only (tests put their own here)
+    double (*clock)(void);       // seconds, monotonic (tests put a clock of their own here)
+    int (*sample)(LoadSample *); // load_sample (its wall on that clock); NULL: time only (also after
+                                 // it fails)
     LoadSample last;     // the sample the load is measured from
     int have_last;
-    int want;            // threads that have a CPU each under the last load measured (0: unknown)
+    int want;            // threads that have a CPU each under the load read (0: not read yet)
+    int pending;         // a different `want` read once (0: none)
 } ThreadTuner;
 
 void tuner_init(ThreadTuner *t, int max_threads);

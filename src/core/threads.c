@@ -124,14 +124,19 @@ void tuner_init(ThreadTuner *t, int max_threads) {
     t->fixed = f && *f && strcmp(f, "0") != 0;
     t->clock = tuner_clock;
     t->sample = load_sample;
+    t->hint_every = TUNER_HINT_SECONDS;
 }
 
-// read the load when TUNER_HINT_SECONDS have passed since the last sample; 1 if `want` changed
+// read the load when hint_every seconds have passed since the last sample; 1 if `want` changed
 static int tuner_hint(ThreadTuner *t) {
     if (t->fixed || t->max < 2 || !t->sample) return 0;
-    if (t->have_last && t->clock() - t->last.wall < TUNER_HINT_SECONDS) return 0;
+    double now = t->clock();
+    if (t->have_last && now - t->last.wall < t->hint_every) return 0;
     LoadSample s;
-    if (t->sample(&s) != 0) { // unreadable: timing alone from now on
+    int r = t->sample(&s);
+    double cost = t->clock() - now; // reading /proc/stat takes long on machines with many CPUs:
+    if (200 * cost > t->hint_every) t->hint_every = 200 * cost; // keep it under 0.5% of the time
+    if (r != 0) { // unreadable: timing alone from now on
         t->sample = NULL;
         int changed = t->want != 0;
         t->want = t->pending = 0;

@@ -53,8 +53,9 @@ int load_parse(FILE *f, const unsigned char *use, int nuse, int want, int count_
 // A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
 // at another count (a probe); it moves to that count when it was more than 5% faster than the
 // running mean of the count in use. What it tries follows the load (load_sample, every
-// TUNER_HINT_SECONDS or more): with f CPUs' worth of other work on n CPUs, floor(n - f + 0.4)
-// threads have a CPU each (`want`; a change counts once read twice in a row).
+// TUNER_HINT_SECONDS or more, at least 200 times what a reading takes): with f CPUs' worth of
+// other work on n CPUs, floor(n - f + 0.4) threads have a CPU each (`want`; a change counts once
+// read twice in a row).
 // - In the warm-up (two units, nothing timed yet) it moves down to `want` directly.
 // - When `want` changes to another count than the one in use, the count in use is timed afresh
 //   and the next unit is a probe at `want` (unless the last probe lost at that count, with `want`
@@ -87,6 +88,7 @@ typedef struct {
                                  // it fails)
     LoadSample last;     // the sample the load is measured from
     int have_last;
+    double hint_every;   // seconds between readings: TUNER_HINT_SECONDS, or 200 x what one takes
     int want;            // threads that have a CPU each under the load read (0: not read yet)
     int pending;         // a different `want` read once (0: none)
 } ThreadTuner;

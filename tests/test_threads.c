@@ -25,34 +25,29 @@ static void wait_ms(double ms) {
     while ((t.tv_sec - t0.tv_sec) * 1e3 + (t.tv_nsec - t0.tv_nsec) * 1e-6 < ms);
 }
 
-// run units until `until`; a unit takes ms_at[threads] milliseconds, except that the first
-// `slow_probes` units at 1 thread take 6 ms (a probe the OS happened to slow); returns the count in use
-static int run_noisy(ThreadTuner *tu, long until, const double *ms_at, int slow_probes) {
-    while (tu->units < until) {
-        tuner_begin(tu);
-        int n = threads_in_use();
-        wait_ms(n == 1 && slow_probes > 0 ? 6.0 : ms_at[n]);
-        if (n == 1 && slow_probes > 0) slow_probes--;
-        tuner_end(tu, 1);
-    }
-    return tu->cur;
-}
-static int run(ThreadTuner *tu, long until, const double *ms_at) { return run_noisy(tu, until, ms_at, 0); }
-
 // ---- a virtual clock and a synthetic load reading: this process runs flat out on one of
 // fake_ncpu CPUs, and other processes leave fake_free CPUs to it (load_foreign reads ncpu - fake_free)
 static double vnow = 1000.0; // seconds
 static double vclock(void) { return vnow; }
 static double fake_free, fake_busy, fake_total, fake_own, fake_last;
-static int fake_ncpu, fake_calls, fake_fail_after;
+static int fake_ncpu, fake_calls, fake_fail_after, fake_new_mask;
+static double fake_spin_ms; // CPU time one reading costs
 static int fake_sample(LoadSample *s) {
-    if (fake_fail_after >= 0 && fake_calls++ >= fake_fail_after) return -1;
+    if (fake_spin_ms > 0) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+        do clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1e3 + (t.tv_nsec - t0.tv_nsec) * 1e-6 < fake_spin_ms);
+    }
+    if (fake_fail_after >= 0 && fake_calls >= fake_fail_after) return -1;
+    fake_calls++;
     double dt = fake_last < 0 ? 0 : vnow - fake_last;
     fake_last = vnow;
     fake_own += dt;
     fake_busy += 100 * dt * (1 + fake_ncpu - fake_free);
     fake_total += 100 * dt * fake_ncpu;
-    *s = (LoadSample){.wall = vnow, .own = fake_own, .busy = fake_busy, .total = fake_total, .ncpu = fake_ncpu, .mask = 1};
+    *s = (LoadSample){.wall = vnow, .own = fake_own, .busy = fake_busy, .total = fake_total, .ncpu = fake_ncpu,
+                      .mask = fake_new_mask ? (unsigned long)fake_calls : 1};
     return 0;
 }
 static void fake_tuner(ThreadTuner *tu, int max, int ncpu, double free_cpus) {
@@ -63,22 +58,39 @@ static void fake_tuner(ThreadTuner *tu, int max, int ncpu, double free_cpus) {
     fake_free = free_cpus;
     fake_busy = fake_total = fake_own = 0;
     fake_last = -1;
-    fake_calls = 0;
+    fake_calls = fake_new_mask = 0;
     fake_fail_after = -1;
+    fake_spin_ms = 0;
 }
-// units on the virtual clock, one at n threads taking ms_at[n] ms, until `until`; returns how many
-// ran at `count` threads; *bad counts units at a count outside 1..max
-static int run_virtual(ThreadTuner *tu, long until, const double *ms_at, int count, int *bad) {
+// units on the virtual clock, one at n threads taking ms_at[n] ms (the first `slow` units at 1
+// thread 6x longer: probes the OS happened to slow), until `until`; returns how many ran at `count`
+// threads; *bad counts units at a count outside 1..max
+static int run_slowed(ThreadTuner *tu, long until, const double *ms_at, int count, int slow, int *bad) {
     int at = 0;
     while (tu->units < until) {
         tuner_begin(tu);
-        int n = threads_in_use();
-        if (bad && (n < 1 || n > tu->max || tu->cur < 1)) (*bad)++;
+        int n = tu->next;
+        if (bad && (n < 1 || n > tu->max || tu->cur < 1 || tu->cur > tu->max)) (*bad)++;
         at += n == count;
-        vnow += ms_at[n < 1 ? 1 : n > tu->max ? tu->max : n] * 1e-3;
+        n = n < 1 ? 1 : n > tu->max ? tu->max : n;
+        vnow += ms_at[n] * 1e-3 * (n == 1 && slow > 0 ? 6 : 1);
+        if (n == 1 && slow > 0) slow--;
         tuner_end(tu, 1);
     }
     return at;
+}
+static int run_virtual(ThreadTuner *tu, long until, const double *ms_at, int count, int *bad) {
+    return run_slowed(tu, until, ms_at, count, 0, bad);
+}
+// timing alone (no load reading) on the virtual clock; returns the count in use
+static int run(ThreadTuner *tu, long until, const double *ms_at, int slow) {
+    run_slowed(tu, until, ms_at, 0, slow, NULL);
+    return tu->cur;
+}
+static void timing_tuner(ThreadTuner *tu, int max) {
+    tuner_init(tu, max);
+    tu->clock = vclock;
+    tu->sample = NULL; // the real load of the machine must not steer these
 }
 
 // keep CPU `cpu` busy in a child process at niceness `nice_inc` (it dies with this process); its pid
@@ -110,20 +122,19 @@ int main(void) {
     ThreadTuner tu;
     const double busy[3] = {0, 1.0, 3.0}, idle[3] = {0, 3.0, 1.0}; // ms per unit at 1 and 2 threads
     unsetenv("DDPM_FIXED_THREADS");
-    tuner_init(&tu, 2);
-    tu.sample = NULL; // time only: the real load of the machine must not steer these
+    // timing alone, on the virtual clock
+    timing_tuner(&tu, 2);
     CHECK(tu.cur == 2, "starts at %d threads, want the 2 asked for", tu.cur);
-    int n = run(&tu, 10, busy);
+    int n = run(&tu, 10, busy, 0);
     CHECK(n == 1, "a busy machine (1 thread 3x faster): %d threads after 10 units, want 1", n);
-    n = run(&tu, 10 + 2 * TUNER_PROBE_FIRST, idle);
+    n = run(&tu, 10 + 2 * TUNER_PROBE_FIRST, idle, 0);
     CHECK(n == 2, "machine idle again: %d threads after %d more units, want 2", n, 2 * TUNER_PROBE_FIRST);
-    n = run(&tu, 20 + 4 * TUNER_PROBE_MAX, idle);
+    n = run(&tu, 20 + 4 * TUNER_PROBE_MAX, idle, 0);
     CHECK(n == 2 && tu.interval == TUNER_PROBE_MAX, "idle: %d threads, probe interval %ld (losing probes double it up to %d)",
           n, tu.interval, TUNER_PROBE_MAX);
     // a short busy run whose first two probes were slowed: the later probes still find 1 thread
-    tuner_init(&tu, 2);
-    tu.sample = NULL;
-    n = run_noisy(&tu, 20, busy, 2);
+    timing_tuner(&tu, 2);
+    n = run(&tu, 20, busy, 2);
     CHECK(n == 1, "busy, first two probes unlucky: %d threads after 20 units, want 1", n);
 
     // with a load reading (virtual clock): units of 50 or 150 ms, the load read every 2-5 units
@@ -156,14 +167,57 @@ int main(void) {
     run_virtual(&tu, 2 * TUNER_PROBE_STEADY, idle50, 0, &bad);
     at = run_virtual(&tu, 2 * TUNER_PROBE_STEADY + 200, idle50, 1, &bad);
     CHECK(tu.cur == 2 && at <= 6, "load misread: %d threads, %d units at 1 thread in 200, want 2 and at most 6", tu.cur, at);
-    // a reading flipping between two counts (read twice each): the probes it causes thin out
+    // one reading off (a burst of other work between two readings): not a change of the load
+    fake_tuner(&tu, 2, 2, 2.0);
+    run_virtual(&tu, 12, idle50, 0, &bad);
+    fake_free = 1.5;
+    for (int calls = fake_calls; fake_calls == calls;) run_virtual(&tu, tu.units + 1, idle50, 0, &bad);
+    fake_free = 2.0;
+    at = run_virtual(&tu, tu.units + 20, idle50, 1, &bad);
+    CHECK(tu.want == 2 && at == 0, "one reading off: want %d, %d units at 1 thread after it, want 2 and 0", tu.want, at);
+    // a reading flipping between two counts every 8 units, each time back to a count whose probe
+    // lost under it: the probes thin out
     fake_tuner(&tu, 2, 2, 2.0);
     at = 0;
     for (int k = 0; k < 300; k++) {
-        fake_free = (tu.units / 4) % 2 ? 1.5 : 2.0; // 200 ms each at 50 ms units
+        fake_free = (tu.units / 8) % 2 ? 1.5 : 2.0;
         at += run_virtual(&tu, tu.units + 1, idle50, 1, &bad);
     }
-    CHECK(tu.cur == 2 && at <= 8, "flipping reading: %d threads, %d units at 1 thread in 300, want 2 and at most 8", tu.cur, at);
+    CHECK(tu.cur == 2 && at <= 10, "reading flipping every 8 units: %d threads, %d units at 1 thread in 300, want 2 and at most 10",
+          tu.cur, at);
+    // a moderate load: 1 thread faster than 2 under it, but slower than 2 were before it; the count
+    // in use is timed afresh before the probe, so the probe wins
+    const double before[3] = {0, 100, 50}, after[3] = {0, 68, 75};
+    fake_tuner(&tu, 2, 2, 2.0);
+    run_virtual(&tu, 40, before, 0, &bad);
+    fake_free = 1.5;
+    t0 = tu.units;
+    while (tu.cur == 2 && tu.units < t0 + 30) run_virtual(&tu, tu.units + 1, after, 0, &bad);
+    CHECK(tu.cur == 1 && tu.units - t0 <= 8, "moderate load arrives: %d threads after %ld units, want 1 within 8", tu.cur,
+          tu.units - t0);
+    // a reading that costs 2 ms of CPU: read every 0.4 s (200 x), and every 0.15 s again once cheap
+    fake_tuner(&tu, 2, 2, 2.0);
+    fake_spin_ms = 2;
+    run_virtual(&tu, 10, idle50, 0, &bad);
+    double every = tu.hint_every;
+    fake_spin_ms = 0;
+    run_virtual(&tu, 30, idle50, 0, &bad);
+    CHECK(every > 0.35 && every < 0.6 && tu.hint_every == TUNER_HINT_SECONDS,
+          "reading interval %.3f s at 2 ms a reading (want 0.4), %.3f s after (want %.2f)", every, tu.hint_every, TUNER_HINT_SECONDS);
+    // the CPUs change at every reading (no two readings compare): timing alone finds 1 thread
+    fake_tuner(&tu, 2, 2, 1.0);
+    fake_new_mask = 1;
+    run_virtual(&tu, 40, busy50, 0, &bad);
+    CHECK(tu.want == 0 && tu.cur == 1, "CPUs changing at every reading: want %d, %d threads, want 0 and 1", tu.want, tu.cur);
+    // a quota the reading cannot see (8 CPUs idle, 3 threads fastest, 8 asked for): the probes walk
+    // down one thread at a time, in turn with the count the reading gives
+    fake_tuner(&tu, 8, 8, 8.0);
+    double quota[9];
+    for (int k = 1; k <= 8; k++) quota[k] = k <= 3 ? 100.0 * 3 / k : 100.0 * (1 + 0.1 * (k - 3));
+    run_virtual(&tu, 3000, quota, 0, &bad);
+    at = run_virtual(&tu, 4000, quota, 3, &bad);
+    CHECK(tu.cur == 3 && at >= 950, "8 CPUs, a quota of 3: %d threads after 3000 units, %d of the next 1000 at 3, want 3 and >= 950",
+          tu.cur, at);
     // 8 CPUs, 2 threads asked for: 5 CPUs busy leaves both a CPU; 7 busy, one
     fake_tuner(&tu, 2, 8, 3.0);
     at = run_virtual(&tu, 30, idle50, 1, &bad);
@@ -171,13 +225,19 @@ int main(void) {
     fake_free = 1.2;
     run_virtual(&tu, 45, busy50, 0, &bad);
     CHECK(tu.cur == 1, "8 CPUs, 7 busy: %d threads, want 1", tu.cur);
-    // the reading fails at some point: never a count outside 1..max, then timing alone
+    // the reading fails at some point (also in the warm-up, after the first reading): never a count
+    // outside 1..max, then timing alone
+    const double equal150[3] = {0, 150, 150};
     for (int k = 0; k <= 4; k++) {
         fake_tuner(&tu, 2, 2, 1.25);
         fake_fail_after = k;
         run_virtual(&tu, 40, busy50, 0, &bad);
         CHECK(tu.sample == NULL && tu.cur == 1, "reading fails after %d samples: %d threads, sampler %s, want 1 and none", k,
               tu.cur, tu.sample ? "kept" : "dropped");
+        fake_tuner(&tu, 2, 2, 2.0);
+        fake_fail_after = k;
+        run_virtual(&tu, 40, equal150, 0, &bad);
+        CHECK(tu.sample == NULL && tu.cur >= 1 && tu.cur <= 2, "reading fails after %d samples, equal units: %d threads", k, tu.cur);
     }
     CHECK(bad == 0, "%d units at a thread count outside 1..max", bad);
 
@@ -254,10 +314,11 @@ int main(void) {
 
     setenv("DDPM_FIXED_THREADS", "1", 1);
     tuner_init(&tu, 2);
-    n = run(&tu, 20, busy);
-    CHECK(n == 2 && threads_in_use() == 2, "DDPM_FIXED_THREADS=1: %d threads, want 2", n);
+    tu.clock = vclock;
+    at = run_virtual(&tu, 20, busy, 2, NULL);
+    CHECK(tu.cur == 2 && at == 20, "DDPM_FIXED_THREADS=1: %d threads, %d of 20 units at 2, want 2 and 20", tu.cur, at);
     unsetenv("DDPM_FIXED_THREADS");
-    tuner_init(&tu, 1);
-    CHECK(run(&tu, 10, busy) == 1, "one thread asked for: stays at 1");
+    timing_tuner(&tu, 1);
+    CHECK(run(&tu, 10, busy, 0) == 1, "one thread asked for: stays at 1");
     TEST_DONE("test_threads");
 }

@@ -130,12 +130,13 @@ void tuner_init(ThreadTuner *t, int max_threads) {
 // read the load when hint_every seconds have passed since the last sample; 1 if `want` changed
 static int tuner_hint(ThreadTuner *t) {
     if (t->fixed || t->max < 2 || !t->sample) return 0;
-    double now = t->clock();
-    if (t->have_last && now - t->last.wall < t->hint_every) return 0;
+    if (t->have_last && t->clock() - t->last.wall < t->hint_every) return 0;
     LoadSample s;
+    double c0 = clock_of(CLOCK_THREAD_CPUTIME_ID);
     int r = t->sample(&s);
-    double cost = t->clock() - now; // reading /proc/stat takes long on machines with many CPUs:
-    if (200 * cost > t->hint_every) t->hint_every = 200 * cost; // keep it under 0.5% of the time
+    // reading /proc/stat takes long on machines with many CPUs: keep it under 0.5% of the time
+    double cost = clock_of(CLOCK_THREAD_CPUTIME_ID) - c0;
+    t->hint_every = 200 * cost > TUNER_HINT_SECONDS ? 200 * cost : TUNER_HINT_SECONDS;
     if (r != 0) { // unreadable: timing alone from now on
         t->sample = NULL;
         int changed = t->want != 0;
@@ -155,7 +156,7 @@ static int tuner_hint(ThreadTuner *t) {
         t->pending = 0;
         return 0;
     }
-    if (t->want != 0 && w != t->pending) { // read once: wait for a second reading
+    if (t->want != 0 && w != t->pending) { // read once (after the first reading): wait for a second
         t->pending = w;
         return 0;
     }
@@ -164,16 +165,23 @@ static int tuner_hint(ThreadTuner *t) {
     return 1;
 }
 
+// a probe at n lost under this same reading
+static int lost_here(const ThreadTuner *t, int n) { return t->want > 0 && t->lost_at[n] == t->want; }
+
 void tuner_begin(ThreadTuner *t) {
     if (t->units == 0) tuner_hint(t); // the first sample: the load of the first unit is measured from here
     t->next = t->cur;
     if (!t->fixed && t->max > 1 && t->units >= t->next_probe) {
         int n = t->cur;
-        if (t->want > 0 && t->want != t->cur)
+        if (t->want > 0 && t->want != t->cur && !lost_here(t, t->want))
             n = t->want; // where the load leaves a CPU to each thread
+        else if (t->want > 0 && t->want != t->cur) { // that lost: one thread the other way, and `want`, in turn
+            t->away = !t->away;
+            n = !t->away ? t->want : t->want > t->cur ? t->cur - 1 : t->cur + 1;
+        }
         else if (t->want > 0 && t->units < t->last_probe + TUNER_PROBE_STEADY)
             t->next_probe = t->last_probe + TUNER_PROBE_STEADY; // it agrees: a check now and then only
-        else if (t->want == 0 && t->sample && t->have_last)
+        else if (t->want == 0 && t->sample && t->have_last && t->units < 2 * TUNER_PROBE_FIRST)
             t->next_probe = t->units + 1; // the first reading is under way
         else { // one thread down or up, in turn
             n = t->cur + t->probe_dir;
@@ -184,8 +192,10 @@ void tuner_begin(ThreadTuner *t) {
             if (t->next_probe <= t->units) t->next_probe = t->units + t->interval;
         } else if (t->avg[t->cur] <= 0)
             t->next_probe = t->units + 1; // time the count in use first
-        else
+        else {
             t->next = n;
+            t->probe_want = t->want;
+        }
     }
     set_threads(t->next);
     t->t0 = t->clock();
@@ -200,25 +210,24 @@ void tuner_end(ThreadTuner *t, double work) {
         return;
     }
     double *a = &t->avg[t->next];
-    if (t->next != t->cur) { // a probe: one measurement against the running mean of the count in use
+    if (t->next != t->cur) { // a probe: one measurement against the mean of the count in use
         *a = per;
         t->last_probe = t->units;
-        if (t->avg[t->cur] > 0 && per < 0.95 * t->avg[t->cur]) { // move, and probe back soon
+        if (t->avg[t->cur] > 0 && per < 0.95 * t->avg[t->cur]) { // move (and, timing alone, probe back soon)
             t->cur = t->next;
-            t->lost_to = 0;
+            memset(t->lost_at, 0, sizeof t->lost_at);
             t->interval = TUNER_PROBE_FIRST;
             t->next_probe = t->units + t->interval;
         } else { // lost: the next probe after this interval, the one after it twice as far
-            t->lost_to = t->next;
-            t->lost_want = t->want;
+            t->lost_at[t->next] = t->probe_want;
             t->next_probe = t->units + t->interval;
             t->interval = 2 * t->interval < TUNER_PROBE_MAX ? 2 * t->interval : TUNER_PROBE_MAX;
         }
     } else
         *a = *a > 0 ? 0.8 * *a + 0.2 * per : per;
-    // the load moved: look now (unless it points back to where a probe lost under this same reading),
-    if (changed && t->want > 0 && t->want != t->cur && !(t->want == t->lost_to && t->want == t->lost_want)) {
-        t->avg[t->cur] = 0; // against a fresh time of the count in use
+    if (changed && t->want > 0 && t->want != t->cur && !lost_here(t, t->want)) { // the load moved: look now,
+        t->avg[t->cur] = 0; // against a fresh time of the count in use,
         t->next_probe = t->units;
+        t->interval = TUNER_PROBE_FIRST; // and back off afresh
     }
 }

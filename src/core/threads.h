@@ -52,17 +52,21 @@ int load_parse(FILE *f, const unsigned char *use, int nuse, int want, int count_
 // the thread the OS deschedules there makes every loop wait, and fewer threads can be faster.
 // A tuner times units of equal work (training steps, sampling forward passes) and tries one unit
 // at another count (a probe); it moves to that count when it was more than 5% faster than the
-// running mean of the count in use. What it tries follows the load (load_sample, every
-// TUNER_HINT_SECONDS or more, at least 200 times what a reading takes): with f CPUs' worth of
-// other work on n CPUs, floor(n - f + 0.4) threads have a CPU each (`want`; a change counts once
-// read twice in a row).
+// count in use (its running mean, or one unit timed afresh after a change of the load).
+// What it tries follows the load (load_sample, every TUNER_HINT_SECONDS, or 200 times what a
+// reading costs in CPU time if that is more): with f CPUs' worth of other work on n CPUs,
+// floor(n - f + 0.4) threads have a CPU each (`want`; the first reading counts at once, a change
+// once read twice in a row).
 // - In the warm-up (two units, nothing timed yet) it moves down to `want` directly.
-// - When `want` changes to another count than the one in use, the count in use is timed afresh
-//   and the next unit is a probe at `want` (unless the last probe lost at that count, with `want`
-//   at that count too: then on the interval below).
-// - While `want` agrees with the count in use, probes come no sooner than TUNER_PROBE_STEADY
-//   units apart (the load reading can miss what slows threads: CPU quotas, SMT, memory).
-// - Where the load cannot be read, probes alternate one thread down and up.
+// - When `want` changes to another count than the one in use, that count is timed afresh, the
+//   next unit is a probe at `want`, and the interval below starts over; not when a probe at `want`
+//   lost under this same reading: then the probes, on the interval, alternate between one thread
+//   away from `want` and `want`.
+// - While `want` agrees with the count in use, probes (one thread down and up, in turn) come no
+//   sooner than TUNER_PROBE_STEADY units after the last: the reading can miss what slows threads
+//   (CPU quotas, SMT siblings, niced work of other sessions), and these catch it.
+// - Where the load cannot be read (not Linux, /proc/stat not matching the CPUs), probes
+//   alternate one thread down and up.
 // A probe that loses is tried again after `interval` units; the interval starts at
 // TUNER_PROBE_FIRST and doubles after each loss, up to TUNER_PROBE_MAX (one probe on a busy machine
 // is a noisy measurement), and starts over after a move.
@@ -80,7 +84,9 @@ typedef struct {
     long units;          // units timed
     int probe_dir;       // -1 or +1: the direction of the next probe (when the load is unknown)
     long interval, next_probe, last_probe; // units between probes; the unit of the next, of the last
-    int lost_to, lost_want; // the count of the last probe, if it lost (0: none), and `want` then
+    int lost_at[TUNER_MAX + 1]; // `want` when the last probe at a count lost (0: none since the last move)
+    int probe_want;      // `want` when the probe under way began
+    int away;            // 1: the last probe after a loss at `want` went the other way
     double avg[TUNER_MAX + 1]; // mean seconds per unit of work at each count (0: not measured)
     double t0;
     double (*clock)(void);       // seconds, monotonic (tests put a clock of their own here)
@@ -88,7 +94,7 @@ typedef struct {
                                  // it fails)
     LoadSample last;     // the sample the load is measured from
     int have_last;
-    double hint_every;   // seconds between readings: TUNER_HINT_SECONDS, or 200 x what one takes
+    double hint_every;   // seconds between readings: TUNER_HINT_SECONDS, or 200 x the last one's cost
     int want;            // threads that have a CPU each under the load read (0: not read yet)
     int pending;         // a different `want` read once (0: none)
 } ThreadTuner;

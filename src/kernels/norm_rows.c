@@ -15,9 +15,5 @@ void gn_dx_add(float *dx, const float *dy, const float *x, int n, float r, float
 void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b) {
     TILES_PICK(silu_affine_backward)(dv, da, x, n, a, b);
 }
-void silu_affine_backward_sums(float *dv, const float *da, const float *x, int n, float a, float b, float m,
-                               float *s_dy, float *s_dyx) {
-    TILES_PICK(silu_affine_backward_sums)(dv, da, x, n, a, b, m, s_dy, s_dyx);
-}
 void silu_rows(float *y, const float *x, long n) { TILES_PICK(silu_rows)(y, x, n); }
 void silu_backward_rows(float *dx, const float *dy, const float *x, long n) { TILES_PICK(silu_backward_rows)(dx, dy, x, n); }

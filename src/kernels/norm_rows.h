@@ -14,9 +14,6 @@ void gn_dx_add(float *dx, const float *dy, const float *x, int n, float r, float
 // dv[p] += da[p] s (1 + v (1 - s)), v = x[p] a + b, s = sigmoid(v): SiLU's backward through a
 // GroupNorm output recomputed from its input
 void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b);
-// the same, and then s_dy, s_dyx of gn_dy_sums(dv, x, m) in the same pass (the same values)
-void silu_affine_backward_sums(float *dv, const float *da, const float *x, int n, float a, float b, float m,
-                               float *s_dy, float *s_dyx);
 // y[i] = SiLU(x[i]); dx[i] += dy[i] SiLU'(x[i]), SiLU' = s (1 + x (1 - s))
 void silu_rows(float *y, const float *x, long n);
 void silu_backward_rows(float *dx, const float *dy, const float *x, long n);

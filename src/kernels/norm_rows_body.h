@@ -85,36 +85,6 @@ void TILE(silu_affine_backward)(float *dv, const float *da, const float *x, int 
     }
 }
 
-// silu_affine_backward, then the sums of gn_dy_sums over the new dv[n], in one pass: the same
-// values in the same order (8-lane exp where that one has it, 16-lane sums where that one has them)
-void TILE(silu_affine_backward_sums)(float *dv, const float *da, const float *x, int n, float a, float b, float m,
-                                     float *s_dy, float *s_dyx) {
-    v8f a0 = {0}, a1 = {0}, c0 = {0}, c1 = {0};
-    int p = 0;
-    for (; p + 16 <= n; p += 16) {
-        v8f v0 = load8(x + p) * a + b, e0 = -v0, v1 = load8(x + p + 8) * a + b, e1 = -v1;
-        exp8(&e0);
-        exp8(&e1);
-        v8f s0 = 1.0f / (1.0f + e0), s1 = 1.0f / (1.0f + e1);
-        v8f d0 = load8(dv + p) + load8(da + p) * s0 * (1.0f + v0 * (1.0f - s0));
-        v8f d1 = load8(dv + p + 8) + load8(da + p + 8) * s1 * (1.0f + v1 * (1.0f - s1));
-        store8(dv + p, d0);
-        store8(dv + p + 8, d1);
-        a0 += d0;
-        a1 += d1;
-        c0 += d0 * (load8(x + p) - m);
-        c1 += d1 * (load8(x + p + 8) - m);
-    }
-    a0 += a1;
-    c0 += c1;
-    float sa = hsum8(&a0), sc = hsum8(&c0);
-    int tail = p;
-    TILE(silu_affine_backward)(dv + p, da + p, x + p, n - p, a, b);
-    for (p = tail; p < n; p++) { sa += dv[p]; sc += dv[p] * (x[p] - m); }
-    *s_dy = sa;
-    *s_dyx = sc;
-}
-
 void TILE(silu_rows)(float *y, const float *x, long n) {
     for (long i = 0; i < n; i++) y[i] = x[i] / (1.0f + exp_approx(-x[i]));
 }

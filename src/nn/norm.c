@@ -90,8 +90,8 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
     }
 }
 
-// silu_backward_groupnorm, then groupnorm_backward of its dgn, with one pass over dgn per group
-// fewer: the per-(b, c) sums are taken while dgn is written, and dgamma, dbeta come from them
+// silu_backward_groupnorm, then groupnorm_backward of its dgn, with passes over dgn fewer: the
+// per-(b, c) sums are taken row by row right after dgn is written, and dgamma, dbeta come from them
 void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, float *dgn, float *sums, const float *dact,
                              const float *in, const float *mean, const float *rstd, const float *gamma,
                              const float *beta, int B, int C, int HW, int G) {
@@ -107,7 +107,8 @@ void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, float *dgn
             int c = g * Cg + cc;
             float a = r * gamma[c], *s = sums + 2 * ((size_t)b * C + c);
             size_t o = (size_t)cc * HW;
-            silu_affine_backward_sums(dy + o, da + o, x + o, HW, a, beta[c] - m * a, m, &s[0], &s[1]);
+            silu_affine_backward(dy + o, da + o, x + o, HW, a, beta[c] - m * a); // the row stays in L1 for
+            gn_dy_sums(dy + o, x + o, m, HW, &s[0], &s[1]);                     // its sums
             sd += (double)gamma[c] * s[0];
             sdx += (double)gamma[c] * s[1] * r;
         }

@@ -13,16 +13,8 @@
 
 static int g_bf16; // the products are in bf16: the reference rounds A and B to bf16 first
 
-// x rounded to bf16 (nearest even) as VCVTNE2PS2BF16 does, back in a float; subnormals -> 0
-static double bf16(float x) {
-    if (!g_bf16) return x;
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
-    else u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
+// x rounded to bf16 when the products are in bf16
+static double bf16(float x) { return g_bf16 ? tu_bf16(x) : x; }
 
 static const char *g_same_bits_as; // a variant whose results the active one must match bit for bit
 
@@ -90,6 +82,51 @@ static void check(int ta, int tb, int M, int N, int K, int acc, int tables, Rng 
     free(A); free(B); free(C); free(C0); free(aoff); free(boff);
 }
 
+// bf16 only: gemm_packed_pairs with B given as bf16 pair rows (gemm_bf16_pairs) in a random
+// order, against the double product of the rounded inputs, and bit for bit against gemm_packed of
+// the same B as floats (the same pairs summed in the same order)
+static void check_pairs(int M, int N, int K, int acc, Rng *r) {
+    int ldq = N + 3, ldc = N + 7, K2 = K / 2;
+    long csz = (long)M * ldc;
+    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc(csz * 4), *C0 = malloc(csz * 4);
+    uint32_t *Bq = malloc(((size_t)K2 * ldq + 32) * 4); // 32 pairs past the last row: whole panels are read
+    for (long i = 0; i < (long)M * K; i++) A[i] = rng_normal(r);
+    for (long i = 0; i < (long)K * N; i++) B[i] = rng_normal(r);
+    for (long i = 0; i < csz; i++) C[i] = C0[i] = rng_normal(r);
+    long *off = shuffled_rows(K2, ldq, r);
+    for (int kp = 0; kp < K2; kp++) gemm_bf16_pairs(Bq + off[kp], B + (size_t)2 * kp * N, B + (size_t)(2 * kp + 1) * N, N);
+    for (long i = (long)K2 * ldq; i < (long)K2 * ldq + 32; i++) Bq[i] = 0x7fc07fc0u; // NaN pairs: never stored
+    float *Ap = malloc((gemm_packed_a_floats(M, K) + 1) * 4), *C2 = malloc(csz * 4);
+    gemm_pack_a(0, M, K, A, K, Ap);
+    gemm_packed_pairs(M, N, K, Ap, Bq, off, C, ldc, acc);
+    memcpy(C2, C0, csz * 4);
+    gemm_packed(M, N, K, Ap, B, N, NULL, C2, ldc, acc);
+    double maxerr = 0;
+    int untouched = 1;
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double s = acc ? C0[(long)i * ldc + j] : 0;
+            for (int k = 0; k < K; k++) s += bf16(A[(long)i * K + k]) * bf16(B[(long)k * N + j]);
+            maxerr = fmax(maxerr, fabs(s - C[(long)i * ldc + j]));
+        }
+        for (int j = N; j < ldc; j++) untouched &= C[(long)i * ldc + j] == C0[(long)i * ldc + j];
+    }
+    CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm_packed_pairs %dx%dx%d acc=%d: max err %g", M, N, K, acc, maxerr);
+    CHECK(untouched, "gemm_packed_pairs %dx%dx%d wrote outside C", M, N, K);
+    CHECK(memcmp(C, C2, csz * 4) == 0, "gemm_packed_pairs %dx%dx%d acc=%d differs from gemm_packed", M, N, K, acc);
+    // the odd row of a missing last channel: zeros in the high halves
+    uint32_t q[3];
+    float lo[3] = {1.0f, -2.5f, 3.0e-3f};
+    gemm_bf16_pairs(q, lo, NULL, 3);
+    for (int i = 0; i < 3; i++) {
+        float back;
+        uint32_t u = q[i] << 16;
+        memcpy(&back, &u, 4);
+        CHECK(q[i] >> 16 == 0 && back == tu_bf16(lo[i]), "gemm_bf16_pairs(lo, NULL)[%d] = %08x", i, q[i]);
+    }
+    free(A); free(B); free(C); free(C0); free(Bq); free(off); free(Ap); free(C2);
+}
+
 static int uses_fma(const char *isa) {
 #if defined(__FMA__)
     (void)isa;
@@ -139,6 +176,11 @@ int main(void) {
                 for (int tb = 0; tb < 2; tb++)
                     for (int acc = 0; acc < 2; acc++)
                         for (int tables = 0; tables < 4; tables++) check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, tables, &r);
+        // pair rows: M past the 96-row block, N tails of 1-31 columns, K in 1-3 chunks of pairs
+        static const int pshapes[][3] = {{1, 1, 2}, {7, 33, 6}, {97, 100, 1026}, {8, 32, 64}, {200, 47, 1152}, {9, 31, 2},
+                                         {64, 812, 576}};
+        for (int s = 0; s < (int)(sizeof pshapes / sizeof pshapes[0]); s++)
+            for (int acc = 0; acc < 2; acc++) check_pairs(pshapes[s][0], pshapes[s][1], pshapes[s][2], acc, &r);
         printf("gemm bf16 (%s): %s\n", gemm_isa(), tu_failures == before ? "all shapes pass" : "FAILED");
         gemm_set_precision(GEMM_FP32);
         g_bf16 = 0;

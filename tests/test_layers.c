@@ -445,6 +445,58 @@ static void test_conv(int transpose, int B, int Ci, int H, int W, int Co, int K,
     free(c.in); free(c.w); free(c.b); free(c.R); free(c.out); free(c.wco); free(c.ws);
 }
 
+// bf16 precision: every GEMM of a conv rounds its two inputs (x, w, dout or copies of them) to
+// bf16 and sums in fp32, whatever its lowering (implicit, pair images, grouped, s2d, im2col). So
+// the fast layer in bf16 must match the reference twin run on the rounded x, w and dout within
+// float rounding (TOL_TWIN); dbias sums the unrounded dout.
+static void test_conv_bf16(int transpose, int B, int Ci, int H, int W, int Co, int K, int s, int p) {
+    ConvCtx c = {.transpose = transpose, .B = B, .Ci = Ci, .H = H, .W = W, .Co = Co, .K = K, .s = s, .p = p};
+    c.Ho = transpose ? (H - 1) * s - 2 * p + K : (H + 2 * p - K) / s + 1;
+    c.Wo = transpose ? (W - 1) * s - 2 * p + K : (W + 2 * p - K) / s + 1;
+    long nin = (long)B * Ci * H * W, nw = (long)Co * Ci * K * K, P = (long)c.Ho * c.Wo, nout = B * Co * P;
+    c.nout = nout;
+    c.in = randn(nin, 1.0f);
+    c.w = randn(nw, 1.0f / sqrtf((float)(Ci * K * K)));
+    c.b = randn(Co, 0.5f);
+    c.R = randn(nout, 1.0f);
+    c.wsper = transpose ? conv_transpose2d_ws_floats(Ci, H, W, Co, K, s, p) : conv2d_ws_floats(Ci, H, W, Co, K, s, p);
+    c.ws = ws_alloc(c.wsper);
+    float *f[4] = {alloc_f(nout), zeros(nin), zeros(nw), zeros(Co)}, *r[4] = {alloc_f(nout), zeros(nin), zeros(nw), zeros(Co)};
+    gemm_set_precision(GEMM_BF16);
+    conv_fwd(&c, FAST, f[0], c.in, B, 0);
+    conv_bwd(&c, FAST, f[1], f[2], f[3]);
+    gemm_set_precision(GEMM_FP32);
+    ConvCtx q = c; // the reference on rounded inputs
+    q.in = copy_f(c.in, nin);
+    q.w = copy_f(c.w, nw);
+    q.R = copy_f(c.R, nout);
+    for (long i = 0; i < nin; i++) q.in[i] = tu_bf16(q.in[i]);
+    for (long i = 0; i < nw; i++) q.w[i] = tu_bf16(q.w[i]);
+    for (long i = 0; i < nout; i++) q.R[i] = tu_bf16(q.R[i]);
+    conv_fwd(&q, REF, r[0], q.in, B, 0);
+    conv_bwd(&q, REF, r[1], r[2], r[3]);
+    double *db = alloc_d(Co);
+    for (long co = 0; co < Co; co++) {
+        db[co] = 0.0;
+        for (long b = 0; b < B; b++)
+            for (long i = 0; i < P; i++) db[co] += c.R[(b * Co + co) * P + i];
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s bf16 K%d s%d p%d B%d Ci%d %dx%d Co%d", transpose ? "convT2d" : "conv2d", K, s, p, B,
+             Ci, H, W, Co);
+    const char *name[3] = {"out", "din", "dw"};
+    long n[3] = {nout, nin, nw};
+    double e = 0.0;
+    for (int k = 0; k < 3; k++) e = fmax(e, twin("conv bf16", what, name[k], f[k], r[k], n[k]));
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s db (unrounded dout)", what);
+    e = fmax(e, cmp(buf, f[3], db, Co, TOL_TWIN));
+    if (g_verbose) printf("  %-50s fast(bf16)-ref(bf16 inputs) %.1e\n", what, e);
+    for (int k = 0; k < 4; k++) { free(f[k]); free(r[k]); }
+    free(db); free(q.in); free(q.w); free(q.R);
+    free(c.in); free(c.w); free(c.b); free(c.R); free(c.ws);
+}
+
 // ---------------------------------------------------------------------------------------------
 // GroupNorm (and the fused GroupNorm + SiLU)
 
@@ -1532,6 +1584,27 @@ int main(void) {
         run_suite();
         summary();
         test_non_finite();
+    }
+    if (!gemm_bf16_supported()) {
+        printf("SKIP conv bf16: this CPU lacks AVX512_BF16\n");
+    } else { // every conv lowering, with odd channel counts (a pair image's missing last channel), a
+             // single input channel, M and N tails and two K chunks of pairs (Ci 64, K 3)
+        for (int v = 0; v < gemm_variant_count(); v++) // the other kernels: the widest this CPU runs
+            if (gemm_variant_supported(v)) { gemm_set_isa(gemm_variant_name(v)); break; }
+        printf("  conv in bf16 precision (bf16 GEMM, %s kernels otherwise):\n", gemm_isa());
+        g_nstats = 0;
+        g_nchecks = 0;
+        RUN(test_conv_bf16(0, 2, 3, 15, 14, 4, 3, 1, 1));
+        RUN(test_conv_bf16(0, 2, 2, 14, 15, 3, 5, 1, 2));
+        RUN(test_conv_bf16(0, 2, 7, 9, 8, 17, 3, 1, 1));
+        RUN(test_conv_bf16(0, 2, 1, 10, 10, 5, 3, 1, 1));
+        RUN(test_conv_bf16(0, 2, 64, 8, 8, 9, 3, 1, 1));
+        RUN(test_conv_bf16(0, 9, 3, 7, 7, 5, 3, 1, 1));
+        RUN(test_conv_bf16(0, 3, 3, 6, 5, 4, 1, 1, 0));
+        RUN(test_conv_bf16(0, 3, 3, 16, 14, 5, 4, 2, 1));
+        RUN(test_conv_bf16(0, 2, 3, 17, 15, 4, 4, 2, 1));
+        RUN(test_conv_bf16(1, 3, 4, 5, 5, 3, 4, 2, 1));
+        summary();
     }
     printf("  %.2f s\n", now_seconds() - t0);
     TEST_DONE("test_layers");

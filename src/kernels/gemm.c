@@ -2,6 +2,8 @@
 // the widest this CPU runs, or the one DDPM_ISA names), or to the bf16 one in bf16 precision.
 #include "kernels/gemm.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/gemm_variants.h"
@@ -69,4 +71,22 @@ void gemm_packed(int M, int N, int K, const float *Ap, const float *B, int ldb, 
                  int accumulate) {
     if (empty_product(M, N, K, C, ldc, accumulate)) return;
     active()->core(0, 0, M, N, K, NULL, 0, NULL, Ap, B, ldb, boff, C, ldc, accumulate);
+}
+
+// a caller's bug, not the user's: stop at once
+static void misuse(const char *what) {
+    fprintf(stderr, "ddpm: internal error: %s\n", what);
+    abort();
+}
+
+void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n) {
+    if (!bf16) misuse("gemm_bf16_pairs: not in bf16 precision");
+    gemm_bf16_pairs_avx512bf16(dst, lo, hi, n);
+}
+
+void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C, int ldc,
+                       int accumulate) {
+    if (!bf16 || K % 2) misuse("gemm_packed_pairs: not in bf16 precision, or K odd");
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
+    gemm_pairs_core_avx512bf16(M, N, K, Ap, B, boff, C, ldc, accumulate);
 }

@@ -4,6 +4,7 @@
 #define DDPM_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 // C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], row-major.
 // op(A) = A[M,K] (lda >= K) if !transA, else A^T with A stored [K,M] (lda >= M); same for B.
@@ -44,5 +45,16 @@ typedef enum { GEMM_FP32 = 0, GEMM_BF16 = 1 } GemmPrecision;
 int gemm_bf16_supported(void);
 int gemm_set_precision(GemmPrecision p);
 GemmPrecision gemm_precision(void);
+
+// bf16 precision only. A bf16 pair packs two values rounded to bf16, the first in the low half of
+// 32 bits: dst[i] = (bf16(lo[i]), bf16(hi[i])) for i < n (hi NULL: zeros).
+void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n);
+// gemm_packed with B[K, N] given as pair rows, read in place: row kp (= rows 2 kp and 2 kp + 1 of
+// B) at B + boff[kp]; K even, Ap packed by gemm_pack_a in bf16 precision. Each row is read in
+// whole 32-pair panels: up to 31 pairs past its column N - 1, which must be readable. It saves
+// the GEMM the bf16 rounding of B, which it would repeat in every call that reads the same
+// values (the 9 shifted views of one image in a convolution).
+void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C, int ldc,
+                       int accumulate);
 
 #endif

@@ -164,6 +164,61 @@ static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *re
     store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
+// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] with B read in place: pair row kp at B + boff[kp]
+// (whole 32-column panels are read; columns past nr are not stored)
+static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_t *B, const long *boff, float *c,
+                              int ldc, int mr, int nr, int acc) {
+    __m512 r[MR][2];
+    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
+    const uint32_t *a32 = (const uint32_t *)a;
+    for (int kp = 0; kp < kc2; kp++) {
+        const uint32_t *b = B + boff[kp];
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a32[kp * MR + i]);
+            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
+            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
+        }
+    }
+    store_tile_zmm(r, c, ldc, mr, nr, acc);
+}
+
+void gemm_bf16_pairs_avx512bf16(uint32_t *dst, const float *lo, const float *hi, size_t n) {
+    // cvtne2ps(hi, lo) holds bf16(lo[0..16)) in words 0..15 and bf16(hi[0..16)) in 16..31: interleave
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                           5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, lo + i);
+        __m512 x1 = hi ? _mm512_maskz_loadu_ps(m, hi + i) : _mm512_setzero_ps();
+        __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        _mm512_mask_storeu_epi32(dst + i, m, v);
+    }
+}
+
+void gemm_pairs_core_avx512bf16(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C,
+                                int ldc, int accumulate) {
+    int kc_step = k_step(K), Mr = (M + MR - 1) / MR * MR;
+    for (int pc = 0; pc < K; pc += kc_step) { // K even: every chunk holds whole pairs
+        int kc = K - pc < kc_step ? K - pc : kc_step, kc2 = kc / 2;
+        int acc = accumulate || pc > 0;
+        for (int ic = 0; ic < M; ic += MC) {
+            int mc = M - ic < MC ? M - ic : MC;
+            const uint16_t *ablock = (const uint16_t *)Ap + (size_t)pc * Mr + (size_t)ic * kc2 * 2;
+            for (int jr = 0; jr < N; jr += NR) {
+                int nr = N - jr < NR ? N - jr : NR;
+                for (int ir = 0; ir < mc; ir += MR) {
+                    int mr = mc - ir < MR ? mc - ir : MR;
+                    micro_kernel_rows(kc2, ablock + (size_t)ir * kc2 * 2, B + jr, boff + pc / 2,
+                                      C + (size_t)(ic + ir) * ldc + jr, ldc, mr, nr, acc);
+                }
+            }
+        }
+    }
+}
+
 // Pre-packed A (gemm_pack_a): for each K chunk [pc, pc + kc), the pair panels of all M rows at
 // Ap + pc Mr bf16 (Mr = M rounded up to MR; every chunk but the last has an even kc).
 size_t gemm_packed_a_floats_avx512bf16(int M, int K) {

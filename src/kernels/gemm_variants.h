@@ -5,6 +5,7 @@
 #define DDPM_GEMM_VARIANTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GEMM_VARIANT_DECL(isa)                                                                                   \
     size_t gemm_packed_a_floats_##isa(int M, int K);                                                             \
@@ -15,5 +16,9 @@ GEMM_VARIANT_DECL(avx512)
 GEMM_VARIANT_DECL(avx2)
 GEMM_VARIANT_DECL(generic)
 GEMM_VARIANT_DECL(avx512bf16) // bf16 inputs, fp32 accumulation (gemm_set_precision)
+// bf16 only: B as bf16 pair rows (gemm_packed_pairs), and the pairs themselves (gemm_bf16_pairs)
+void gemm_pairs_core_avx512bf16(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C,
+                                int ldc, int accumulate);
+void gemm_bf16_pairs_avx512bf16(uint32_t *dst, const float *lo, const float *hi, size_t n);
 
 #endif

@@ -16,7 +16,9 @@
 //   forward:  off_x (row table of Xp) | fwd_xp (padded x) | yw (wide output [Co, H Wp])
 //   backward: off_x | off_dy (row table of dYp) | xp | dyp (padded dy) | dxw (wide dx [Ci, H Wp]) |
 //             wf (flipped weights [Ci, Co K K]) | part (GRAD_CHUNKS partials of dw^T and dbias)
-typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, end; } SameLayout;
+//   then, in bf16 (gemm_packed_pairs): q_off (row table of the pair image) | q_img (x or dy in bf16
+//             pairs of channels, pad_image_pairs) | q_w (the weights or wf in pair order)
+typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, q_off, q_img, q_w, end; } SameLayout;
 
 static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
     size_t ckk = (size_t)Ci * K * K, okk = (size_t)Co * K * K, wide = (size_t)H * (W + (K - 1) / 2);
@@ -30,7 +32,11 @@ static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
     l.wf = l.dxw + (size_t)Ci * wide;
     l.part = l.wf + (size_t)Ci * okk;
     size_t fwd = l.yw + (size_t)Co * wide, bwd = l.part + GRAD_CHUNKS * round16(ckk * Co + Co);
-    l.end = round16(fwd > bwd ? fwd : bwd);
+    int cm = Ci > Co ? Ci : Co, c2 = (cm + 1) / 2;
+    l.q_off = round16(fwd > bwd ? fwd : bwd);
+    l.q_img = l.q_off + table_floats((size_t)c2 * K * K);
+    l.q_w = l.q_img + padded_floats(c2, H, W, K); // a pair takes a float's 4 bytes
+    l.end = round16(l.q_w + (size_t)cm * 2 * c2 * K * K);
     return l;
 }
 
@@ -96,18 +102,34 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
         }
         return;
     }
+    // bf16: the image in bf16 pairs of channels, read in place (K in pair order: Kq >= CKK)
+    int pairs = same && gemm_precision() == GEMM_BF16, Kq = (Ci + 1) / 2 * 2 * K * K;
 #pragma omp parallel
     {
         float *col = ws + (size_t)thread_id() * wsz, *wp = conv_packed(ws, wsz, Ci, Co, K);
         long *off = (long *)col;
-        gemm_pack_a(0, Co, CKK, w, CKK, wp);
         SameLayout sl = same_layout(Ci, H, W, Co, K);
         float *xp = col + sl.fwd_xp, *yw = col + sl.yw;
-        if (same) shift_table(off, Ci, K, Hp, Wp);
+        long *qoff = (long *)(col + sl.q_off);
+        uint32_t *xq = (uint32_t *)(col + sl.q_img);
+        if (pairs) {
+            pair_weights(col + sl.q_w, w, Co, Ci, K * K);
+            gemm_pack_a(0, Co, Kq, col + sl.q_w, Kq, wp);
+            shift_table(qoff, (Ci + 1) / 2, K, Hp, Wp);
+        } else {
+            gemm_pack_a(0, Co, CKK, w, CKK, wp);
+            if (same) shift_table(off, Ci, K, Hp, Wp);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             const float *x = in + (size_t)b * Ci * H * W;
             float *y = out + (size_t)b * Co * P;
+            if (pairs) { // yw[Co, H Wp] = w[Co, Kq] Xpairs[Kq, H Wp]
+                pad_image_pairs(xq, x, Ci, H, W, pad);
+                gemm_packed_pairs(Co, H * Wp, Kq, wp, xq, qoff, yw, H * Wp, 0);
+                from_wide(y, yw, bias, Co, H, W, Wp, accumulate);
+                continue;
+            }
             if (same) { // yw[Co, H Wp] = w[Co, CKK] Xrows[CKK, H Wp]; y (+)= yw + bias
                 pad_image(xp, x, Ci, H, W, pad);
                 gemm_packed(Co, H * Wp, CKK, wp, xp, 0, off, yw, H * Wp, 0);
@@ -131,7 +153,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
 }
 
 // per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
-typedef struct { long *off_x, *off_dy; float *xp, *dyp, *dxw, *wf, *wfp; } SameBwd;
+// (pairs: the data gradient in bf16 from dy's pair image dyq through q_off, wfp packed in pair order)
+typedef struct { long *off_x, *off_dy, *q_off; float *xp, *dyp, *dxw, *wf, *wfp; uint32_t *dyq; int pairs; } SameBwd;
 
 // carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
 static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, float *wfp, int Ci, int H, int W, int Co,
@@ -145,15 +168,25 @@ static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, flo
     s.dyp = mine + l.dyp;
     s.dxw = mine + l.dxw;
     s.wf = mine + l.wf;
+    s.q_off = (long *)(mine + l.q_off);
+    s.dyq = (uint32_t *)(mine + l.q_img);
+    s.pairs = gemm_precision() == GEMM_BF16;
     shift_table(s.off_x, Ci, K, Hp, Wp);
     shift_table(s.off_dy, Co, K, Hp, Wp);
+    if (s.pairs) shift_table(s.q_off, (Co + 1) / 2, K, Hp, Wp);
     if (need_wf) // wf[ci][(co K + kh) K + kw] = w[co][ci][K-1-kh][K-1-kw]
         for (int ci = 0; ci < Ci; ci++)
             for (int co = 0; co < Co; co++)
                 for (int kk = 0; kk < K * K; kk++)
                     s.wf[(size_t)ci * OKK + (size_t)co * K * K + kk] = w[((size_t)co * Ci + ci) * K * K + (K * K - 1 - kk)];
     s.wfp = wfp;
-    if (need_wf) gemm_pack_a(0, Ci, OKK, s.wf, OKK, wfp);
+    if (need_wf && s.pairs) {
+        int Kq = (Co + 1) / 2 * 2 * K * K;
+        pair_weights(mine + l.q_w, s.wf, Ci, Co, K * K);
+        gemm_pack_a(0, Ci, Kq, mine + l.q_w, Kq, wfp);
+    } else if (need_wf) {
+        gemm_pack_a(0, Ci, OKK, s.wf, OKK, wfp);
+    }
     return s;
 }
 
@@ -169,7 +202,11 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
         bias_grad_add(dbp, dy, Co, H * W);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
         gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
-        if (din) { // dx += same conv of dy with wf
+        if (din && s->pairs) { // the same with dy in bf16 pairs
+            pad_image_pairs(s->dyq, dy, Co, H, W, pad);
+            gemm_packed_pairs(Ci, HWp, (Co + 1) / 2 * 2 * K * K, s->wfp, s->dyq, s->q_off, s->dxw, HWp, 0);
+            from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
+        } else if (din) { // dx += same conv of dy with wf
             gemm_packed(Ci, HWp, OKK, s->wfp, s->dyp, 0, s->off_dy, s->dxw, HWp, 0);
             from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
         }

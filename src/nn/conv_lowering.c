@@ -114,6 +114,34 @@ void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
     memset(xp + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof(float));
 }
 
+// xq = pad_image of x in bf16 pairs of channels (2 c2 low, 2 c2 + 1 high; zeros for a missing last)
+void pad_image_pairs(uint32_t *xq, const float *x, int C, int H, int W, int p) {
+    int Hp = H + 2 * p, Wp = W + p, C2 = (C + 1) / 2;
+    for (int c2 = 0; c2 < C2; c2++) {
+        uint32_t *xc = xq + (size_t)c2 * Hp * Wp;
+        const float *lo = x + (size_t)2 * c2 * H * W, *hi = 2 * c2 + 1 < C ? lo + (size_t)H * W : NULL;
+        memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
+        for (int h = 0; h < H; h++) {
+            uint32_t *r = xc + (size_t)(h + p) * Wp + p;
+            gemm_bf16_pairs(r, lo + (size_t)h * W, hi ? hi + (size_t)h * W : NULL, W);
+            memset(r + W, 0, p * sizeof *r);
+        }
+        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
+    }
+    memset(xq + (size_t)C2 * Hp * Wp, 0, PAD_SLACK * sizeof *xq);
+}
+
+void pair_weights(float *wq, const float *w, int M, int C, int KK) {
+    int C2 = (C + 1) / 2;
+    for (int m = 0; m < M; m++)
+        for (int c2 = 0; c2 < C2; c2++)
+            for (int t = 0; t < KK; t++)
+                for (int s = 0; s < 2; s++) {
+                    int c = 2 * c2 + s;
+                    wq[(size_t)m * 2 * C2 * KK + ((size_t)c2 * KK + t) * 2 + s] = c < C ? w[((size_t)m * C + c) * KK + t] : 0.0f;
+                }
+}
+
 // off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw
 void shift_table(long *off, int C, int K, int Hp, int Wp) {
     for (int c = 0; c < C; c++)
@@ -357,9 +385,11 @@ void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const 
 // per call instead of once per image: w[Co, CKK] in the forward; in the backward the data
 // gradient's wf[Ci, Co K K] (same convs), w^T[CKK, Co] (im2col convs) or wf[4 Ci, 4 Co] (s2d convs)
 size_t conv_packed_floats(int Ci, int Co, int K) {
-    size_t n[4] = {gemm_packed_a_floats(Co, Ci * K * K), gemm_packed_a_floats(Ci, Co * K * K),
-                   gemm_packed_a_floats(Ci * K * K, Co), gemm_packed_a_floats(4 * Ci, 4 * Co)}, m = 0;
-    for (int i = 0; i < 4; i++) m = n[i] > m ? n[i] : m;
+    size_t n[6] = {gemm_packed_a_floats(Co, Ci * K * K), gemm_packed_a_floats(Ci, Co * K * K),
+                   gemm_packed_a_floats(Ci * K * K, Co), gemm_packed_a_floats(4 * Ci, 4 * Co),
+                   gemm_packed_a_floats(Co, (Ci + 1) / 2 * 2 * K * K), gemm_packed_a_floats(Ci, (Co + 1) / 2 * 2 * K * K)},
+           m = 0;
+    for (int i = 0; i < 6; i++) m = n[i] > m ? n[i] : m;
     return round16(m);
 }
 float *conv_packed(float *ws, size_t wsz, int Ci, int Co, int K) {

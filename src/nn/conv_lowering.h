@@ -3,6 +3,7 @@
 #define DDPM_CONV_LOWERING_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GROUP_MAX_P 49
 #define GROUP_COLS 400
@@ -32,6 +33,16 @@ int group_images(int P);
 
 // xp = zero-padded copy of x[C][H][W]: [C][H + 2p][p zeros, W pixels] + PAD_SLACK zeros
 void pad_image(float *xp, const float *x, int C, int H, int W, int p);
+
+// The same, in bf16 pairs of channels for gemm_packed_pairs (bf16 precision only): xq[c2] holds
+// channels 2 c2 (low halves) and 2 c2 + 1 (high; zeros when C is odd), ceil(C/2) planes + PAD_SLACK
+// zero pairs. With shift_table(off, ceil(C/2), K, ..), pair row (c2 K + kh) K + kw of the implicit
+// im2col matrix is at xq + off[..]: its K runs over (c2, kh, kw, channel of the pair).
+void pad_image_pairs(uint32_t *xq, const float *x, int C, int H, int W, int p);
+
+// weights w[M][C][KK] in that order: wq[m][(c2 KK + t) 2 + s] = w[m][2 c2 + s][t], 0 for the
+// missing channel C when C is odd; rows of 2 ceil(C/2) KK
+void pair_weights(float *wq, const float *w, int M, int C, int KK);
 
 // off[(c K + kh) K + kw] = c Hp Wp + kh Wp + kw
 void shift_table(long *off, int C, int K, int Hp, int Wp);

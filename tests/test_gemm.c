@@ -127,6 +127,42 @@ static void check_pairs(int M, int N, int K, int acc, Rng *r) {
     free(A); free(B); free(C); free(C0); free(Bq); free(off); free(Ap); free(C2);
 }
 
+// bf16 only: gemm_rows_a16 (A in bf16, read in place at any 2-byte alignment, through a row table
+// or lda) bit for bit against gemm_rows on the float A, and against the double product; an odd K
+// reads one value past each row (here 1.0, or the next row's first value)
+static void check_a16(int tb, int M, int N, int K, int table, int acc, Rng *r) {
+    int lda = K + 3, ldb = tb ? K + 2 : N + 5, ldc = N + 7;
+    long asz = (long)M * lda + 1, bsz = (long)(tb ? N : K) * ldb, csz = (long)M * ldc;
+    float *A = malloc(asz * 4), *B = malloc(bsz * 4), *C = malloc(csz * 4), *C0 = malloc(csz * 4), *C2 = malloc(csz * 4);
+    uint16_t *Ah = malloc((asz + 1) * 2);
+    for (long i = 0; i < asz; i++) A[i] = rng_normal(r);
+    for (long i = 0; i < bsz; i++) B[i] = rng_normal(r);
+    for (long i = 0; i < csz; i++) C[i] = C2[i] = C0[i] = rng_normal(r);
+    long *aoff = table ? shuffled_rows(M, lda, r) : NULL;
+    if (aoff) for (int i = 0; i < M; i++) aoff[i] += i % 3; // rows at odd offsets too
+    gemm_bf16_round(Ah, A, asz);
+    for (long i = 0; i < asz; i++) if (i % lda >= K + (table ? 2 : 0)) Ah[i] = 0x3f80; // 1.0: what lies past a row
+    gemm_rows_a16(tb, M, N, K, Ah, lda, aoff, B, ldb, NULL, C, ldc, acc);
+    gemm_rows(0, tb, M, N, K, A, lda, aoff, B, ldb, NULL, C2, ldc, acc);
+    double maxerr = 0;
+    int untouched = 1;
+    for (int i = 0; i < M; i++) {
+        long ar = aoff ? aoff[i] : (long)i * lda;
+        for (int j = 0; j < N; j++) {
+            double s = acc ? C0[(long)i * ldc + j] : 0;
+            for (int k = 0; k < K; k++) s += bf16(A[ar + k]) * bf16(tb ? B[(long)j * ldb + k] : B[(long)k * ldb + j]);
+            maxerr = fmax(maxerr, fabs(s - C[(long)i * ldc + j]));
+        }
+        for (int j = N; j < ldc; j++) untouched &= C[(long)i * ldc + j] == C0[(long)i * ldc + j];
+    }
+    CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm_rows_a16 tb=%d %dx%dx%d table=%d acc=%d: max err %g", tb, M, N, K,
+          table, acc, maxerr);
+    CHECK(untouched, "gemm_rows_a16 %dx%dx%d wrote outside C", M, N, K);
+    CHECK(memcmp(C, C2, csz * 4) == 0, "gemm_rows_a16 tb=%d %dx%dx%d table=%d acc=%d differs from gemm_rows", tb, M, N, K,
+          table, acc);
+    free(A); free(B); free(C); free(C0); free(C2); free(Ah); free(aoff);
+}
+
 static int uses_fma(const char *isa) {
 #if defined(__FMA__)
     (void)isa;
@@ -181,6 +217,11 @@ int main(void) {
                                          {64, 812, 576}};
         for (int s = 0; s < (int)(sizeof pshapes / sizeof pshapes[0]); s++)
             for (int acc = 0; acc < 2; acc++) check_pairs(pshapes[s][0], pshapes[s][1], pshapes[s][2], acc, &r);
+        // A in bf16: odd and even K, K in 1-3 chunks, M and N tails, N past one 1024-column block
+        static const int ashapes[][3] = {{1, 1, 1}, {7, 33, 5}, {576, 64, 812}, {13, 65, 257}, {9, 1030, 1031}, {8, 32, 2}};
+        for (int s = 0; s < (int)(sizeof ashapes / sizeof ashapes[0]); s++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int t = 0; t < 2; t++) check_a16(tb, ashapes[s][0], ashapes[s][1], ashapes[s][2], t, s % 2, &r);
         printf("gemm bf16 (%s): %s\n", gemm_isa(), tu_failures == before ? "all shapes pass" : "FAILED");
         gemm_set_precision(GEMM_FP32);
         g_bf16 = 0;

@@ -90,3 +90,15 @@ void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, 
     if (empty_product(M, N, K, C, ldc, accumulate)) return;
     gemm_pairs_core_avx512bf16(M, N, K, Ap, B, boff, C, ldc, accumulate);
 }
+
+void gemm_bf16_round(uint16_t *dst, const float *src, size_t n) {
+    if (!bf16) misuse("gemm_bf16_round: not in bf16 precision");
+    gemm_bf16_round_avx512bf16(dst, src, n);
+}
+
+void gemm_rows_a16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const float *B,
+                   int ldb, const long *boff, float *C, int ldc, int accumulate) {
+    if (!bf16) misuse("gemm_rows_a16: not in bf16 precision");
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
+    gemm_a16_core_avx512bf16(transB, M, N, K, A, lda, aoff, B, ldb, boff, C, ldc, accumulate);
+}

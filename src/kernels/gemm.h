@@ -56,5 +56,14 @@ void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n);
 // values (the 9 shifted views of one image in a convolution).
 void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C, int ldc,
                        int accumulate);
+// dst[i] = bf16(src[i]) for i < n
+void gemm_bf16_round(uint16_t *dst, const float *src, size_t n);
+// gemm_rows(0, transB, ..) with A given in bf16 (gemm_bf16_round of the float A), read in place:
+// row i at A + aoff[i] (or A + i lda) in bf16 elements, at any alignment. Each row is read in
+// pairs: when K is odd, one value past its end, which must be readable and finite. Bit for bit
+// the result of gemm_rows on the float A; it saves the packing of A, which costs as much as the
+// products when few columns of B reuse it (a convolution's weight gradient: N = Co).
+void gemm_rows_a16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const float *B,
+                   int ldb, const long *boff, float *C, int ldc, int accumulate);
 
 #endif

@@ -185,6 +185,57 @@ static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_
     store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
+// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] with A read in place in bf16: the pairs of row i
+// from a[i] (any 2-byte alignment; rows past mr repeat row 0, their results are not stored)
+static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *restrict b, float *c, int ldc, int mr,
+                             int nr, int acc) {
+    __m512 r[MR][2];
+    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
+    for (int kp = 0; kp < kc2; kp++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2));
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2 + 32));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            int32_t pair;
+            memcpy(&pair, a[i] + 2 * kp, 4);
+            __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
+            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
+            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
+        }
+    }
+    store_tile_zmm(r, c, ldc, mr, nr, acc);
+}
+
+void gemm_bf16_round_avx512bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i += 1 << 20) to_bf16(dst + i, src + i, n - i < (1u << 20) ? (int)(n - i) : 1 << 20);
+}
+
+void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff,
+                              const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
+    int kc_step = k_step(K);
+    for (int jc = 0; jc < N; jc += NC) {
+        int nc = N - jc < NC ? N - jc : NC;
+        for (int pc = 0; pc < K; pc += kc_step) {
+            int kc = K - pc < kc_step ? K - pc : kc_step, kc2 = (kc + 1) / 2;
+            int acc = accumulate || pc > 0;
+            pack_b(transB, B, ldb, boff, pc, kc, jc, nc); // zero pairs past kc: an odd K's extra A value meets 0
+            for (int ir = 0; ir < M; ir += MR) {
+                int mr = M - ir < MR ? M - ir : MR;
+                const uint16_t *arows[MR];
+                for (int i = 0; i < MR; i++) {
+                    long r = ir + (i < mr ? i : 0);
+                    arows[i] = (aoff ? A + aoff[r] : A + (size_t)r * lda) + pc;
+                }
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    micro_kernel_a16(kc2, arows, packB + (size_t)jr * kc2 * 2, C + (size_t)ir * ldc + jc + jr, ldc, mr,
+                                     nr, acc);
+                }
+            }
+        }
+    }
+}
+
 void gemm_bf16_pairs_avx512bf16(uint32_t *dst, const float *lo, const float *hi, size_t n) {
     // cvtne2ps(hi, lo) holds bf16(lo[0..16)) in words 0..15 and bf16(hi[0..16)) in 16..31: interleave
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,

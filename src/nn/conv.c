@@ -16,9 +16,10 @@
 //   forward:  off_x (row table of Xp) | fwd_xp (padded x) | yw (wide output [Co, H Wp])
 //   backward: off_x | off_dy (row table of dYp) | xp | dyp (padded dy) | dxw (wide dx [Ci, H Wp]) |
 //             wf (flipped weights [Ci, Co K K]) | part (GRAD_CHUNKS partials of dw^T and dbias)
-//   then, in bf16 (gemm_packed_pairs): q_off (row table of the pair image) | q_img (x or dy in bf16
-//             pairs of channels, pad_image_pairs) | q_w (the weights or wf in pair order)
-typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, q_off, q_img, q_w, end; } SameLayout;
+//   then, in bf16: q_off (row table of the pair image) | q_img (x or dy in bf16 pairs of channels,
+//             pad_image_pairs, for gemm_packed_pairs) | q_w (the weights or wf in pair order) |
+//             q_x (xp in bf16, for the weight gradient's gemm_rows_a16)
+typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, q_off, q_img, q_w, q_x, end; } SameLayout;
 
 static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
     size_t ckk = (size_t)Ci * K * K, okk = (size_t)Co * K * K, wide = (size_t)H * (W + (K - 1) / 2);
@@ -36,7 +37,8 @@ static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
     l.q_off = round16(fwd > bwd ? fwd : bwd);
     l.q_img = l.q_off + table_floats((size_t)c2 * K * K);
     l.q_w = l.q_img + padded_floats(c2, H, W, K); // a pair takes a float's 4 bytes
-    l.end = round16(l.q_w + (size_t)cm * 2 * c2 * K * K);
+    l.q_x = round16(l.q_w + (size_t)cm * 2 * c2 * K * K);
+    l.end = round16(l.q_x + padded_floats(Ci, H, W, K) / 2 + 1);
     return l;
 }
 
@@ -154,7 +156,7 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
 
 // per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
 // (pairs: the data gradient in bf16 from dy's pair image dyq through q_off, wfp packed in pair order)
-typedef struct { long *off_x, *off_dy, *q_off; float *xp, *dyp, *dxw, *wf, *wfp; uint32_t *dyq; int pairs; } SameBwd;
+typedef struct { long *off_x, *off_dy, *q_off; float *xp, *dyp, *dxw, *wf, *wfp; uint32_t *dyq; uint16_t *xh; int pairs; } SameBwd;
 
 // carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
 static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, float *wfp, int Ci, int H, int W, int Co,
@@ -170,6 +172,7 @@ static SameBwd same_backward_setup(float *mine, const float *w, int need_wf, flo
     s.wf = mine + l.wf;
     s.q_off = (long *)(mine + l.q_off);
     s.dyq = (uint32_t *)(mine + l.q_img);
+    s.xh = (uint16_t *)(mine + l.q_x);
     s.pairs = gemm_precision() == GEMM_BF16;
     shift_table(s.off_x, Ci, K, Hp, Wp);
     shift_table(s.off_dy, Co, K, Hp, Wp);
@@ -201,7 +204,14 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
         pad_image(s->dyp, dy, Co, H, W, pad);
         bias_grad_add(dbp, dy, Co, H * W);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
-        gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt, Co, 1);
+        if (s->pairs) { // Xrows read in place from xp in bf16 (its PAD_SLACK zeros end the last row's pair)
+            gemm_bf16_round(s->xh, s->xp, padded_floats(Ci, H, W, K));
+            gemm_rows_a16(1, Ci * K * K, Co, HWp, s->xh, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt,
+                          Co, 1);
+        } else {
+            gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt,
+                      Co, 1);
+        }
         if (din && s->pairs) { // the same with dy in bf16 pairs
             pad_image_pairs(s->dyq, dy, Co, H, W, pad);
             gemm_packed_pairs(Ci, HWp, (Co + 1) / 2 * 2 * K * K, s->wfp, s->dyq, s->q_off, s->dxw, HWp, 0);

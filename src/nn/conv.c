@@ -200,12 +200,12 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
-        pad_image(s->xp, x, Ci, H, W, pad);
+        if (!s->pairs) pad_image(s->xp, x, Ci, H, W, pad);
         pad_image(s->dyp, dy, Co, H, W, pad);
         bias_grad_add(dbp, dy, Co, H * W);
         // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
         if (s->pairs) { // Xrows read in place from xp in bf16 (its PAD_SLACK zeros end the last row's pair)
-            gemm_bf16_round(s->xh, s->xp, padded_floats(Ci, H, W, K));
+            pad_image_bf16(s->xh, x, Ci, H, W, pad);
             gemm_rows_a16(1, Ci * K * K, Co, HWp, s->xh, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt,
                           Co, 1);
         } else {
@@ -241,7 +241,16 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
             for (int co = 0; co < Co; co++) memcpy(dyg + (size_t)co * ld + (size_t)j * P, dy + (size_t)co * P, P * sizeof(float));
             im2col_group(col + (size_t)j * P, xp, in + (size_t)(b0 + j) * Ci * H * W, Ci, H, W, K, stride, pad, Ho, Wo, ld);
         }
-        gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
+        if (gemm_precision() == GEMM_BF16) { // col in bf16 (in dcol, free until the data gradient), read in place
+            uint16_t *colh = (uint16_t *)dcol;
+            for (int k = 0; k < CKK; k++) {
+                gemm_bf16_round(colh + (size_t)k * ld, col + (size_t)k * ld, (size_t)ng * P);
+                if ((ng * P) % 2) colh[(size_t)k * ld + (size_t)ng * P] = 0; // the last pair's second value (ld > ng P)
+            }
+            gemm_rows_a16(1, CKK, Co, ng * P, colh, (int)ld, NULL, dyg, (int)ld, NULL, dwt, Co, 1);
+        } else {
+            gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
+        }
         if (din) {                                                           // dx += col2im(w^T dY)
             gemm_packed(CKK, ng * P, Co, wtp, dyg, (int)ld, NULL, dcol, (int)ld, 0);
             for (int j = 0; j < ng; j++)

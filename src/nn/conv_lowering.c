@@ -131,6 +131,22 @@ void pad_image_pairs(uint32_t *xq, const float *x, int C, int H, int W, int p) {
     memset(xq + (size_t)C2 * Hp * Wp, 0, PAD_SLACK * sizeof *xq);
 }
 
+// xh = pad_image of x in bf16
+void pad_image_bf16(uint16_t *xh, const float *x, int C, int H, int W, int p) {
+    int Hp = H + 2 * p, Wp = W + p;
+    for (int c = 0; c < C; c++) {
+        uint16_t *xc = xh + (size_t)c * Hp * Wp;
+        memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
+        for (int h = 0; h < H; h++) {
+            uint16_t *r = xc + (size_t)(h + p) * Wp + p;
+            gemm_bf16_round(r, x + ((size_t)c * H + h) * W, W);
+            memset(r + W, 0, p * sizeof *r);
+        }
+        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
+    }
+    memset(xh + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof *xh);
+}
+
 void pair_weights(float *wq, const float *w, int M, int C, int KK) {
     int C2 = (C + 1) / 2;
     for (int m = 0; m < M; m++)
@@ -372,7 +388,11 @@ void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const 
                          int W, int Co, int accumulate) {
     int Ho = H / 2, Wo = W / 2, Ws = Wo + 1;
     pad_image(s->dyp, dy, Co, Ho, Wo, 1);
-    if (dwt) {
+    if (dwt && gemm_precision() == GEMM_BF16) { // xs in bf16 (in dxs, free until the data gradient), read in place
+        uint16_t *xh = (uint16_t *)s->dxs;
+        gemm_bf16_round(xh, s->xs, s2d_floats(Ci, H, W));
+        gemm_rows_a16(1, Ci * 16, Co, Ho * Ws, xh, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
+    } else if (dwt) {
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
     if (dx) {

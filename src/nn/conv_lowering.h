@@ -34,6 +34,9 @@ int group_images(int P);
 // xp = zero-padded copy of x[C][H][W]: [C][H + 2p][p zeros, W pixels] + PAD_SLACK zeros
 void pad_image(float *xp, const float *x, int C, int H, int W, int p);
 
+// The same in bf16 (bf16 precision only): xh[C][H + 2p][p zeros, W pixels] + PAD_SLACK zeros
+void pad_image_bf16(uint16_t *xh, const float *x, int C, int H, int W, int p);
+
 // The same, in bf16 pairs of channels for gemm_packed_pairs (bf16 precision only): xq[c2] holds
 // channels 2 c2 (low halves) and 2 c2 + 1 (high; zeros when C is odd), ceil(C/2) planes + PAD_SLACK
 // zero pairs. With shift_table(off, ceil(C/2), K, ..), pair row (c2 K + kh) K + kw of the implicit

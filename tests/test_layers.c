@@ -1588,7 +1588,7 @@ int main(void) {
     if (!gemm_bf16_supported()) {
         printf("SKIP conv bf16: this CPU lacks AVX512_BF16\n");
     } else { // every conv lowering, with odd channel counts (a pair image's missing last channel), a
-             // single input channel, M and N tails and two K chunks of pairs (Ci 64, K 3)
+             // single input channel, M and N tails, two K chunks of pairs (Ci 64, K 3), odd pixel counts
         for (int v = 0; v < gemm_variant_count(); v++) // the other kernels: the widest this CPU runs
             if (gemm_variant_supported(v)) { gemm_set_isa(gemm_variant_name(v)); break; }
         printf("  conv in bf16 precision (bf16 GEMM, %s kernels otherwise):\n", gemm_isa());
@@ -1601,6 +1601,7 @@ int main(void) {
         RUN(test_conv_bf16(0, 2, 64, 8, 8, 9, 3, 1, 1));
         RUN(test_conv_bf16(0, 9, 3, 7, 7, 5, 3, 1, 1));
         RUN(test_conv_bf16(0, 3, 3, 6, 5, 4, 1, 1, 0));
+        RUN(test_conv_bf16(0, 3, 3, 5, 5, 4, 1, 1, 0)); // odd P: the last pair of x in bf16
         RUN(test_conv_bf16(0, 3, 3, 16, 14, 5, 4, 2, 1));
         RUN(test_conv_bf16(0, 2, 3, 17, 15, 4, 4, 2, 1));
         RUN(test_conv_bf16(1, 3, 4, 5, 5, 3, 4, 2, 1));

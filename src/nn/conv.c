@@ -267,6 +267,8 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
     size_t wsz = conv2d_ws_floats(Ci, H, W, Co, K, stride, pad);
     int same = is_same(K, stride, pad), grouped = is_grouped(K, stride, pad, P), G = group_images(P);
     int s2d = !grouped && is_s2d(K, stride, pad, H, W);
+    // bf16 pointwise: dw^T[Ci, Co] += x dy^T with x read in place in bf16 (in col), reduced transposed
+    int pw16 = is_pointwise(K, stride, pad) && gemm_precision() == GEMM_BF16;
     // where the chunk partials (dw, or dw^T for same, grouped and s2d convs, then dbias) start in a thread's region
     size_t off_part = round16(2 * (size_t)CKK * P), psize = round16((size_t)Co * CKK + Co);
     if (grouped) off_part = grouped_off_part(Ci, H, W, K, G, P, Co);
@@ -310,6 +312,14 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                 const float *x = in + (size_t)b * Ci * H * W;
                 const float *dy = dout + (size_t)b * Co * P;
                 bias_grad_add(dbp, dy, Co, P);
+                if (pw16) {
+                    uint16_t *xh = (uint16_t *)col;
+                    gemm_bf16_round(xh, x, (size_t)Ci * P);
+                    xh[(size_t)Ci * P] = 0; // an odd P's last pair
+                    gemm_rows_a16(1, Ci, Co, P, xh, P, NULL, dy, P, NULL, dwp, Co, 1);
+                    if (din) gemm_packed(CKK, P, Co, wp, dy, P, NULL, din + (size_t)b * Ci * H * W, P, 1);
+                    continue;
+                }
                 // dw[Co, CKK] += dy[Co, P] col[CKK, P]^T
                 const float *cb = x;
                 if (!is_pointwise(K, stride, pad)) {
@@ -330,7 +340,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
             }
         }
     }
-    if (same || grouped || s2d) reduce_chunks_transposed(dw, ws, wsz, off_part, psize, CKK, Co, nt);
+    if (same || grouped || s2d || pw16) reduce_chunks_transposed(dw, ws, wsz, off_part, psize, CKK, Co, nt);
     else reduce_chunks(dw, ws, wsz, off_part, psize, 0, (long)Co * CKK, nt);
     reduce_chunks(dbias, ws, wsz, off_part, psize, (size_t)Co * CKK, Co, nt);
 }

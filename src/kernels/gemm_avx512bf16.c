@@ -145,34 +145,17 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
     }
 }
 
-// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] from packed bf16 pair panels
-static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *restrict b, float *c, int ldc, int mr,
-                         int nr, int acc) {
+// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR]: A a packed pair panel, pair row kp of B at
+// B + boff[kp] (read in place: whole 32-column panels are read, columns past nr not stored), or
+// at B + kp NR (a packed panel) when boff is NULL; inlined into both, so neither tests boff
+static inline __attribute__((always_inline)) void tile_pairs(int kc2, const uint16_t *restrict a, const uint32_t *B,
+                                                             const long *boff, float *c, int ldc, int mr, int nr,
+                                                             int acc) {
     __m512 r[MR][2];
     for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
     const uint32_t *a32 = (const uint32_t *)a;
     for (int kp = 0; kp < kc2; kp++) {
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2));
-        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2 + 32));
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a32[kp * MR + i]);
-            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
-            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
-        }
-    }
-    store_tile_zmm(r, c, ldc, mr, nr, acc);
-}
-
-// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] with B read in place: pair row kp at B + boff[kp]
-// (whole 32-column panels are read; columns past nr are not stored)
-static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_t *B, const long *boff, float *c,
-                              int ldc, int mr, int nr, int acc) {
-    __m512 r[MR][2];
-    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
-    const uint32_t *a32 = (const uint32_t *)a;
-    for (int kp = 0; kp < kc2; kp++) {
-        const uint32_t *b = B + boff[kp];
+        const uint32_t *b = boff ? B + boff[kp] : B + (size_t)kp * NR;
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16));
 #pragma GCC unroll 8
@@ -183,6 +166,16 @@ static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_
         }
     }
     store_tile_zmm(r, c, ldc, mr, nr, acc);
+}
+
+static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *restrict b, float *c, int ldc, int mr,
+                         int nr, int acc) {
+    tile_pairs(kc2, a, (const uint32_t *)b, NULL, c, ldc, mr, nr, acc);
+}
+
+static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_t *B, const long *boff, float *c,
+                              int ldc, int mr, int nr, int acc) {
+    tile_pairs(kc2, a, B, boff, c, ldc, mr, nr, acc);
 }
 
 // C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR] with A read in place in bf16: the pairs of row i

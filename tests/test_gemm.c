@@ -94,7 +94,7 @@ static void check_pairs(int M, int N, int K, int acc, Rng *r) {
     for (long i = 0; i < (long)K * N; i++) B[i] = rng_normal(r);
     for (long i = 0; i < csz; i++) C[i] = C0[i] = rng_normal(r);
     long *off = shuffled_rows(K2, ldq, r);
-    for (int kp = 0; kp < K2; kp++) gemm_bf16_pairs(Bq + off[kp], B + (size_t)2 * kp * N, B + (size_t)(2 * kp + 1) * N, N);
+    for (int kp = 0; kp < K2; kp++) gemm_bf16_pairs(Bq + off[kp], N, B + (size_t)2 * kp * N, B + (size_t)(2 * kp + 1) * N, N, 1, N);
     for (long i = (long)K2 * ldq; i < (long)K2 * ldq + 32; i++) Bq[i] = 0x7fc07fc0u; // NaN pairs: never stored
     float *Ap = malloc((gemm_packed_a_floats(M, K) + 1) * 4), *C2 = malloc(csz * 4);
     gemm_pack_a(0, M, K, A, K, Ap);
@@ -114,17 +114,39 @@ static void check_pairs(int M, int N, int K, int acc, Rng *r) {
     CHECK(maxerr < 1e-4 * sqrt((double)K + 1), "gemm_packed_pairs %dx%dx%d acc=%d: max err %g", M, N, K, acc, maxerr);
     CHECK(untouched, "gemm_packed_pairs %dx%dx%d wrote outside C", M, N, K);
     CHECK(memcmp(C, C2, csz * 4) == 0, "gemm_packed_pairs %dx%dx%d acc=%d differs from gemm_packed", M, N, K, acc);
-    // the odd row of a missing last channel: zeros in the high halves
-    uint32_t q[3];
-    float lo[3] = {1.0f, -2.5f, 3.0e-3f};
-    gemm_bf16_pairs(q, lo, NULL, 3);
-    for (int i = 0; i < 3; i++) {
-        float back;
-        uint32_t u = q[i] << 16;
-        memcpy(&back, &u, 4);
-        CHECK(q[i] >> 16 == 0 && back == tu_bf16(lo[i]), "gemm_bf16_pairs(lo, NULL)[%d] = %08x", i, q[i]);
-    }
     free(A); free(B); free(C); free(C0); free(Bq); free(off); free(Ap); free(C2);
+}
+
+static uint16_t bf16_bits(float x) {
+    float r = tu_bf16(x);
+    uint32_t u;
+    memcpy(&u, &r, 4);
+    return (uint16_t)(u >> 16);
+}
+
+// bf16 only: gemm_bf16_pairs and gemm_bf16_round on `rows` rows of n values (source rows lds
+// apart): each dst row (ldd apart) holds the rounded values, then zeros up to ldd; nothing is
+// written past the last row's ldd; a NULL hi gives zero high halves
+static void check_convert(int rows, int n, int ldd, int lds, int with_hi, Rng *r) {
+    size_t dsz = (size_t)rows * ldd + 40, ssz = (size_t)rows * lds + 16;
+    float *lo = malloc(ssz * 4), *hi = malloc(ssz * 4);
+    uint32_t *q = malloc(dsz * 4);
+    uint16_t *h = malloc(dsz * 2);
+    for (size_t i = 0; i < ssz; i++) lo[i] = rng_normal(r), hi[i] = rng_normal(r) * 1e-3f;
+    for (size_t i = 0; i < dsz; i++) q[i] = 0xdeadbeefu, h[i] = 0xbeef;
+    gemm_bf16_pairs(q, ldd, lo, with_hi ? hi : NULL, lds, rows, n);
+    gemm_bf16_round(h, ldd, lo, lds, rows, n);
+    int bad = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < ldd; j++) {
+            size_t d = (size_t)i * ldd + j, s = (size_t)i * lds + j;
+            uint32_t want = j < n ? bf16_bits(lo[s]) | (with_hi ? (uint32_t)bf16_bits(hi[s]) << 16 : 0) : 0;
+            bad += q[d] != want || h[d] != (j < n ? bf16_bits(lo[s]) : 0);
+        }
+    for (size_t d = (size_t)rows * ldd; d < dsz; d++) bad += q[d] != 0xdeadbeefu || h[d] != 0xbeef;
+    CHECK(bad == 0, "gemm_bf16_pairs/round rows=%d n=%d ldd=%d lds=%d hi=%d: %d wrong values", rows, n, ldd, lds,
+          with_hi, bad);
+    free(lo); free(hi); free(q); free(h);
 }
 
 // bf16 only: gemm_rows_a16 (A in bf16, read in place at any 2-byte alignment, through a row table
@@ -140,7 +162,7 @@ static void check_a16(int tb, int M, int N, int K, int table, int acc, Rng *r) {
     for (long i = 0; i < csz; i++) C[i] = C2[i] = C0[i] = rng_normal(r);
     long *aoff = table ? shuffled_rows(M, lda, r) : NULL;
     if (aoff) for (int i = 0; i < M; i++) aoff[i] += i % 3; // rows at odd offsets too
-    gemm_bf16_round(Ah, A, asz);
+    gemm_bf16_round(Ah, asz, A, asz, 1, asz);
     for (long i = 0; i < asz; i++) if (i % lda >= K + (table ? 2 : 0)) Ah[i] = 0x3f80; // 1.0: what lies past a row
     gemm_rows_a16(tb, M, N, K, Ah, lda, aoff, B, ldb, NULL, C, ldc, acc);
     gemm_rows(0, tb, M, N, K, A, lda, aoff, B, ldb, NULL, C2, ldc, acc);
@@ -217,6 +239,11 @@ int main(void) {
                                          {64, 812, 576}};
         for (int s = 0; s < (int)(sizeof pshapes / sizeof pshapes[0]); s++)
             for (int acc = 0; acc < 2; acc++) check_pairs(pshapes[s][0], pshapes[s][1], pshapes[s][2], acc, &r);
+        // the conversions: whole vectors, tails, zero fill of 0-19 values, one row and several
+        static const int cshapes[][4] = {{1, 3, 3, 3}, {3, 28, 29, 28}, {5, 16, 16, 20}, {4, 7, 9, 7}, {2, 33, 49, 40},
+                                         {1, 0, 5, 1}, {3, 14, 15, 14}};
+        for (int s = 0; s < (int)(sizeof cshapes / sizeof cshapes[0]); s++)
+            for (int hi = 0; hi < 2; hi++) check_convert(cshapes[s][0], cshapes[s][1], cshapes[s][2], cshapes[s][3], hi, &r);
         // A in bf16: odd and even K, K in 1-3 chunks, M and N tails, N past one 1024-column block
         static const int ashapes[][3] = {{1, 1, 1}, {7, 33, 5}, {576, 64, 812}, {13, 65, 257}, {9, 1030, 1031}, {8, 32, 2}};
         for (int s = 0; s < (int)(sizeof ashapes / sizeof ashapes[0]); s++)

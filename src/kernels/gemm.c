@@ -79,9 +79,9 @@ static void misuse(const char *what) {
     abort();
 }
 
-void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n) {
-    if (!bf16) misuse("gemm_bf16_pairs: not in bf16 precision");
-    gemm_bf16_pairs_avx512bf16(dst, lo, hi, n);
+void gemm_bf16_pairs(uint32_t *dst, size_t ldd, const float *lo, const float *hi, size_t lds, int rows, size_t n) {
+    if (!bf16 || ldd < n) misuse("gemm_bf16_pairs: not in bf16 precision, or ldd < n");
+    gemm_bf16_pairs_avx512bf16(dst, ldd, lo, hi, lds, rows, n);
 }
 
 void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C, int ldc,
@@ -91,9 +91,9 @@ void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, 
     gemm_pairs_core_avx512bf16(M, N, K, Ap, B, boff, C, ldc, accumulate);
 }
 
-void gemm_bf16_round(uint16_t *dst, const float *src, size_t n) {
-    if (!bf16) misuse("gemm_bf16_round: not in bf16 precision");
-    gemm_bf16_round_avx512bf16(dst, src, n);
+void gemm_bf16_round(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
+    if (!bf16 || ldd < n) misuse("gemm_bf16_round: not in bf16 precision, or ldd < n");
+    gemm_bf16_round_avx512bf16(dst, ldd, src, lds, rows, n);
 }
 
 void gemm_rows_a16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const float *B,

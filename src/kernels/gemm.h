@@ -47,8 +47,10 @@ int gemm_set_precision(GemmPrecision p);
 GemmPrecision gemm_precision(void);
 
 // bf16 precision only. A bf16 pair packs two values rounded to bf16, the first in the low half of
-// 32 bits: dst[i] = (bf16(lo[i]), bf16(hi[i])) for i < n (hi NULL: zeros).
-void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n);
+// 32 bits. For each of `rows` rows (dst rows ldd apart, lo and hi rows lds apart):
+// dst[i] = (bf16(lo[i]), bf16(hi[i])) for i < n (hi NULL: zeros), then zero pairs up to ldd >= n
+// (the zero padding between the rows of a padded image).
+void gemm_bf16_pairs(uint32_t *dst, size_t ldd, const float *lo, const float *hi, size_t lds, int rows, size_t n);
 // gemm_packed with B[K, N] given as pair rows, read in place: row kp (= rows 2 kp and 2 kp + 1 of
 // B) at B + boff[kp]; K even, Ap packed by gemm_pack_a in bf16 precision. Each row is read in
 // whole 32-pair panels: up to 31 pairs past its column N - 1, which must be readable. It saves
@@ -56,8 +58,9 @@ void gemm_bf16_pairs(uint32_t *dst, const float *lo, const float *hi, size_t n);
 // values (the 9 shifted views of one image in a convolution).
 void gemm_packed_pairs(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C, int ldc,
                        int accumulate);
-// dst[i] = bf16(src[i]) for i < n
-void gemm_bf16_round(uint16_t *dst, const float *src, size_t n);
+// for each of `rows` rows: dst[i] = bf16(src[i]) for i < n, then zeros up to ldd >= n (rows ldd and
+// lds apart)
+void gemm_bf16_round(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n);
 // gemm_rows(0, transB, ..) with A given in bf16 (gemm_bf16_round of the float A), read in place:
 // row i at A + aoff[i] (or A + i lda) in bf16 elements, at any alignment. Each row is read in
 // pairs: when K is odd, one value past its end, which must be readable and finite. Bit for bit

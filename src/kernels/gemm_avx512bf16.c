@@ -128,8 +128,9 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
                 for (int h = 0; h < 2; h++) { // columns 16 h .. 16 h + 16
                     int n = nr - 16 * h;
                     __mmask16 m = n >= 16 ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-                    __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + 16 * h);
-                    __m512 x1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + 16 * h) : _mm512_setzero_ps();
+                    __m512 x0 = n >= 16 ? _mm512_loadu_ps(r0 + 16 * h) : _mm512_maskz_loadu_ps(m, r0 + 16 * h);
+                    __m512 x1 = !r1 ? _mm512_setzero_ps()
+                                : n >= 16 ? _mm512_loadu_ps(r1 + 16 * h) : _mm512_maskz_loadu_ps(m, r1 + 16 * h);
                     __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
                     _mm512_storeu_si512((void *)(p + ((size_t)kp * NR + 16 * h) * 2), v);
                 }
@@ -199,8 +200,17 @@ static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *
     store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
-void gemm_bf16_round_avx512bf16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i += 1 << 20) to_bf16(dst + i, src + i, n - i < (1u << 20) ? (int)(n - i) : 1 << 20);
+void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
+    for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) // whole vectors unmasked (masked loads are slower on some CPUs)
+            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+        for (; i < ldd; i += 16) { // lanes past n: zeros; past ldd: not stored
+            __mmask16 ml = n > i ? (n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1)) : 0;
+            __mmask16 ms = ldd - i >= 16 ? 0xFFFF : (__mmask16)((1u << (ldd - i)) - 1);
+            _mm256_mask_storeu_epi16(dst + i, ms, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(ml, src + i)));
+        }
+    }
 }
 
 void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff,
@@ -229,16 +239,26 @@ void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A
     }
 }
 
-void gemm_bf16_pairs_avx512bf16(uint32_t *dst, const float *lo, const float *hi, size_t n) {
+void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, const float *hi, size_t lds, int rows,
+                                size_t n) {
     // cvtne2ps(hi, lo) holds bf16(lo[0..16)) in words 0..15 and bf16(hi[0..16)) in 16..31: interleave
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        __m512 x0 = _mm512_maskz_loadu_ps(m, lo + i);
-        __m512 x1 = hi ? _mm512_maskz_loadu_ps(m, hi + i) : _mm512_setzero_ps();
-        __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-        _mm512_mask_storeu_epi32(dst + i, m, v);
+    for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) { // whole vectors unmasked (masked loads are slower on some CPUs)
+            __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
+            __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
+            _mm512_storeu_si512((void *)(dst + i), v);
+        }
+        for (; i < ldd; i += 16) { // lanes past n: zero pairs; past ldd: not stored
+            __mmask16 ml = n > i ? (n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1)) : 0;
+            __mmask16 ms = ldd - i >= 16 ? 0xFFFF : (__mmask16)((1u << (ldd - i)) - 1);
+            __m512 x0 = _mm512_maskz_loadu_ps(ml, lo + i);
+            __m512 x1 = hi ? _mm512_maskz_loadu_ps(ml, hi + i) : _mm512_setzero_ps();
+            __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            _mm512_mask_storeu_epi32(dst + i, ms, v);
+        }
     }
 }
 

@@ -40,6 +40,19 @@ static inline void store_tile_vf(float *c, int ldc, vf *c0, vf *c1, int mr, int 
 // rows i < mr of two zmm registers each (32 columns), columns past nr masked off
 static inline __attribute__((always_inline)) void store_tile_zmm(__m512 (*r)[2], float *c, int ldc, int mr, int nr,
                                                                  int acc) {
+    if (nr == 32) { // whole rows unmasked: a masked load cannot take its value from a pending store
+        for (int i = 0; i < mr; i++) {
+            float *ci = c + (size_t)i * ldc;
+            __m512 x0 = r[i][0], x1 = r[i][1];
+            if (acc) {
+                x0 = _mm512_add_ps(x0, _mm512_loadu_ps(ci));
+                x1 = _mm512_add_ps(x1, _mm512_loadu_ps(ci + 16));
+            }
+            _mm512_storeu_ps(ci, x0);
+            _mm512_storeu_ps(ci + 16, x1);
+        }
+        return;
+    }
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     for (int i = 0; i < mr; i++) {

@@ -244,10 +244,7 @@ static void conv2d_grouped_backward(float *mine, float *din, float *dwt, float *
         }
         if (gemm_precision() == GEMM_BF16) { // col in bf16 (in dcol, free until the data gradient), read in place
             uint16_t *colh = (uint16_t *)dcol;
-            for (int k = 0; k < CKK; k++) {
-                gemm_bf16_round(colh + (size_t)k * ld, col + (size_t)k * ld, (size_t)ng * P);
-                if ((ng * P) % 2) colh[(size_t)k * ld + (size_t)ng * P] = 0; // the last pair's second value (ld > ng P)
-            }
+            gemm_bf16_round(colh, ld, col, ld, CKK, (size_t)ng * P); // zeros past ng P: an odd one's last pair (ld > ng P)
             gemm_rows_a16(1, CKK, Co, ng * P, colh, (int)ld, NULL, dyg, (int)ld, NULL, dwt, Co, 1);
         } else {
             gemm(0, 1, CKK, Co, ng * P, col, (int)ld, dyg, (int)ld, dwt, Co, 1); // dw^T += col dY^T
@@ -315,8 +312,7 @@ void conv2d_backward(float *din, float *dw, float *dbias, const float *dout, con
                 bias_grad_add(dbp, dy, Co, P);
                 if (pw16) {
                     uint16_t *xh = (uint16_t *)col;
-                    gemm_bf16_round(xh, x, (size_t)Ci * P);
-                    xh[(size_t)Ci * P] = 0; // an odd P's last pair
+                    gemm_bf16_round(xh, (size_t)Ci * P + 1, x, 0, 1, (size_t)Ci * P); // and a zero: an odd P's last pair
                     gemm_rows_a16(1, Ci, Co, P, xh, P, NULL, dy, P, NULL, dwp, Co, 1);
                     if (din) gemm_packed(CKK, P, Co, wp, dy, P, NULL, din + (size_t)b * Ci * H * W, P, 1);
                     continue;

@@ -121,11 +121,7 @@ void pad_image_pairs(uint32_t *xq, const float *x, int C, int H, int W, int p) {
         uint32_t *xc = xq + (size_t)c2 * Hp * Wp;
         const float *lo = x + (size_t)2 * c2 * H * W, *hi = 2 * c2 + 1 < C ? lo + (size_t)H * W : NULL;
         memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
-        for (int h = 0; h < H; h++) {
-            uint32_t *r = xc + (size_t)(h + p) * Wp + p;
-            gemm_bf16_pairs(r, lo + (size_t)h * W, hi ? hi + (size_t)h * W : NULL, W);
-            memset(r + W, 0, p * sizeof *r);
-        }
+        gemm_bf16_pairs(xc + (size_t)p * Wp + p, Wp, lo, hi, W, H, W); // each row's p zeros after it too
         memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
     }
     memset(xq + (size_t)C2 * Hp * Wp, 0, PAD_SLACK * sizeof *xq);
@@ -137,11 +133,7 @@ void pad_image_bf16(uint16_t *xh, const float *x, int C, int H, int W, int p) {
     for (int c = 0; c < C; c++) {
         uint16_t *xc = xh + (size_t)c * Hp * Wp;
         memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
-        for (int h = 0; h < H; h++) {
-            uint16_t *r = xc + (size_t)(h + p) * Wp + p;
-            gemm_bf16_round(r, x + ((size_t)c * H + h) * W, W);
-            memset(r + W, 0, p * sizeof *r);
-        }
+        gemm_bf16_round(xc + (size_t)p * Wp + p, Wp, x + (size_t)c * H * W, W, H, W);
         memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
     }
     memset(xh + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof *xh);
@@ -390,7 +382,7 @@ void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const 
     pad_image(s->dyp, dy, Co, Ho, Wo, 1);
     if (dwt && gemm_precision() == GEMM_BF16) { // xs in bf16 (in dxs, free until the data gradient), read in place
         uint16_t *xh = (uint16_t *)s->dxs;
-        gemm_bf16_round(xh, s->xs, s2d_floats(Ci, H, W));
+        gemm_bf16_round(xh, s2d_floats(Ci, H, W), s->xs, 0, 1, s2d_floats(Ci, H, W));
         gemm_rows_a16(1, Ci * 16, Co, Ho * Ws, xh, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     } else if (dwt) {
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);

@@ -1604,7 +1604,9 @@ int main(void) {
         RUN(test_conv_bf16(0, 3, 3, 5, 5, 4, 1, 1, 0)); // odd P: the last pair of x in bf16
         RUN(test_conv_bf16(0, 3, 3, 16, 14, 5, 4, 2, 1));
         RUN(test_conv_bf16(0, 2, 3, 17, 15, 4, 4, 2, 1));
+        RUN(test_conv_bf16(0, 2, 40, 8, 8, 70, 4, 2, 1)); // s2d: K of 2 chunks, 35 pairs of dy channels
         RUN(test_conv_bf16(1, 3, 4, 5, 5, 3, 4, 2, 1));
+        RUN(test_conv_bf16(1, 2, 5, 4, 6, 6, 4, 2, 1)); // an odd channel count in the pairs of the transposed conv's input
         summary();
     }
     printf("  %.2f s\n", now_seconds() - t0);

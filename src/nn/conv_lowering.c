@@ -324,6 +324,14 @@ void s2d_table(long *off, int Ci, int H, int W) {
                 off[(ci * 4 + kh) * 4 + kw] = (long)((ci * 2 + kh % 2) * 2 + kw % 2) * Hs * Ws + (long)(kh / 2) * Ws + kw / 2;
 }
 
+void s2d_pair_table(long *q_off, int Ci, int H, int W) {
+    int Hs = H / 2 + 1, Ws = W / 2 + 1;
+    for (int ci = 0; ci < Ci; ci++)
+        for (int kh = 0; kh < 4; kh++)
+            for (int dw = 0; dw < 2; dw++)
+                q_off[(ci * 4 + kh) * 2 + dw] = (long)(ci * 2 + kh % 2) * Hs * Ws + (long)(kh / 2) * Ws + dw;
+}
+
 // wf[(ci, a, b)][(co, e, f)] = w[co][ci][2 (1 - e) + a][2 (1 - f) + b]
 void s2d_flip_weights(float *wf, const float *w, int Ci, int Co) {
     for (int ci = 0; ci < Ci; ci++)
@@ -338,15 +346,19 @@ void s2d_flip_weights(float *wf, const float *w, int Ci, int Co) {
 
 // Per-thread workspace of the s2d conv kernels below, in a float region `mine`
 
+// Per-thread layout: off_x | off_dy | xs | dxs | dyp | wf | yw, then for bf16: q_xoff | q_dyoff |
+// dyq | qw (wf in pair order)
 size_t s2d_ws_floats(int Ci, int H, int W, int Co) {
-    int Ho = H / 2, Wo = W / 2;
+    int Ho = H / 2, Wo = W / 2, C2 = (Co + 1) / 2;
     return table_floats((size_t)Ci * 16) + table_floats((size_t)Co * 4) + 2 * s2d_floats(Ci, H, W) +
-           padded_floats(Co, Ho, Wo, 3) + round16((size_t)Ci * 16 * Co) + round16((size_t)Co * Ho * (Wo + 1));
+           padded_floats(Co, Ho, Wo, 3) + round16((size_t)Ci * 16 * Co) + round16((size_t)Co * Ho * (Wo + 1)) +
+           table_floats((size_t)Ci * 8) + table_floats((size_t)C2 * 4) + padded_floats(C2, Ho, Wo, 3) +
+           round16((size_t)Ci * 4 * C2 * 8);
 }
 
 // carve `mine`; if w != NULL, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
 S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, int W, int Co) {
-    int Ho = H / 2, Wo = W / 2;
+    int Ho = H / 2, Wo = W / 2, C2 = (Co + 1) / 2, Kq = C2 * 8;
     S2dWs s;
     s.off_x = (long *)mine;
     s.off_dy = (long *)(mine + table_floats((size_t)Ci * 16));
@@ -355,12 +367,26 @@ S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, int W, i
     s.dyp = s.dxs + s2d_floats(Ci, H, W);
     s.wf = s.dyp + padded_floats(Co, Ho, Wo, 3);
     s.yw = s.wf + round16((size_t)Ci * 16 * Co);
+    s.q_xoff = (long *)(s.yw + round16((size_t)Co * Ho * (Wo + 1)));
+    s.q_dyoff = (long *)((float *)s.q_xoff + table_floats((size_t)Ci * 8));
+    s.dyq = (uint32_t *)((float *)s.q_dyoff + table_floats((size_t)C2 * 4));
+    s.qw = (float *)s.dyq + padded_floats(C2, Ho, Wo, 3);
+    s.pairs = gemm_precision() == GEMM_BF16;
     s2d_table(s.off_x, Ci, H, W);
     shift_table(s.off_dy, Co, 2, Ho + 2, Wo + 1);
+    if (s.pairs) {
+        s2d_pair_table(s.q_xoff, Ci, H, W);
+        shift_table(s.q_dyoff, C2, 2, Ho + 2, Wo + 1);
+    }
     s.wfp = wfp;
     if (w) {
         s2d_flip_weights(s.wf, w, Ci, Co);
-        gemm_pack_a(0, 4 * Ci, 4 * Co, s.wf, 4 * Co, wfp);
+        if (s.pairs) {
+            pair_weights(s.qw, s.wf, 4 * Ci, Co, 4);
+            gemm_pack_a(0, 4 * Ci, Kq, s.qw, Kq, wfp);
+        } else {
+            gemm_pack_a(0, 4 * Ci, 4 * Co, s.wf, 4 * Co, wfp);
+        }
     }
     return s;
 }
@@ -369,8 +395,14 @@ S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, int W, i
 // (s2d_pack); wp: w[Co, Ci 16] packed (gemm_pack_a)
 void s2d_forward(const S2dWs *s, float *y, const float *wp, const float *bias, int Ci, int H, int W, int Co,
                         int accumulate) {
-    int Ho = H / 2, Ws = W / 2 + 1;
-    gemm_packed(Co, Ho * Ws, Ci * 16, wp, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
+    int Ho = H / 2, Ws = W / 2 + 1, HsWs = (Ho + 1) * Ws;
+    if (s->pairs) { // xs's planes b = 0, 1 in bf16 pairs, in dxs (free in a forward; whole panels stay inside it)
+        uint32_t *xq = (uint32_t *)s->dxs;
+        gemm_bf16_pairs(xq, HsWs, s->xs, s->xs + HsWs, 2 * (size_t)HsWs, 2 * Ci, HsWs);
+        gemm_packed_pairs(Co, Ho * Ws, Ci * 16, wp, xq, s->q_xoff, s->yw, Ho * Ws, 0);
+    } else {
+        gemm_packed(Co, Ho * Ws, Ci * 16, wp, s->xs, 0, s->off_x, s->yw, Ho * Ws, 0);
+    }
     from_wide(y, s->yw, bias, Co, Ho, W / 2, Ws, accumulate);
 }
 
@@ -379,15 +411,19 @@ void s2d_forward(const S2dWs *s, float *y, const float *wp, const float *bias, i
 void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const float *bias, int Ci, int H,
                          int W, int Co, int accumulate) {
     int Ho = H / 2, Wo = W / 2, Ws = Wo + 1;
-    pad_image(s->dyp, dy, Co, Ho, Wo, 1);
-    if (dwt && gemm_precision() == GEMM_BF16) { // xs in bf16 (in dxs, free until the data gradient), read in place
+    if (dwt || !s->pairs) pad_image(s->dyp, dy, Co, Ho, Wo, 1);
+    if (dwt && s->pairs) { // xs in bf16 (in dxs, free until the data gradient), read in place
         uint16_t *xh = (uint16_t *)s->dxs;
         gemm_bf16_round(xh, s2d_floats(Ci, H, W), s->xs, 0, 1, s2d_floats(Ci, H, W));
         gemm_rows_a16(1, Ci * 16, Co, Ho * Ws, xh, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     } else if (dwt) {
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
-    if (dx) {
+    if (dx && s->pairs) { // dy in bf16 pairs of channels, wfp in pair order (s2d_setup)
+        pad_image_pairs(s->dyq, dy, Co, Ho, Wo, 1);
+        gemm_packed_pairs(Ci * 4, (Ho + 1) * Ws, (Co + 1) / 2 * 8, s->wfp, s->dyq, s->q_dyoff, s->dxs, (Ho + 1) * Ws, 0);
+        s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
+    } else if (dx) {
         gemm_packed(Ci * 4, (Ho + 1) * Ws, Co * 4, s->wfp, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);
         s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
     }
@@ -395,13 +431,15 @@ void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const 
 
 // Each thread region ends with the layer's weight matrix packed for the GEMMs (gemm_pack_a), once
 // per call instead of once per image: w[Co, CKK] in the forward; in the backward the data
-// gradient's wf[Ci, Co K K] (same convs), w^T[CKK, Co] (im2col convs) or wf[4 Ci, 4 Co] (s2d convs)
+// gradient's wf[Ci, Co K K] (same convs), w^T[CKK, Co] (im2col convs) or wf[4 Ci, 4 Co] (s2d convs);
+// in bf16 the same and s2d ones in pair order
 size_t conv_packed_floats(int Ci, int Co, int K) {
-    size_t n[6] = {gemm_packed_a_floats(Co, Ci * K * K), gemm_packed_a_floats(Ci, Co * K * K),
+    size_t n[7] = {gemm_packed_a_floats(Co, Ci * K * K), gemm_packed_a_floats(Ci, Co * K * K),
                    gemm_packed_a_floats(Ci * K * K, Co), gemm_packed_a_floats(4 * Ci, 4 * Co),
-                   gemm_packed_a_floats(Co, (Ci + 1) / 2 * 2 * K * K), gemm_packed_a_floats(Ci, (Co + 1) / 2 * 2 * K * K)},
+                   gemm_packed_a_floats(Co, (Ci + 1) / 2 * 2 * K * K), gemm_packed_a_floats(Ci, (Co + 1) / 2 * 2 * K * K),
+                   gemm_packed_a_floats(4 * Ci, (Co + 1) / 2 * 8)},
            m = 0;
-    for (int i = 0; i < 6; i++) m = n[i] > m ? n[i] : m;
+    for (int i = 0; i < 7; i++) m = n[i] > m ? n[i] : m;
     return round16(m);
 }
 float *conv_packed(float *ws, size_t wsz, int Ci, int Co, int K) {

@@ -8,7 +8,9 @@
 #define GROUP_MAX_P 49
 #define GROUP_COLS 400
 #define PAD_SLACK 64 // floats after a padded image: the last shifted rows read K - 2 past its end
-typedef struct { long *off_x, *off_dy; float *xs, *dyp, *dxs, *wf, *yw, *wfp; } S2dWs;
+// an s2d conv's per-thread workspace (s2d_setup); in bf16 (pairs) also the row tables of the pair
+// images: q_xoff of xs's planes b = 0, 1 in pairs, q_dyoff of dy padded in pairs of channels (dyq)
+typedef struct { long *off_x, *off_dy, *q_xoff, *q_dyoff; float *xs, *dyp, *dxs, *wf, *yw, *wfp, *qw; uint32_t *dyq; int pairs; } S2dWs;
 
 void im2col(float *col, const float *in, int Ci, int H, int W, int K, int stride, int pad, int Ho, int Wo, size_t ld);
 
@@ -118,6 +120,13 @@ void s2d_unpack(float *dx, const float *dxs, const float *bias, int C, int H, in
 // off[(ci 4 + kh) 4 + kw] = (ci, kh % 2, kw % 2) plane + (kh / 2) Ws + kw / 2
 void s2d_table(long *off, int Ci, int H, int W);
 
+// In bf16 the products read pair images in place (gemm_packed_pairs), as the same convs do. The
+// forward pairs K's neighbours kw = 2 dw, 2 dw + 1: rows of one shift in planes b = 0 and 1, so
+// w keeps its order and the pair image of xs is xq[ci 2 + a][r][q] = (xs[(ci, a, 0)], xs[(ci, a, 1)]),
+// row (ci, kh, dw) at q_off[(ci 4 + kh) 2 + dw] = (ci 2 + kh % 2) Hs Ws + (kh / 2) Ws + dw.
+// The data gradient pairs channels (co, co + 1) of dy, as a same conv's does (pair_weights of wf).
+void s2d_pair_table(long *q_off, int Ci, int H, int W);
+
 // wf[(ci, a, b)][(co, e, f)] = w[co][ci][2 (1 - e) + a][2 (1 - f) + b]
 void s2d_flip_weights(float *wf, const float *w, int Ci, int Co);
 
@@ -127,7 +136,7 @@ size_t s2d_ws_floats(int Ci, int H, int W, int Co);
 S2dWs s2d_setup(float *mine, const float *w, float *wfp, int Ci, int H, int W, int Co);
 
 // y[Co][Ho][Wo] (+)= conv(x) + bias (bias may be NULL), one image whose s2d image is in s->xs
-// (s2d_pack); wp: w[Co, Ci 16] packed (gemm_pack_a)
+// (s2d_pack); wp: w[Co, Ci 16] packed (gemm_pack_a). In bf16 the pair image is built in s->dxs.
 void s2d_forward(const S2dWs *s, float *y, const float *wp, const float *bias, int Ci, int H, int W, int Co,
                         int accumulate);
 

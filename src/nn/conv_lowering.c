@@ -241,17 +241,27 @@ void col2im_group(float *dx, float *dxp, const float *col, int Ci, int H, int W,
         }
 }
 
+// y[0..n) (+)= w[0..n) + b: 8-float vectors, the last one overlapping the one before (its sums
+// taken before any store, so overlapping lanes are written twice with the same value)
+static inline void wide_row(float *y, const float *w, float b, int n, int acc) {
+    if (n < 8) {
+        for (int i = 0; i < n; i++) y[i] = acc ? y[i] + (w[i] + b) : w[i] + b;
+        return;
+    }
+    v8f last = load8(w + n - 8) + b;
+    if (acc) last = load8(y + n - 8) + last;
+    for (int i = 0; i < n - 8; i += 8) {
+        v8f v = load8(w + i) + b;
+        store8(y + i, acc ? load8(y + i) + v : v);
+    }
+    store8(y + n - 8, last);
+}
+
 // y[C][H][W] (+)= wide[C][H][Wp] (first W columns of each row) + bias[C] (bias may be NULL)
 void from_wide(float *y, const float *wide, const float *bias, int C, int H, int W, int Wp, int accumulate) {
-    for (int c = 0; c < C; c++) {
-        float bv = bias ? bias[c] : 0.0f;
-        for (int h = 0; h < H; h++) {
-            float *yr = y + ((size_t)c * H + h) * W;
-            const float *wr = wide + ((size_t)c * H + h) * Wp;
-            if (accumulate) for (int w = 0; w < W; w++) yr[w] += wr[w] + bv;
-            else for (int w = 0; w < W; w++) yr[w] = wr[w] + bv;
-        }
-    }
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            wide_row(y + ((size_t)c * H + h) * W, wide + ((size_t)c * H + h) * Wp, bias ? bias[c] : 0.0f, W, accumulate);
 }
 
 // ---------------------------------------------------------------------------------------

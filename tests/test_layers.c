@@ -1600,6 +1600,7 @@ int main(void) {
         RUN(test_conv_bf16(0, 2, 1, 10, 10, 5, 3, 1, 1));
         RUN(test_conv_bf16(0, 2, 64, 8, 8, 9, 3, 1, 1));
         RUN(test_conv_bf16(0, 9, 3, 7, 7, 5, 3, 1, 1));
+        RUN(test_conv_bf16(0, 17, 64, 4, 4, 6, 3, 1, 1)); // grouped in pairs: K of 2 chunks, 17 images side by side
         RUN(test_conv_bf16(0, 3, 3, 6, 5, 4, 1, 1, 0));
         RUN(test_conv_bf16(0, 3, 3, 5, 5, 4, 1, 1, 0)); // odd P: the last pair of x in bf16
         RUN(test_conv_bf16(0, 3, 3, 16, 14, 5, 4, 2, 1));

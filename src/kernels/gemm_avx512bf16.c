@@ -3,8 +3,10 @@
 // while they are packed, and VDPBF16PS multiplies two k at a time into fp32 accumulators:
 // c += a[k] b[k] + a[k+1] b[k+1]. The packed panels hold (k, k+1) pairs: A [k/2][MR][2],
 // B [k/2][NR][2], a 32-bit pair per row or column, so one broadcast of an A pair meets one
-// 512-bit load of 16 B pairs. An 8 x 32 tile, like the fp32 AVX-512 kernel; every panel is packed
-// (bf16 is never read in place). Deterministic: the order of the sums depends only on the shapes.
+// 512-bit load of 16 B pairs. An 8 x 32 tile, like the fp32 AVX-512 kernel. The floats of gemm.h's
+// fp32 entry points are always packed; the bf16-only entry points read operands rounded once by
+// the caller in place (B as pair rows, A in bf16). Deterministic: the order of the sums depends
+// only on the shapes.
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
 #else

@@ -354,10 +354,8 @@ void s2d_flip_weights(float *wf, const float *w, int Ci, int Co) {
                                 w[(((size_t)co * Ci + ci) * 4 + 2 * (1 - e) + a) * 4 + 2 * (1 - f) + b];
 }
 
-// Per-thread workspace of the s2d conv kernels below, in a float region `mine`
-
-// Per-thread layout: off_x | off_dy | xs | dxs | dyp | wf | yw, then for bf16: q_xoff | q_dyoff |
-// dyq | qw (wf in pair order)
+// Per-thread workspace of the s2d conv kernels below, in a float region `mine`: off_x | off_dy | xs |
+// dxs | dyp | wf | yw, then for bf16: q_xoff | q_dyoff | dyq | qw (wf in pair order)
 size_t s2d_ws_floats(int Ci, int H, int W, int Co) {
     int Ho = H / 2, Wo = W / 2, C2 = (Co + 1) / 2;
     return table_floats((size_t)Ci * 16) + table_floats((size_t)Co * 4) + 2 * s2d_floats(Ci, H, W) +

@@ -202,14 +202,18 @@ static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *
     store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
+// the lanes of a 16-float vector at i that lie below n (none when i >= n)
+static inline __mmask16 first_lanes(size_t n, size_t i) {
+    return n <= i ? 0 : n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+}
+
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
         size_t i = 0;
         for (; i + 16 <= n; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
             _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
         for (; i < ldd; i += 16) { // lanes past n: zeros; past ldd: not stored
-            __mmask16 ml = n > i ? (n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1)) : 0;
-            __mmask16 ms = ldd - i >= 16 ? 0xFFFF : (__mmask16)((1u << (ldd - i)) - 1);
+            __mmask16 ml = first_lanes(n, i), ms = first_lanes(ldd, i);
             _mm256_mask_storeu_epi16(dst + i, ms, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(ml, src + i)));
         }
     }
@@ -254,8 +258,7 @@ void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, cons
             _mm512_storeu_si512((void *)(dst + i), v);
         }
         for (; i < ldd; i += 16) { // lanes past n: zero pairs; past ldd: not stored
-            __mmask16 ml = n > i ? (n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1)) : 0;
-            __mmask16 ms = ldd - i >= 16 ? 0xFFFF : (__mmask16)((1u << (ldd - i)) - 1);
+            __mmask16 ml = first_lanes(n, i), ms = first_lanes(ldd, i);
             __m512 x0 = _mm512_maskz_loadu_ps(ml, lo + i);
             __m512 x1 = hi ? _mm512_maskz_loadu_ps(ml, hi + i) : _mm512_setzero_ps();
             __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));

@@ -98,18 +98,25 @@ int is_grouped(int K, int stride, int pad, int P) { return !is_pointwise(K, stri
 int group_images(int P) { return GROUP_COLS / P > 1 ? GROUP_COLS / P : 1; }
 
 
+// the zeros of one padded plane of esz-byte elements, rows Wp = W + p wide: the top p rows and the
+// left pad of row p, then from the left pad of row H + p on (each row's right pad is its writer's)
+static void zero_borders(void *plane, size_t esz, int H, int Wp, int p) {
+    char *b = plane;
+    memset(b, 0, ((size_t)p * Wp + p) * esz);
+    memset(b + ((size_t)(H + p) * Wp + p) * esz, 0, ((size_t)p * Wp - p) * esz);
+}
+
 // xp = zero-padded copy of x[C][H][W]: [C][H + 2p][p zeros, W pixels] + PAD_SLACK zeros
 void pad_image(float *xp, const float *x, int C, int H, int W, int p) {
     int Hp = H + 2 * p, Wp = W + p;
     for (int c = 0; c < C; c++) {
         float *xc = xp + (size_t)c * Hp * Wp;
-        memset(xc, 0, ((size_t)p * Wp + p) * sizeof(float)); // top rows, left pad of row p
+        zero_borders(xc, sizeof *xc, H, Wp, p);
         for (int h = 0; h < H; h++) {
             float *r = xc + (size_t)(h + p) * Wp + p;
             memcpy(r, x + ((size_t)c * H + h) * W, W * sizeof(float));
             memset(r + W, 0, p * sizeof(float)); // left pad of the next row = right pad of this one
         }
-        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof(float)); // bottom rows
     }
     memset(xp + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof(float));
 }
@@ -120,9 +127,8 @@ void pad_image_pairs(uint32_t *xq, const float *x, int C, int H, int W, int p) {
     for (int c2 = 0; c2 < C2; c2++) {
         uint32_t *xc = xq + (size_t)c2 * Hp * Wp;
         const float *lo = x + (size_t)2 * c2 * H * W, *hi = 2 * c2 + 1 < C ? lo + (size_t)H * W : NULL;
-        memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
+        zero_borders(xc, sizeof *xc, H, Wp, p);
         gemm_bf16_pairs(xc + (size_t)p * Wp + p, Wp, lo, hi, W, H, W); // each row's p zeros after it too
-        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
     }
     memset(xq + (size_t)C2 * Hp * Wp, 0, PAD_SLACK * sizeof *xq);
 }
@@ -132,9 +138,8 @@ void pad_image_bf16(uint16_t *xh, const float *x, int C, int H, int W, int p) {
     int Hp = H + 2 * p, Wp = W + p;
     for (int c = 0; c < C; c++) {
         uint16_t *xc = xh + (size_t)c * Hp * Wp;
-        memset(xc, 0, ((size_t)p * Wp + p) * sizeof *xc);
-        gemm_bf16_round(xc + (size_t)p * Wp + p, Wp, x + (size_t)c * H * W, W, H, W);
-        memset(xc + (size_t)(H + p) * Wp + p, 0, ((size_t)p * Wp - p) * sizeof *xc);
+        zero_borders(xc, sizeof *xc, H, Wp, p);
+        gemm_bf16_round(xc + (size_t)p * Wp + p, Wp, x + (size_t)c * H * W, W, H, W); // each row's p zeros too
     }
     memset(xh + (size_t)C * Hp * Wp, 0, PAD_SLACK * sizeof *xh);
 }
@@ -427,14 +432,14 @@ void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const 
     } else if (dwt) {
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
-    if (dx && s->pairs) { // dy in bf16 pairs of channels, wfp in pair order (s2d_setup)
+    if (!dx) return;
+    if (s->pairs) { // dy in bf16 pairs of channels, wfp in pair order (s2d_setup)
         pad_image_pairs(s->dyq, dy, Co, Ho, Wo, 1);
         gemm_packed_pairs(Ci * 4, (Ho + 1) * Ws, (Co + 1) / 2 * 8, s->wfp, s->dyq, s->q_dyoff, s->dxs, (Ho + 1) * Ws, 0);
-        s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
-    } else if (dx) {
+    } else {
         gemm_packed(Ci * 4, (Ho + 1) * Ws, Co * 4, s->wfp, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);
-        s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
     }
+    s2d_unpack(dx, s->dxs, bias, Ci, H, W, accumulate);
 }
 
 // Each thread region ends with the layer's weight matrix packed for the GEMMs (gemm_pack_a), once

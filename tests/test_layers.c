@@ -597,12 +597,14 @@ static void gn_checks(GnCtx *c, int ref, const double *ry, const float *dact, co
         check_accum(buf, d4, pi, r->dgn, n);
         free(pi); free(pg); free(pb); free(d1); free(d2); free(d3); free(d4);
     }
-    { // the fused backward of GroupNorm + SiLU == silu_backward_groupnorm, then groupnorm_backward of its dgn,
-      // accumulating into din, dgamma, dbeta (and dgn); dgamma to rounding (its sums over b may contract to FMAs)
+    { // the fused backward of GroupNorm + SiLU == silu_backward_groupnorm into a zeroed dgn, then
+      // groupnorm_backward of it, accumulating into din, dgamma, dbeta, its scratch dgn overwritten (filled
+      // with NaN before); dgamma to rounding (its sums over b may contract to FMAs)
         Rng keep = g_rng; // the later tests draw the same inputs with or without this check
-        float *pi = randn(n, 1.0f), *pg = randn(C, 1.0f), *pb = randn(C, 1.0f), *pd = randn(n, 1.0f);
+        float *pi = randn(n, 1.0f), *pg = randn(C, 1.0f), *pb = randn(C, 1.0f), *pd = zeros(n);
         float *d1 = copy_f(pi, n), *d2 = copy_f(pg, C), *d3 = copy_f(pb, C), *d4 = copy_f(pd, n);
-        float *e1 = copy_f(pi, n), *e2 = copy_f(pg, C), *e3 = copy_f(pb, C), *e4 = copy_f(pd, n), *sums = alloc_f(2L * B * C);
+        float *e1 = copy_f(pi, n), *e2 = copy_f(pg, C), *e3 = copy_f(pb, C), *e4 = alloc_f(n), *sums = alloc_f(2L * B * C);
+        fill_nan(e4, n);
         (ref ? silu_backward_groupnorm_ref : silu_backward_groupnorm)(d4, dact, c->in, r->mean, r->rstd, c->gamma,
                                                                       c->beta, B, C, HW, G);
         (ref ? groupnorm_backward_ref : groupnorm_backward)(d1, d2, d3, d4, c->in, r->mean, r->rstd, c->gamma, B, C, HW, G);
@@ -619,7 +621,8 @@ static void gn_checks(GnCtx *c, int ref, const double *ry, const float *dact, co
         for (int i = 0; i < C; i++) worst = fmax(worst, fabs((double)e2[i] - d2[i]) / (fabs((double)d2[i] - pg[i]) + 1e-3));
         CHECKN(worst < 1e-5, "%s: groupnorm_silu_backward dgamma vs the two layers: rel err %g", what, worst);
         // and without din: the same parameter gradients
-        float *f2 = copy_f(pg, C), *f3 = copy_f(pb, C), *f4 = copy_f(pd, n);
+        float *f2 = copy_f(pg, C), *f3 = copy_f(pb, C), *f4 = alloc_f(n);
+        fill_nan(f4, n);
         (ref ? groupnorm_silu_backward_ref : groupnorm_silu_backward)(NULL, f2, f3, f4, sums, dact, c->in, r->mean,
                                                                       r->rstd, c->gamma, c->beta, B, C, HW, G);
         snprintf(buf, sizeof buf, "%s groupnorm_silu_backward with din=NULL", what);

@@ -12,8 +12,8 @@ void gn_dy_sums(const float *dy, const float *x, float m, int n, float *s_dy, fl
 void gn_dx_add(float *dx, const float *dy, const float *x, int n, float r, float g, float m, float md, float mdx) {
     TILES_PICK(gn_dx_add)(dx, dy, x, n, r, g, m, md, mdx);
 }
-void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b) {
-    TILES_PICK(silu_affine_backward)(dv, da, x, n, a, b);
+void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b, int acc) {
+    TILES_PICK(silu_affine_backward)(dv, da, x, n, a, b, acc);
 }
 void silu_rows(float *y, const float *x, long n) { TILES_PICK(silu_rows)(y, x, n); }
 void silu_backward_rows(float *dx, const float *dy, const float *x, long n) { TILES_PICK(silu_backward_rows)(dx, dy, x, n); }

@@ -11,9 +11,9 @@ void gn_affine_silu(float *y, float *act, const float *x, int n, float a, float 
 void gn_dy_sums(const float *dy, const float *x, float m, int n, float *s_dy, float *s_dyx);
 // dx[p] += r (dy[p] g - md - (x[p] - m) r mdx)
 void gn_dx_add(float *dx, const float *dy, const float *x, int n, float r, float g, float m, float md, float mdx);
-// dv[p] += da[p] s (1 + v (1 - s)), v = x[p] a + b, s = sigmoid(v): SiLU's backward through a
-// GroupNorm output recomputed from its input
-void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b);
+// dv[p] (+= if acc, else =) da[p] s (1 + v (1 - s)), v = x[p] a + b, s = sigmoid(v): SiLU's
+// backward through a GroupNorm output recomputed from its input
+void silu_affine_backward(float *dv, const float *da, const float *x, int n, float a, float b, int acc);
 // y[i] = SiLU(x[i]); dx[i] += dy[i] SiLU'(x[i]), SiLU' = s (1 + x (1 - s))
 void silu_rows(float *y, const float *x, long n);
 void silu_backward_rows(float *dx, const float *dy, const float *x, long n);

@@ -36,6 +36,11 @@ void TILE(gn_affine_silu)(float *y, float *act, const float *x, int n, float a, 
         for (int p = 0; p < n; p++) y[p] = x[p] * a + b;
     if (act) {
         int p = 0;
+        for (; p + 16 <= n; p += 16) {
+            v16f v = load16(x + p) * a + b, e = -v;
+            exp16(&e);
+            store16(act + p, v / (1.0f + e));
+        }
         for (; p + 8 <= n; p += 8) {
             v8f v = load8(x + p) * a + b, e = -v;
             exp8(&e);
@@ -71,17 +76,24 @@ void TILE(gn_dx_add)(float *dx, const float *dy, const float *x, int n, float r,
     for (int p = 0; p < n; p++) dx[p] += r * (dy[p] * g - md - (x[p] - m) * r * mdx);
 }
 
-void TILE(silu_affine_backward)(float *dv, const float *da, const float *x, int n, float a, float b) {
+void TILE(silu_affine_backward)(float *dv, const float *da, const float *x, int n, float a, float b, int acc) {
     int p = 0;
+    for (; p + 16 <= n; p += 16) {
+        v16f v = load16(x + p) * a + b, e = -v;
+        exp16(&e);
+        v16f sg = 1.0f / (1.0f + e), d = load16(da + p) * sg * (1.0f + v * (1.0f - sg));
+        store16(dv + p, acc ? load16(dv + p) + d : d);
+    }
     for (; p + 8 <= n; p += 8) {
         v8f v = load8(x + p) * a + b, e = -v;
         exp8(&e);
-        v8f sg = 1.0f / (1.0f + e);
-        store8(dv + p, load8(dv + p) + load8(da + p) * sg * (1.0f + v * (1.0f - sg)));
+        v8f sg = 1.0f / (1.0f + e), d = load8(da + p) * sg * (1.0f + v * (1.0f - sg));
+        store8(dv + p, acc ? load8(dv + p) + d : d);
     }
     for (; p < n; p++) {
         float v = x[p] * a + b, sg = 1.0f / (1.0f + exp_approx(-v));
-        dv[p] += da[p] * sg * (1.0f + v * (1.0f - sg));
+        float d = da[p] * sg * (1.0f + v * (1.0f - sg));
+        dv[p] = acc ? dv[p] + d : d;
     }
 }
 

@@ -179,13 +179,14 @@ static void layout_resnet_acts(Unet *m, ResnetLayer *r, size_t in) {
     r->rstd2 = add_act(m, GROUPS);
     r->act2 = add_act(m, co * HW);
     r->out = add_act_g(m, co * HW);
-    size_t used = 0;
-    r->g_gn1 = add_scratch(&used, ci * HW);
+    size_t used = 0; // first the slots gradients accumulate into (zeroed before each backward), then those overwritten
     r->g_act1 = add_scratch(&used, ci * HW);
     r->g_tproj = add_scratch(&used, co);
     r->g_h1 = add_scratch(&used, co * HW);
-    r->g_gn2 = add_scratch(&used, co * HW);
     r->g_act2 = add_scratch(&used, co * HW);
+    r->zeroed = used;
+    r->g_gn1 = add_scratch(&used, ci * HW);
+    r->g_gn2 = add_scratch(&used, co * HW);
     r->g_sums = add_scratch(&used, 2 * (ci > co ? ci : co));
     r->scratch = used;
     need_scratch(m, used);
@@ -520,7 +521,7 @@ float *unet_forward(Unet *m, const float *x, const float *t, const int *y, int B
 static void resnet_backward(Unet *m, const ResnetLayer *r, int B) {
     int HW = r->H * r->W, D = m->cfg.time_emb_dim;
     float *din = DACT(r->in), *dout = DACT(r->out);
-    array_zero(m->dscratch, (long)B * r->scratch);
+    array_zero(m->dscratch, (long)B * r->zeroed);
     conv2d_backward(din, GRAD(r->res_w), GRAD(r->res_b), dout, ACT(r->in), PAR(r->res_w),
                     B, r->cin, r->H, r->W, r->cout, 1, 1, 0, m->ws);
     conv2d_backward(DSCR(r->g_act2), GRAD(r->conv2_w), GRAD(r->conv2_b), dout, ACT(r->act2), PAR(r->conv2_w),

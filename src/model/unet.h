@@ -31,7 +31,7 @@ typedef struct {
     // activation offsets (per image; multiply by B)
     size_t in, mean1, rstd1, act1, tproj, h1, mean2, rstd2, act2, out; // GroupNorm outputs are recomputed
     // gradients of the layer-internal activations: offsets into the shared scratch
-    size_t g_gn1, g_act1, g_tproj, g_h1, g_gn2, g_act2, g_sums, scratch;
+    size_t g_gn1, g_act1, g_tproj, g_h1, g_gn2, g_act2, g_sums, zeroed, scratch;
 } ResnetLayer;
 
 // An attention layer: out = x + MHA(gn(x)) over the H*W positions

@@ -51,7 +51,7 @@ void silu_backward(float *din, const float *dout, const float *in, long n);
 // dgn += dact silu'(v) with v = GroupNorm(in) recomputed from mean / rstd / gamma / beta
 void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, const float *mean, const float *rstd,
                              const float *gamma, const float *beta, int B, int C, int HW, int G);
-// both backwards of groupnorm_silu_forward: silu_backward_groupnorm into dgn (scratch, +=), then
+// both backwards of groupnorm_silu_forward: silu_backward_groupnorm into dgn (scratch: overwritten), then
 // groupnorm_backward of dgn (the same values); sums: scratch of 2 B C floats
 void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, float *dgn, float *sums, const float *dact,
                              const float *in, const float *mean, const float *rstd, const float *gamma,

@@ -90,8 +90,9 @@ void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
     }
 }
 
-// silu_backward_groupnorm, then groupnorm_backward of its dgn, with passes over dgn fewer: the
-// per-(b, c) sums are taken row by row right after dgn is written, and dgamma, dbeta come from them
+// silu_backward_groupnorm into dgn (overwritten: scratch), then groupnorm_backward of it, with passes
+// over dgn fewer: the per-(b, c) sums are taken row by row right after dgn is written, and dgamma,
+// dbeta come from them
 void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, float *dgn, float *sums, const float *dact,
                              const float *in, const float *mean, const float *rstd, const float *gamma,
                              const float *beta, int B, int C, int HW, int G) {
@@ -107,7 +108,7 @@ void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, float *dgn
             int c = g * Cg + cc;
             float a = r * gamma[c], *s = sums + 2 * ((size_t)b * C + c);
             size_t o = (size_t)cc * HW;
-            silu_affine_backward(dy + o, da + o, x + o, HW, a, beta[c] - m * a); // the row stays in L1 for
+            silu_affine_backward(dy + o, da + o, x + o, HW, a, beta[c] - m * a, 0); // the row stays in L1 for
             gn_dy_sums(dy + o, x + o, m, HW, &s[0], &s[1]);                     // its sums
             sd += (double)gamma[c] * s[0];
             sdx += (double)gamma[c] * s[1] * r;
@@ -158,6 +159,6 @@ void silu_backward_groupnorm(float *dgn, const float *dact, const float *in, con
         int c = bc % C, bg = (bc / C) * G + c / Cg;
         float a = rstd[bg] * gamma[c], b0 = beta[c] - mean[bg] * a;
         size_t o = (size_t)bc * HW;
-        silu_affine_backward(dgn + o, dact + o, in + o, HW, a, b0);
+        silu_affine_backward(dgn + o, dact + o, in + o, HW, a, b0, 1);
     }
 }

@@ -4,6 +4,7 @@
 #include "nn/ref/ref.h"
 
 #include <math.h>
+#include <string.h>
 
 // ---------------------------------------------------------------------------------------
 // GroupNorm with G groups: the C channels of an image split into G groups of Cg = C / G
@@ -138,11 +139,12 @@ void silu_backward_groupnorm_ref(float *dgn, const float *dact, const float *in,
 }
 
 // the two backwards of GroupNorm + SiLU one after the other (the fast layer fuses their passes);
-// sums is not needed here
+// dgn is overwritten; sums is not needed here
 void groupnorm_silu_backward_ref(float *din, float *dgamma, float *dbeta, float *dgn, float *sums, const float *dact,
                                  const float *in, const float *mean, const float *rstd, const float *gamma,
                                  const float *beta, int B, int C, int HW, int G) {
     (void)sums;
+    memset(dgn, 0, (size_t)B * C * HW * sizeof(float));
     silu_backward_groupnorm_ref(dgn, dact, in, mean, rstd, gamma, beta, B, C, HW, G);
     groupnorm_backward_ref(din, dgamma, dbeta, dgn, in, mean, rstd, gamma, B, C, HW, G);
 }

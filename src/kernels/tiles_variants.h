@@ -25,7 +25,8 @@
     void gn_dy_sums_##isa(const float *dy, const float *x, float m, int n, float *s_dy, float *s_dyx);           \
     void gn_dx_add_##isa(float *dx, const float *dy, const float *x, int n, float r, float g, float m, float md,  \
                          float mdx);                                                                              \
-    void silu_affine_backward_##isa(float *dv, const float *da, const float *x, int n, float a, float b, int acc);        \
+    void silu_affine_backward_##isa(float *dv, const float *da, const float *x, int n, float a, float b,         \
+                                    int acc);                                                                     \
     void silu_rows_##isa(float *y, const float *x, long n);                                                       \
     void silu_backward_rows_##isa(float *dx, const float *dy, const float *x, long n);
 TILES_VARIANT_DECL(avx512)

@@ -185,6 +185,33 @@ static void check_a16(int tb, int M, int N, int K, int table, int acc, Rng *r) {
     free(A); free(B); free(C); free(C0); free(C2); free(Ah); free(aoff);
 }
 
+// bf16 only: gemm_rows_a16_q (B[N, K] as its pair image) bit for bit against gemm_rows_a16 on the
+// float B; the words past each pair row's K are not zero (1.0 pairs), and must not be read as B
+static void check_a16_q(int M, int N, int K, int acc, Rng *r) {
+    int lda = K + 3, ldb = K + 2, ldq = K + 5, ldc = N + 7, N2 = (N + 1) / 2;
+    long asz = (long)M * lda + 1, bsz = (long)N * ldb, qsz = (long)N2 * ldq, csz = (long)M * ldc;
+    float *A = malloc(asz * 4), *B = malloc(bsz * 4), *C = malloc(csz * 4), *C0 = malloc(csz * 4), *C2 = malloc(csz * 4);
+    uint16_t *Ah = malloc((asz + 1) * 2);
+    uint32_t *Bq = malloc(qsz * 4);
+    for (long i = 0; i < asz; i++) A[i] = rng_normal(r);
+    for (long i = 0; i < bsz; i++) B[i] = rng_normal(r);
+    for (long i = 0; i < csz; i++) C[i] = C2[i] = C0[i] = rng_normal(r);
+    gemm_bf16_round(Ah, asz, A, asz, 1, asz);
+    for (long i = 0; i < qsz; i++) Bq[i] = 0x3f803f80u;
+    if (N / 2) gemm_bf16_pairs(Bq, ldq, B, B + ldb, 2 * (size_t)ldb, N / 2, K);
+    if (N % 2) gemm_bf16_pairs(Bq + (long)(N2 - 1) * ldq, ldq, B + (long)(N - 1) * ldb, NULL, 0, 1, K);
+    for (long c = 0; c < N2; c++)
+        for (int k = K; k < ldq; k++) Bq[c * ldq + k] = 0x3f803f80u;
+    gemm_rows_a16_q(M, N, K, Ah, lda, NULL, Bq, ldq, C, ldc, acc);
+    gemm_rows_a16(1, M, N, K, Ah, lda, NULL, B, ldb, NULL, C2, ldc, acc);
+    int untouched = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) untouched &= C[(long)i * ldc + j] == C0[(long)i * ldc + j];
+    CHECK(untouched, "gemm_rows_a16_q %dx%dx%d wrote outside C", M, N, K);
+    CHECK(memcmp(C, C2, csz * 4) == 0, "gemm_rows_a16_q %dx%dx%d acc=%d differs from gemm_rows_a16", M, N, K, acc);
+    free(A); free(B); free(C); free(C0); free(C2); free(Ah); free(Bq);
+}
+
 static int uses_fma(const char *isa) {
 #if defined(__FMA__)
     (void)isa;
@@ -249,6 +276,11 @@ int main(void) {
         for (int s = 0; s < (int)(sizeof ashapes / sizeof ashapes[0]); s++)
             for (int tb = 0; tb < 2; tb++)
                 for (int t = 0; t < 2; t++) check_a16(tb, ashapes[s][0], ashapes[s][1], ashapes[s][2], t, s % 2, &r);
+        // B as its pair image: odd N (a last pair row with no high half), N past one panel and one
+        // 1024-column block, K odd, below 16 words, in 1-3 chunks
+        static const int qshapes[][3] = {{1, 1, 1}, {7, 33, 5}, {576, 64, 812}, {13, 65, 257}, {9, 1030, 1031}, {8, 32, 2}};
+        for (int s = 0; s < (int)(sizeof qshapes / sizeof qshapes[0]); s++)
+            for (int acc = 0; acc < 2; acc++) check_a16_q(qshapes[s][0], qshapes[s][1], qshapes[s][2], acc, &r);
         printf("gemm bf16 (%s): %s\n", gemm_isa(), tu_failures == before ? "all shapes pass" : "FAILED");
         gemm_set_precision(GEMM_FP32);
         g_bf16 = 0;

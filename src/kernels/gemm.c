@@ -100,5 +100,12 @@ void gemm_rows_a16(int transB, int M, int N, int K, const uint16_t *A, int lda, 
                    int ldb, const long *boff, float *C, int ldc, int accumulate) {
     if (!bf16) misuse("gemm_rows_a16: not in bf16 precision");
     if (empty_product(M, N, K, C, ldc, accumulate)) return;
-    gemm_a16_core_avx512bf16(transB, M, N, K, A, lda, aoff, B, ldb, boff, C, ldc, accumulate);
+    gemm_a16_core_avx512bf16(transB, M, N, K, A, lda, aoff, B, ldb, boff, NULL, 0, C, ldc, accumulate);
+}
+
+void gemm_rows_a16_q(int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const uint32_t *Bq, int ldq,
+                     float *C, int ldc, int accumulate) {
+    if (!bf16) misuse("gemm_rows_a16_q: not in bf16 precision");
+    if (empty_product(M, N, K, C, ldc, accumulate)) return;
+    gemm_a16_core_avx512bf16(1, M, N, K, A, lda, aoff, NULL, 0, NULL, Bq, ldq, C, ldc, accumulate);
 }

@@ -68,5 +68,10 @@ void gemm_bf16_round(uint16_t *dst, size_t ldd, const float *src, size_t lds, in
 // products when few columns of B reuse it (a convolution's weight gradient: N = Co).
 void gemm_rows_a16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const float *B,
                    int ldb, const long *boff, float *C, int ldc, int accumulate);
+// gemm_rows_a16(1, ..) with B[N, K] given as its pair image (gemm_bf16_pairs of rows 2c and 2c + 1):
+// word k of pair row c at Bq + c ldq + k. Bit for bit the result on the float B; a convolution's
+// weight gradient reads dY from the pair image that its data gradient reads too.
+void gemm_rows_a16_q(int M, int N, int K, const uint16_t *A, int lda, const long *aoff, const uint32_t *Bq, int ldq,
+                     float *C, int ldc, int accumulate);
 
 #endif

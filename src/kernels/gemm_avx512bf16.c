@@ -148,6 +148,63 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
     }
 }
 
+// the lanes of a 16-float vector at i that lie below n (none when i >= n)
+static inline __mmask16 first_lanes(size_t n, size_t i) {
+    return n <= i ? 0 : n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+}
+
+// r[c].q[k] -> r[k].q[c]: an 8 x 8 transpose of 64-bit elements (unpack 64, then two rounds of
+// 128-bit lane shuffles)
+static inline void transpose_q8(__m512i r[8]) {
+    __m512i a[8], b[4];
+    for (int i = 0; i < 8; i += 2) { // lane L of a[i]: q 2L of rows i, i + 1; of a[i + 1]: q 2L + 1
+        a[i] = _mm512_unpacklo_epi64(r[i], r[i + 1]);
+        a[i + 1] = _mm512_unpackhi_epi64(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 2; h++) {
+        b[0] = _mm512_shuffle_i64x2(a[h], a[2 + h], 0x88); // q h, 4 + h of rows 0-3
+        b[1] = _mm512_shuffle_i64x2(a[4 + h], a[6 + h], 0x88);
+        b[2] = _mm512_shuffle_i64x2(a[h], a[2 + h], 0xDD); // q 2 + h, 6 + h
+        b[3] = _mm512_shuffle_i64x2(a[4 + h], a[6 + h], 0xDD);
+        r[h] = _mm512_shuffle_i64x2(b[0], b[1], 0x88);
+        r[4 + h] = _mm512_shuffle_i64x2(b[0], b[1], 0xDD);
+        r[2 + h] = _mm512_shuffle_i64x2(b[2], b[3], 0x88);
+        r[6 + h] = _mm512_shuffle_i64x2(b[2], b[3], 0xDD);
+    }
+}
+
+// pack_b(1, ..) from B's pair image: word k of pair row c at Bq + c ldq + k holds (B[2c][k],
+// B[2c + 1][k]), k0 and j0 even. The words (lo k, hi k, lo k+1, hi k+1) of a 64-bit element,
+// reordered to (lo k, lo k+1, hi k, hi k+1), are the pairs of columns 2c and 2c + 1 at pair row
+// k/2: 16 pair rows c by 8 pair rows kp, transposed as 64-bit elements, fill 8 panel rows.
+static void pack_b_q(const uint32_t *Bq, int ldq, int k0, int kc, int j0, int nc) {
+    int kc2 = (kc + 1) / 2;
+    uint16_t *p = packB;
+    const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15));
+    for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) {
+        int np = (nc - jr < NR ? nc - jr + 1 : NR) / 2; // pair rows in this panel
+        const uint32_t *b0 = Bq + (size_t)((j0 + jr) / 2) * ldq + k0;
+        for (int kp0 = 0; kp0 < kc2; kp0 += 8) {
+            size_t nw = (size_t)(kc - 2 * kp0); // words left in the chunk: zeros past them
+            __m512i r[2][8];
+            for (int c = 0; c < 16; c++) {
+                const uint32_t *src = b0 + (size_t)c * ldq + 2 * kp0;
+                __m512i v = c >= np  ? _mm512_setzero_si512()
+                            : nw >= 16 ? _mm512_loadu_si512((const void *)src)
+                                       : _mm512_maskz_loadu_epi32(first_lanes(nw, 0), src);
+                r[c / 8][c % 8] = _mm512_shuffle_epi8(v, order);
+            }
+            transpose_q8(r[0]);
+            transpose_q8(r[1]);
+            int n = kc2 - kp0 < 8 ? kc2 - kp0 : 8;
+            for (int k = 0; k < n; k++) {
+                _mm512_storeu_si512((void *)(p + (size_t)(kp0 + k) * NR * 2), r[0][k]);
+                _mm512_storeu_si512((void *)(p + (size_t)(kp0 + k) * NR * 2 + 32), r[1][k]);
+            }
+        }
+    }
+}
+
 // C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR]: A a packed pair panel, pair row kp of B at
 // B + boff[kp] (read in place: whole 32-column panels are read, columns past nr not stored), or
 // at B + kp NR (a packed panel) when boff is NULL; inlined into both, so neither tests boff
@@ -202,11 +259,6 @@ static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *
     store_tile_zmm(r, c, ldc, mr, nr, acc);
 }
 
-// the lanes of a 16-float vector at i that lie below n (none when i >= n)
-static inline __mmask16 first_lanes(size_t n, size_t i) {
-    return n <= i ? 0 : n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-}
-
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
         size_t i = 0;
@@ -220,14 +272,16 @@ void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, siz
 }
 
 void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff,
-                              const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate) {
+                              const float *B, int ldb, const long *boff, const uint32_t *Bq, int ldq, float *C, int ldc,
+                              int accumulate) {
     int kc_step = k_step(K);
     for (int jc = 0; jc < N; jc += NC) {
         int nc = N - jc < NC ? N - jc : NC;
         for (int pc = 0; pc < K; pc += kc_step) {
             int kc = K - pc < kc_step ? K - pc : kc_step, kc2 = (kc + 1) / 2;
             int acc = accumulate || pc > 0;
-            pack_b(transB, B, ldb, boff, pc, kc, jc, nc); // zero pairs past kc: an odd K's extra A value meets 0
+            if (Bq) pack_b_q(Bq, ldq, pc, kc, jc, nc); // zero pairs past kc: an odd K's extra A value meets 0
+            else pack_b(transB, B, ldb, boff, pc, kc, jc, nc);
             for (int ir = 0; ir < M; ir += MR) {
                 int mr = M - ir < MR ? M - ir : MR;
                 const uint16_t *arows[MR];

@@ -17,13 +17,15 @@ GEMM_VARIANT_DECL(avx2)
 GEMM_VARIANT_DECL(generic)
 GEMM_VARIANT_DECL(avx512bf16) // bf16 inputs, fp32 accumulation (gemm_set_precision)
 // bf16 only: B as bf16 pair rows (gemm_packed_pairs) and the pairs themselves (gemm_bf16_pairs); A
-// in bf16 (gemm_rows_a16) and its rounding (gemm_bf16_round)
+// in bf16 (gemm_rows_a16, B as floats or, when Bq is not NULL, as its pair image: gemm_rows_a16_q)
+// and its rounding (gemm_bf16_round)
 void gemm_pairs_core_avx512bf16(int M, int N, int K, const float *Ap, const uint32_t *B, const long *boff, float *C,
                                 int ldc, int accumulate);
 void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, const float *hi, size_t lds, int rows,
                                 size_t n);
 void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A, int lda, const long *aoff,
-                              const float *B, int ldb, const long *boff, float *C, int ldc, int accumulate);
+                              const float *B, int ldb, const long *boff, const uint32_t *Bq, int ldq, float *C, int ldc,
+                              int accumulate);
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n);
 
 #endif

@@ -16,9 +16,10 @@
 //   forward:  off_x (row table of Xp) | fwd_xp (padded x) | yw (wide output [Co, H Wp])
 //   backward: off_x | off_dy (row table of dYp) | xp | dyp (padded dy) | dxw (wide dx [Ci, H Wp]) |
 //             wf (flipped weights [Ci, Co K K]) | part (GRAD_CHUNKS partials of dw^T and dbias)
-//   then, in bf16: q_off (row table of the pair image) | q_img (x or dy in bf16 pairs of channels,
-//             pad_image_pairs, for gemm_packed_pairs) | q_w (the weights or wf in pair order) |
-//             q_x (x padded in bf16, pad_image_bf16, for the weight gradient's gemm_rows_a16)
+//   then, in bf16 (no xp, dyp): q_off (row table of the pair image) | q_img (x or dy in bf16 pairs of
+//             channels, pad_image_pairs, for gemm_packed_pairs and gemm_rows_a16_q) | q_w (the weights
+//             or wf in pair order) | q_x (x padded in bf16, pad_image_bf16, for the weight gradient's
+//             gemm_rows_a16_q)
 typedef struct { size_t fwd_xp, yw, off_dy, xp, dyp, dxw, wf, part, q_off, q_img, q_w, q_x, end; } SameLayout;
 
 static SameLayout same_layout(int Ci, int H, int W, int Co, int K) {
@@ -155,8 +156,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *bi
 }
 
 // per-thread part of the same-conv backward workspace (layout of conv2d_ws_floats)
-// (pairs, in bf16: the weight gradient from x padded in bf16 (xh; no float xp), the data gradient
-// from dy's pair image dyq through q_off, wfp packed in pair order)
+// (pairs, in bf16: the weight gradient from x padded in bf16 (xh) and dy's pair image dyq (no float
+// xp, dyp), the data gradient from dyq through q_off, wfp packed in pair order)
 typedef struct { long *off_x, *off_dy, *q_off; float *xp, *dyp, *dxw, *wf, *wfp; uint32_t *dyq; uint16_t *xh; int pairs; } SameBwd;
 
 // carve `mine`; if need_wf, the flipped weights wf, packed into wfp (gemm_pack_a) for the data gradient
@@ -201,20 +202,20 @@ static void conv2d_same_backward(const SameBwd *s, float *din, float *dwt, float
     for (int b = lo; b < hi; b++) {
         const float *x = in + (size_t)b * Ci * H * W;
         const float *dy = dout + (size_t)b * Co * H * W;
-        if (!s->pairs) pad_image(s->xp, x, Ci, H, W, pad);
-        pad_image(s->dyp, dy, Co, H, W, pad);
         bias_grad_add(dbp, dy, Co, H * W);
-        // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp shifted by (pad, pad)
-        if (s->pairs) { // Xrows read in place from x padded in bf16 (its PAD_SLACK zeros end the last row's pair)
+        // dw^T[CKK, Co] += Xrows[CKK, H Wp] dY'[Co, H Wp]^T, dY' = dyp (or dyq) shifted by (pad, pad)
+        if (s->pairs) { // Xrows read in place from x padded in bf16 (its PAD_SLACK zeros end the last row's pair),
+                        // dY' from dy's pair image, which the data gradient reads too
+            pad_image_pairs(s->dyq, dy, Co, H, W, pad);
             pad_image_bf16(s->xh, x, Ci, H, W, pad);
-            gemm_rows_a16(1, Ci * K * K, Co, HWp, s->xh, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt,
-                          Co, 1);
+            gemm_rows_a16_q(Ci * K * K, Co, HWp, s->xh, 0, s->off_x, s->dyq + (size_t)pad * Wp + pad, Hp * Wp, dwt, Co, 1);
         } else {
+            pad_image(s->xp, x, Ci, H, W, pad);
+            pad_image(s->dyp, dy, Co, H, W, pad);
             gemm_rows(0, 1, Ci * K * K, Co, HWp, s->xp, 0, s->off_x, s->dyp + (size_t)pad * Wp + pad, Hp * Wp, NULL, dwt,
                       Co, 1);
         }
         if (din && s->pairs) { // the same with dy in bf16 pairs
-            pad_image_pairs(s->dyq, dy, Co, H, W, pad);
             gemm_packed_pairs(Ci, HWp, (Co + 1) / 2 * 2 * K * K, s->wfp, s->dyq, s->q_off, s->dxw, HWp, 0);
             from_wide(din + (size_t)b * Ci * H * W, s->dxw, NULL, Ci, H, W, Wp, 1);
         } else if (din) { // dx += same conv of dy with wf

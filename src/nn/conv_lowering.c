@@ -424,17 +424,17 @@ void s2d_forward(const S2dWs *s, float *y, const float *wp, const float *bias, i
 void s2d_backward(const S2dWs *s, float *dx, float *dwt, const float *dy, const float *bias, int Ci, int H,
                          int W, int Co, int accumulate) {
     int Ho = H / 2, Wo = W / 2, Ws = Wo + 1;
-    if (dwt || !s->pairs) pad_image(s->dyp, dy, Co, Ho, Wo, 1);
+    if (s->pairs) pad_image_pairs(s->dyq, dy, Co, Ho, Wo, 1); // dy in bf16 pairs of channels, for both gradients
+    else pad_image(s->dyp, dy, Co, Ho, Wo, 1);
     if (dwt && s->pairs) { // xs in bf16 (in dxs, free until the data gradient), read in place
         uint16_t *xh = (uint16_t *)s->dxs;
         gemm_bf16_round(xh, s2d_floats(Ci, H, W), s->xs, 0, 1, s2d_floats(Ci, H, W));
-        gemm_rows_a16(1, Ci * 16, Co, Ho * Ws, xh, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
+        gemm_rows_a16_q(Ci * 16, Co, Ho * Ws, xh, 0, s->off_x, s->dyq + Ws + 1, (Ho + 2) * Ws, dwt, Co, 1);
     } else if (dwt) {
         gemm_rows(0, 1, Ci * 16, Co, Ho * Ws, s->xs, 0, s->off_x, s->dyp + Ws + 1, (Ho + 2) * Ws, NULL, dwt, Co, 1);
     }
     if (!dx) return;
-    if (s->pairs) { // dy in bf16 pairs of channels, wfp in pair order (s2d_setup)
-        pad_image_pairs(s->dyq, dy, Co, Ho, Wo, 1);
+    if (s->pairs) { // wfp in pair order (s2d_setup)
         gemm_packed_pairs(Ci * 4, (Ho + 1) * Ws, (Co + 1) / 2 * 8, s->wfp, s->dyq, s->q_dyoff, s->dxs, (Ho + 1) * Ws, 0);
     } else {
         gemm_packed(Ci * 4, (Ho + 1) * Ws, Co * 4, s->wfp, s->dyp, 0, s->off_dy, s->dxs, (Ho + 1) * Ws, 0);

@@ -208,24 +208,53 @@ static void pack_b_q(const uint32_t *Bq, int ldq, int k0, int kc, int j0, int nc
 // C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR]: A a packed pair panel, pair row kp of B at
 // B + boff[kp] (read in place: whole 32-column panels are read, columns past nr not stored), or
 // at B + kp NR (a packed panel) when boff is NULL; inlined into both, so neither tests boff
+#define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// the register tile r00 .. r71 (row i: ri0, ri1) into C: whole tiles straight from the named registers,
+// the last rows and columns through store_tile_zmm (an array indexed at run time would keep the
+// accumulators in memory around every tile)
+#define DECL(i) __m512 r##i##0 = _mm512_setzero_ps(), r##i##1 = _mm512_setzero_ps();
+#define STI(i)                                                                                                         \
+    {                                                                                                                  \
+        float *ci = c_ + (size_t)i * ldc_;                                                                             \
+        __m512 x0 = r##i##0, x1 = r##i##1;                                                                             \
+        if (acc_) {                                                                                                    \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(ci));                                                               \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(ci + 16));                                                          \
+        }                                                                                                              \
+        _mm512_storeu_ps(ci, x0);                                                                                      \
+        _mm512_storeu_ps(ci + 16, x1);                                                                                 \
+    }
+#define STORE_TILE(c, ldc, mr, nr, acc)                                                                                \
+    do {                                                                                                               \
+        float *c_ = (c);                                                                                               \
+        int ldc_ = (ldc), acc_ = (acc);                                                                                \
+        if ((mr) == MR && (nr) == NR) {                                                                                \
+            ROWS8(STI)                                                                                                 \
+        } else {                                                                                                       \
+            __m512 r_[MR][2] = {{r00, r01}, {r10, r11}, {r20, r21}, {r30, r31},                                        \
+                                {r40, r41}, {r50, r51}, {r60, r61}, {r70, r71}};                                       \
+            store_tile_zmm(r_, c_, ldc_, mr, nr, acc_);                                                                \
+        }                                                                                                              \
+    } while (0)
+
 static inline __attribute__((always_inline)) void tile_pairs(int kc2, const uint16_t *restrict a, const uint32_t *B,
                                                              const long *boff, float *c, int ldc, int mr, int nr,
                                                              int acc) {
-    __m512 r[MR][2];
-    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
+    ROWS8(DECL)
     const uint32_t *a32 = (const uint32_t *)a;
     for (int kp = 0; kp < kc2; kp++) {
         const uint32_t *b = boff ? B + boff[kp] : B + (size_t)kp * NR;
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16));
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a32[kp * MR + i]);
-            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
-            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
-        }
+#define STEPI(i)                                                                                                       \
+    {                                                                                                                  \
+        __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a32[kp * MR + i]);                                             \
+        r##i##0 = _mm512_dpbf16_ps(r##i##0, ai, b0);                                                                   \
+        r##i##1 = _mm512_dpbf16_ps(r##i##1, ai, b1);                                                                   \
     }
-    store_tile_zmm(r, c, ldc, mr, nr, acc);
+        ROWS8(STEPI)
+    }
+    STORE_TILE(c, ldc, mr, nr, acc);
 }
 
 static void micro_kernel(int kc2, const uint16_t *restrict a, const uint16_t *restrict b, float *c, int ldc, int mr,
@@ -242,21 +271,21 @@ static void micro_kernel_rows(int kc2, const uint16_t *restrict a, const uint32_
 // from a[i] (any 2-byte alignment; rows past mr repeat row 0, their results are not stored)
 static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *restrict b, float *c, int ldc, int mr,
                              int nr, int acc) {
-    __m512 r[MR][2];
-    for (int i = 0; i < MR; i++) r[i][0] = r[i][1] = _mm512_setzero_ps();
+    ROWS8(DECL)
     for (int kp = 0; kp < kc2; kp++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2));
         __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + (size_t)kp * NR * 2 + 32));
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            int32_t pair;
-            memcpy(&pair, a[i] + 2 * kp, 4);
-            __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
-            r[i][0] = _mm512_dpbf16_ps(r[i][0], ai, b0);
-            r[i][1] = _mm512_dpbf16_ps(r[i][1], ai, b1);
-        }
+#define STEPA(i)                                                                                                       \
+    {                                                                                                                  \
+        int32_t pair;                                                                                                  \
+        memcpy(&pair, a[i] + 2 * kp, 4);                                                                               \
+        __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);                                                               \
+        r##i##0 = _mm512_dpbf16_ps(r##i##0, ai, b0);                                                                   \
+        r##i##1 = _mm512_dpbf16_ps(r##i##1, ai, b1);                                                                   \
     }
-    store_tile_zmm(r, c, ldc, mr, nr, acc);
+        ROWS8(STEPA)
+    }
+    STORE_TILE(c, ldc, mr, nr, acc);
 }
 
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {

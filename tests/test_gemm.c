@@ -4,8 +4,11 @@
 // packed once by gemm_pack_a, which must give the same bits as gemm. Every variant the CPU runs
 // (avx512, avx2, generic) is checked; the variants that use FMAs must agree bit for bit (each C
 // element is summed over k in the same order), which makes training byte-identical across them.
+#define _DEFAULT_SOURCE // MAP_ANONYMOUS
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/gemm.h"
 #include "core/rng.h"
@@ -127,9 +130,23 @@ static uint16_t bf16_bits(float x) {
 // bf16 only: gemm_bf16_pairs and gemm_bf16_round on `rows` rows of n values (source rows lds
 // apart): each dst row (ldd apart) holds the rounded values, then zeros up to ldd; nothing is
 // written past the last row's ldd; a NULL hi gives zero high halves
+// n floats that end where an unreadable page begins: reading past them crashes the test
+static float *at_page_end(size_t n, void **map, size_t *mapsz) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), bytes = (n * sizeof(float) + pg - 1) / pg * pg;
+    *mapsz = bytes + pg;
+    char *m = mmap(NULL, *mapsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED || mprotect(m + bytes, pg, PROT_NONE)) abort();
+    *map = m;
+    return (float *)(m + bytes) - n;
+}
+
+// the rows of lo and hi end at an unreadable page: the conversions may read no value past the last
+// row's n (the rows above them spill whole vectors into the gaps and the next rows, the last ones
+// are masked); nothing is written past rows ldd
 static void check_convert(int rows, int n, int ldd, int lds, int with_hi, Rng *r) {
-    size_t dsz = (size_t)rows * ldd + 40, ssz = (size_t)rows * lds + 16;
-    float *lo = malloc(ssz * 4), *hi = malloc(ssz * 4);
+    size_t dsz = (size_t)rows * ldd + 40, ssz = (size_t)(rows - 1) * lds + n, lsz, hsz;
+    void *lmap, *hmap;
+    float *lo = at_page_end(ssz, &lmap, &lsz), *hi = at_page_end(ssz, &hmap, &hsz);
     uint32_t *q = malloc(dsz * 4);
     uint16_t *h = malloc(dsz * 2);
     for (size_t i = 0; i < ssz; i++) lo[i] = rng_normal(r), hi[i] = rng_normal(r) * 1e-3f;
@@ -146,7 +163,7 @@ static void check_convert(int rows, int n, int ldd, int lds, int with_hi, Rng *r
     for (size_t d = (size_t)rows * ldd; d < dsz; d++) bad += q[d] != 0xdeadbeefu || h[d] != 0xbeef;
     CHECK(bad == 0, "gemm_bf16_pairs/round rows=%d n=%d ldd=%d lds=%d hi=%d: %d wrong values", rows, n, ldd, lds,
           with_hi, bad);
-    free(lo); free(hi); free(q); free(h);
+    munmap(lmap, lsz); munmap(hmap, hsz); free(q); free(h);
 }
 
 // bf16 only: gemm_rows_a16 (A in bf16, read in place at any 2-byte alignment, through a row table
@@ -266,9 +283,12 @@ int main(void) {
                                          {64, 812, 576}};
         for (int s = 0; s < (int)(sizeof pshapes / sizeof pshapes[0]); s++)
             for (int acc = 0; acc < 2; acc++) check_pairs(pshapes[s][0], pshapes[s][1], pshapes[s][2], acc, &r);
-        // the conversions: whole vectors, tails, zero fill of 0-19 values, one row and several
-        static const int cshapes[][4] = {{1, 3, 3, 3}, {3, 28, 29, 28}, {5, 16, 16, 20}, {4, 7, 9, 7}, {2, 33, 49, 40},
-                                         {1, 0, 5, 1}, {3, 14, 15, 14}};
+        // the conversions: whole vectors, tails, zero fill of 0-19 values, one row and several, a
+        // spill over one gap and over whole rows (7 of 8), gaps between the rows (lds > n), wider
+        // than a destination row
+        static const int cshapes[][4] = {{1, 3, 3, 3},   {3, 28, 29, 28}, {5, 16, 16, 20}, {4, 7, 9, 7},  {2, 33, 49, 40},
+                                         {1, 0, 5, 1},   {3, 14, 15, 14}, {28, 28, 29, 28}, {7, 7, 8, 7}, {14, 14, 15, 14},
+                                         {6, 20, 20, 40}, {1, 48, 48, 0}, {2, 5, 5, 11}, {3, 3, 4, 20}};
         for (int s = 0; s < (int)(sizeof cshapes / sizeof cshapes[0]); s++)
             for (int hi = 0; hi < 2; hi++) check_convert(cshapes[s][0], cshapes[s][1], cshapes[s][2], cshapes[s][3], hi, &r);
         // A in bf16: odd and even K, K in 1-3 chunks, M and N tails, N past one 1024-column block

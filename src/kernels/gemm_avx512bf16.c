@@ -288,9 +288,25 @@ static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *
     STORE_TILE(c, ldc, mr, nr, acc);
 }
 
+// Rows whose whole vectors stay inside the source span [0, (rows - 1) lds + n) and the destination
+// [0, rows ldd) are converted with unmasked vectors only: the lanes past n spill into the gap and
+// the rows below, which the zero fill and the next rows then overwrite (rows in order). The last
+// rows take masked tails (on Zen 5 a masked load or store of a partial vector costs about as much as
+// the conversion of a whole row of 28).
+static inline int spill_ok(int r, int rows, size_t lds, size_t ldd, size_t n) {
+    size_t nv = (n + 15) / 16 * 16;
+    return n > 0 && (size_t)r * lds + nv <= (size_t)(rows - 1) * lds + n && (size_t)r * ldd + nv <= (size_t)rows * ldd;
+}
+
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
         size_t i = 0;
+        if (spill_ok(r, rows, lds, ldd, n)) {
+            for (; i < n; i += 16)
+                _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+            for (i = n; i < ldd; i++) dst[i] = 0;
+            continue;
+        }
         for (; i + 16 <= n; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
             _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
         for (; i < ldd; i += 16) { // lanes past n: zeros; past ldd: not stored
@@ -335,6 +351,15 @@ void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, cons
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
         size_t i = 0;
+        if (spill_ok(r, rows, lds, ldd, n)) { // as in gemm_bf16_round
+            for (; i < n; i += 16) {
+                __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
+                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
+                _mm512_storeu_si512((void *)(dst + i), v);
+            }
+            for (i = n; i < ldd; i++) dst[i] = 0;
+            continue;
+        }
         for (; i + 16 <= n; i += 16) { // whole vectors unmasked (full-mask loads measured slower on Zen 5)
             __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
             __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));

@@ -429,6 +429,15 @@ void gemm_core_avx512bf16(int transA, int transB, int M, int N, int K, const flo
                     const uint16_t *bp = packB + (size_t)jr * kc2 * 2;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
+                        if (acc) { // the next tile's C rows, one tile ahead: C is often an activation out of cache
+                            int nir = ir + MR < mc ? ir + MR : 0, njr = ir + MR < mc ? jr : jr + NR;
+                            if (njr < nc)
+                                for (int i = 0; i < MR && nir + i < mc; i++) {
+                                    const float *cn = C + (size_t)(ic + nir + i) * ldc + jc + njr;
+                                    _mm_prefetch((const char *)cn, _MM_HINT_T0);
+                                    _mm_prefetch((const char *)(cn + 16), _MM_HINT_T0);
+                                }
+                        }
                         micro_kernel(kc2, ablock + (size_t)ir * kc2 * 2, bp, C + (size_t)(ic + ir) * ldc + jc + jr, ldc,
                                      mr, nr, acc);
                     }

@@ -120,30 +120,33 @@ static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0
     // (row k, row k+1) -> 16 interleaved pairs: words 2j, 2j+1 from j and 16 + j of cvtne2ps
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) {
-        int nr = nc - jr < NR ? nc - jr : NR;
-        if (!transB) {
-            for (int kp = 0; kp < kc2; kp++) {
-                int k = 2 * kp;
-                const float *r0 = row_at(B, ldb, boff, k0 + k) + j0 + jr;
-                const float *r1 = k + 1 < kc ? row_at(B, ldb, boff, k0 + k + 1) + j0 + jr : NULL;
-                for (int h = 0; h < 2; h++) { // columns 16 h .. 16 h + 16
-                    int n = nr - 16 * h;
+    if (!transB) { // row pair by row pair, across all panels: B is read along its rows
+        for (int kp = 0; kp < kc2; kp++) {
+            int k = 2 * kp;
+            const float *r0 = row_at(B, ldb, boff, k0 + k) + j0;
+            const float *r1 = k + 1 < kc ? row_at(B, ldb, boff, k0 + k + 1) + j0 : NULL;
+            for (int jr = 0; jr < nc; jr += NR) {
+                uint16_t *pk = p + (size_t)jr * kc2 * 2 + (size_t)kp * NR * 2;
+                for (int h = 0; h < 2; h++) { // columns jr + 16 h .. jr + 16 h + 16
+                    int n = nc - jr - 16 * h;
                     __mmask16 m = n >= 16 ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-                    __m512 x0 = n >= 16 ? _mm512_loadu_ps(r0 + 16 * h) : _mm512_maskz_loadu_ps(m, r0 + 16 * h);
-                    __m512 x1 = !r1 ? _mm512_setzero_ps()
-                                : n >= 16 ? _mm512_loadu_ps(r1 + 16 * h) : _mm512_maskz_loadu_ps(m, r1 + 16 * h);
+                    const float *s0 = r0 + jr + 16 * h, *s1 = r1 ? r1 + jr + 16 * h : NULL;
+                    __m512 x0 = n >= 16 ? _mm512_loadu_ps(s0) : _mm512_maskz_loadu_ps(m, s0);
+                    __m512 x1 = !s1 ? _mm512_setzero_ps() : n >= 16 ? _mm512_loadu_ps(s1) : _mm512_maskz_loadu_ps(m, s1);
                     __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-                    _mm512_storeu_si512((void *)(p + ((size_t)kp * NR + 16 * h) * 2), v);
+                    _mm512_storeu_si512((void *)(pk + 16 * h * 2), v);
                 }
             }
-        } else { // B stored [N][K]: column j of op(B) is row j, its k pairs contiguous
-            uint32_t *p32 = (uint32_t *)p;
-            for (int jj = 0; jj < NR; jj += 8) { // 8 columns at a time
-                for (int j = 0; j < 8; j++)
-                    pairs_of_row(pair_rows[j], jj + j < nr ? row_at(B, ldb, boff, j0 + jr + jj + j) + k0 : NULL, kc);
-                transpose_pairs(p32 + jj, NR, pair_rows, kc2);
-            }
+        }
+        return;
+    }
+    for (int jr = 0; jr < nc; jr += NR, p += (size_t)kc2 * NR * 2) { // B stored [N][K]: column j of op(B) is row j,
+        int nr = nc - jr < NR ? nc - jr : NR;                        // its k pairs contiguous
+        uint32_t *p32 = (uint32_t *)p;
+        for (int jj = 0; jj < NR; jj += 8) { // 8 columns at a time
+            for (int j = 0; j < 8; j++)
+                pairs_of_row(pair_rows[j], jj + j < nr ? row_at(B, ldb, boff, j0 + jr + jj + j) + k0 : NULL, kc);
+            transpose_pairs(p32 + jj, NR, pair_rows, kc2);
         }
     }
 }

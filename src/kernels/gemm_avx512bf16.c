@@ -208,9 +208,6 @@ static void pack_b_q(const uint32_t *Bq, int ldq, int k0, int kc, int j0, int nc
     }
 }
 
-// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR]: A a packed pair panel, pair row kp of B at
-// B + boff[kp] (read in place: whole 32-column panels are read, columns past nr not stored), or
-// at B + kp NR (a packed panel) when boff is NULL; inlined into both, so neither tests boff
 #define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 // the register tile r00 .. r71 (row i: ri0, ri1) into C: whole tiles straight from the named registers,
 // the last rows and columns through store_tile_zmm (an array indexed at run time would keep the
@@ -240,6 +237,9 @@ static void pack_b_q(const uint32_t *Bq, int ldq, int k0, int kc, int j0, int nc
         }                                                                                                              \
     } while (0)
 
+// C tile[mr, nr] (+)= A[MR, 2 kc2] B[2 kc2, NR]: A a packed pair panel, pair row kp of B at
+// B + boff[kp] (read in place: whole 32-column panels are read, columns past nr not stored), or
+// at B + kp NR (a packed panel) when boff is NULL; inlined into both, so neither tests boff
 static inline __attribute__((always_inline)) void tile_pairs(int kc2, const uint16_t *restrict a, const uint32_t *B,
                                                              const long *boff, float *c, int ldc, int mr, int nr,
                                                              int acc) {

@@ -296,22 +296,22 @@ static void micro_kernel_a16(int kc2, const uint16_t *const *a, const uint16_t *
 // the rows below, which the zero fill and the next rows then overwrite (rows in order). The last
 // rows take masked tails (on Zen 5 a masked load or store of a partial vector costs about as much as
 // the conversion of a whole row of 28).
-static inline int spill_ok(int r, int rows, size_t lds, size_t ldd, size_t n) {
+// Returns where row r's unmasked vectors end: n rounded up to 16 when they may spill, else down.
+static inline size_t unmasked_end(int r, int rows, size_t lds, size_t ldd, size_t n) {
     size_t nv = (n + 15) / 16 * 16;
-    return n > 0 && (size_t)r * lds + nv <= (size_t)(rows - 1) * lds + n && (size_t)r * ldd + nv <= (size_t)rows * ldd;
+    int spill = (size_t)r * lds + nv <= (size_t)(rows - 1) * lds + n && (size_t)r * ldd + nv <= (size_t)rows * ldd;
+    return spill ? nv : n / 16 * 16;
 }
 
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
-        size_t i = 0;
-        if (spill_ok(r, rows, lds, ldd, n)) {
-            for (; i < n; i += 16)
-                _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+        size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n);
+        for (; i < e; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
+            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+        if (e >= n) { // all of the row stored (lanes past n spilled): the zero fill after them
             for (i = n; i < ldd; i++) dst[i] = 0;
             continue;
         }
-        for (; i + 16 <= n; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
-            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
         for (; i < ldd; i += 16) { // lanes past n: zeros; past ldd: not stored
             __mmask16 ml = first_lanes(n, i), ms = first_lanes(ldd, i);
             _mm256_mask_storeu_epi16(dst + i, ms, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(ml, src + i)));
@@ -353,20 +353,15 @@ void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, cons
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
-        size_t i = 0;
-        if (spill_ok(r, rows, lds, ldd, n)) { // as in gemm_bf16_round
-            for (; i < n; i += 16) {
-                __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
-                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
-                _mm512_storeu_si512((void *)(dst + i), v);
-            }
-            for (i = n; i < ldd; i++) dst[i] = 0;
-            continue;
-        }
-        for (; i + 16 <= n; i += 16) { // whole vectors unmasked (full-mask loads measured slower on Zen 5)
+        size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n); // as in gemm_bf16_round
+        for (; i < e; i += 16) {
             __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
             __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
             _mm512_storeu_si512((void *)(dst + i), v);
+        }
+        if (e >= n) {
+            for (i = n; i < ldd; i++) dst[i] = 0;
+            continue;
         }
         for (; i < ldd; i += 16) { // lanes past n: zero pairs; past ldd: not stored
             __mmask16 ml = first_lanes(n, i), ms = first_lanes(ldd, i);

@@ -306,6 +306,12 @@ static inline size_t unmasked_end(int r, int rows, size_t lds, size_t ldd, size_
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
         size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n);
+        if (e >= n && ldd <= e && e > 0) { // the spill covers the zero fill: the last vector's lanes past n
+            for (; i + 16 < e; i += 16)     // zeroed in the register (a fill loop costs a call per row)
+                _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_maskz_cvtneps_pbh(first_lanes(n, i), _mm512_loadu_ps(src + i)));
+            continue;
+        }
         for (; i < e; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
             _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
         if (e >= n) { // all of the row stored (lanes past n spilled): the zero fill after them
@@ -354,6 +360,18 @@ void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, cons
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
         size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n); // as in gemm_bf16_round
+        if (e >= n && ldd <= e && e > 0) {
+            for (; i + 16 < e; i += 16) {
+                __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
+                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
+                _mm512_storeu_si512((void *)(dst + i), v);
+            }
+            __mmask16 k = first_lanes(n, i);
+            __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
+            __m512bh h = _mm512_maskz_cvtne2ps_pbh((__mmask32)k << 16 | k, x1, _mm512_loadu_ps(lo + i));
+            _mm512_storeu_si512((void *)(dst + i), _mm512_permutexvar_epi16(inter, (__m512i)h));
+            continue;
+        }
         for (; i < e; i += 16) {
             __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
             __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));

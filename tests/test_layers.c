@@ -1501,6 +1501,9 @@ static void run_suite(void) {
     RUN(test_conv(0, 3, 3, 16, 14, 5, 4, 2, 1));
     RUN(test_conv(0, 2, 5, 20, 12, 17, 4, 2, 1));
     RUN(test_conv(0, 2, 3, 17, 15, 4, 4, 2, 1)); // odd sizes: explicit im2col
+    // rows of 16 columns and more (the s2d copies' vectors, 20: the last overlapping the one before)
+    RUN(test_conv(0, 2, 3, 12, 20, 4, 4, 2, 1));
+    RUN(test_conv(0, 2, 2, 8, 32, 3, 4, 2, 1));
     // grouped 7x7 and 6x8 (Wo = 8: the row vector has no spare lane) through the padded im2col
     RUN(test_conv(0, 9, 3, 7, 7, 5, 3, 1, 1));
     RUN(test_conv(0, 3, 2, 6, 8, 3, 3, 1, 1));
@@ -1513,6 +1516,8 @@ static void run_suite(void) {
     RUN(test_conv(1, 2, 3, 3, 4, 4, 4, 2, 1));
     RUN(test_conv(1, 3, 4, 5, 5, 3, 4, 2, 1));
     RUN(test_conv(1, 2, 17, 7, 6, 5, 4, 2, 1));
+    RUN(test_conv(1, 2, 3, 5, 10, 4, 4, 2, 1)); // outputs 20 wide: interleaved in vectors
+    RUN(test_conv(1, 2, 2, 4, 8, 3, 4, 2, 1));
     // groupnorm (with the fused GroupNorm + SiLU and its backward)
     RUN(test_groupnorm(2, 8, 30, 2));
     RUN(test_groupnorm(3, 16, 25, 8));
@@ -1610,6 +1615,8 @@ int main(void) {
         RUN(test_conv_bf16(0, 2, 3, 17, 15, 4, 4, 2, 1));
         RUN(test_conv_bf16(0, 2, 40, 8, 8, 70, 4, 2, 1)); // s2d: K of 2 chunks, 35 pairs of dy channels
         RUN(test_conv_bf16(1, 3, 4, 5, 5, 3, 4, 2, 1));
+        RUN(test_conv_bf16(0, 2, 3, 12, 20, 4, 4, 2, 1));
+        RUN(test_conv_bf16(1, 2, 3, 5, 10, 4, 4, 2, 1));
         RUN(test_conv_bf16(1, 2, 5, 4, 6, 6, 4, 2, 1)); // an odd channel count in the pairs of the transposed conv's input
         summary();
     }

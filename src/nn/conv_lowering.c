@@ -288,6 +288,55 @@ int is_s2d(int K, int stride, int pad, int H, int W) { return K == 4 && stride =
 // floats of an s2d image of a [C][H][W] input (+ PAD_SLACK: the last shifted rows read past it)
 size_t s2d_floats(int C, int H, int W) { return round16((size_t)4 * C * (H / 2 + 1) * (W / 2 + 1) + PAD_SLACK); }
 
+// ev[q] = src[2 q], od[q] = src[2 q + 1] for q < m: 16 values at a time, the last 16 overlapping
+// the ones before when m is not a multiple of 8
+static void deinterleave_row(float *ev, float *od, const float *src, int m) {
+    const v8i e = {0, 2, 4, 6, 8, 10, 12, 14}, o = e + 1;
+    if (m < 8) {
+        for (int q = 0; q < m; q++) {
+            ev[q] = src[2 * q];
+            od[q] = src[2 * q + 1];
+        }
+        return;
+    }
+    for (int q = 0;; q += 8) {
+        if (q + 8 > m) q = m - 8;
+        v8f a = load8(src + 2 * q), b = load8(src + 2 * q + 8);
+        store8(ev + q, __builtin_shuffle(a, b, e));
+        store8(od + q, __builtin_shuffle(a, b, o));
+        if (q + 8 == m) break;
+    }
+}
+
+// d[2 m] (+)= ev[m] + b, d[2 m + 1] (+)= od[m] + b for m < n: the interleaving of deinterleave_row,
+// the last 16 overlapping the ones before (computed before any store, so the overlap is written
+// twice with the same value)
+static void interleave_row(float *d, const float *ev, const float *od, int n, float b, int acc) {
+    const v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = lo + 4;
+    if (n < 8) {
+        for (int m = 0; m < n; m++) {
+            float v0 = ev[m] + b, v1 = od[m] + b;
+            d[2 * m] = acc ? d[2 * m] + v0 : v0;
+            d[2 * m + 1] = acc ? d[2 * m + 1] + v1 : v1;
+        }
+        return;
+    }
+    v8f ea = load8(ev + n - 8) + b, oa = load8(od + n - 8) + b;
+    v8f l0 = __builtin_shuffle(ea, oa, lo), l1 = __builtin_shuffle(ea, oa, hi);
+    if (acc) {
+        l0 = load8(d + 2 * n - 16) + l0;
+        l1 = load8(d + 2 * n - 8) + l1;
+    }
+    for (int m = 0; m + 8 < n; m += 8) {
+        v8f e = load8(ev + m) + b, o = load8(od + m) + b;
+        v8f v0 = __builtin_shuffle(e, o, lo), v1 = __builtin_shuffle(e, o, hi);
+        store8(d + 2 * m, acc ? load8(d + 2 * m) + v0 : v0);
+        store8(d + 2 * m + 8, acc ? load8(d + 2 * m + 8) + v1 : v1);
+    }
+    store8(d + 2 * n - 16, l0);
+    store8(d + 2 * n - 8, l1);
+}
+
 void s2d_pack(float *xs, const float *x, int C, int H, int W) {
     int Hs = H / 2 + 1, Ws = W / 2 + 1;
     for (int c = 0; c < C; c++)
@@ -301,13 +350,9 @@ void s2d_pack(float *xs, const float *x, int C, int H, int W) {
                     memset(d1, 0, Ws * sizeof(float));
                     continue;
                 }
-                const float *src = x + ((size_t)c * H + i) * W;
                 d0[0] = 0.0f; // xpad column 0
                 d1[Ws - 1] = 0.0f; // xpad column W + 1
-                for (int q = 0; q < Ws - 1; q++) { // xpad columns 2q + 1 (b = 1) and 2q + 2 (b = 0)
-                    d1[q] = src[2 * q];
-                    d0[q + 1] = src[2 * q + 1];
-                }
+                deinterleave_row(d1, d0 + 1, x + ((size_t)c * H + i) * W, Ws - 1);
             }
         }
     memset(xs + (size_t)4 * C * Hs * Ws, 0, PAD_SLACK * sizeof(float));
@@ -322,10 +367,7 @@ void s2d_unpack(float *dx, const float *dxs, const float *bias, int C, int H, in
             float *d = dx + ((size_t)c * H + i) * W;
             const float *s0 = dxs + ((size_t)((c * 2 + (i + 1) % 2) * 2) * Hs + (i + 1) / 2) * Ws; // b = 0 plane
             const float *s1 = s0 + (size_t)Hs * Ws;                                                 // b = 1 plane
-            for (int j = 0; j < W; j++) {
-                float v = ((j + 1) % 2 ? s1 : s0)[(j + 1) / 2] + bv;
-                d[j] = accumulate ? d[j] + v : v;
-            }
+            interleave_row(d, s1, s0 + 1, W / 2, bv, accumulate); // d[2m] = s1[m], d[2m + 1] = s0[m + 1]
         }
     }
 }

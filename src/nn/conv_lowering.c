@@ -352,6 +352,7 @@ void s2d_pack(float *xs, const float *x, int C, int H, int W) {
                 }
                 d0[0] = 0.0f; // xpad column 0
                 d1[Ws - 1] = 0.0f; // xpad column W + 1
+                // xpad columns 2q + 1 (plane b = 1) and 2q + 2 (b = 0)
                 deinterleave_row(d1, d0 + 1, x + ((size_t)c * H + i) * W, Ws - 1);
             }
         }

@@ -303,19 +303,22 @@ static inline size_t unmasked_end(int r, int rows, size_t lds, size_t ldd, size_
     return spill ? nv : n / 16 * 16;
 }
 
+// The lanes of a row's last unmasked vector (ending at e) to keep: when it spilled (e >= n) and covers
+// the zero fill (ldd <= e), only those below n, the rest zeroed in the register (a fill loop would
+// cost a memset call per row); else all
+static inline __mmask16 spill_zeroes(size_t e, size_t n, size_t ldd) {
+    return e >= n && ldd <= e && e > 0 ? first_lanes(n, e - 16) : 0xFFFF;
+}
+
 void gemm_bf16_round_avx512bf16(uint16_t *dst, size_t ldd, const float *src, size_t lds, int rows, size_t n) {
     for (int r = 0; r < rows; r++, dst += ldd, src += lds) {
         size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n);
-        if (e >= n && ldd <= e && e > 0) { // the spill covers the zero fill: the last vector's lanes past n
-            for (; i + 16 < e; i += 16)     // zeroed in the register (a fill loop costs a call per row)
-                _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_maskz_cvtneps_pbh(first_lanes(n, i), _mm512_loadu_ps(src + i)));
-            continue;
-        }
+        __mmask16 last = spill_zeroes(e, n, ldd);
         for (; i < e; i += 16) // whole vectors unmasked (full-mask loads measured slower on Zen 5)
-            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-        if (e >= n) { // all of the row stored (lanes past n spilled): the zero fill after them
-            for (i = n; i < ldd; i++) dst[i] = 0;
+            _mm256_storeu_si256((__m256i *)(dst + i),
+                                (__m256i)_mm512_maskz_cvtneps_pbh(i + 16 < e ? 0xFFFF : last, _mm512_loadu_ps(src + i)));
+        if (e >= n) { // all of the row stored (lanes past n spilled): the zero fill after them, if not done
+            for (i = e < ldd ? n : ldd; i < ldd; i++) dst[i] = 0;
             continue;
         }
         for (; i < ldd; i += 16) { // lanes past n: zeros; past ldd: not stored
@@ -360,25 +363,15 @@ void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, cons
                                            5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
         size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n); // as in gemm_bf16_round
-        if (e >= n && ldd <= e && e > 0) {
-            for (; i + 16 < e; i += 16) {
-                __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
-                __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
-                _mm512_storeu_si512((void *)(dst + i), v);
-            }
-            __mmask16 k = first_lanes(n, i);
+        __mmask16 last = spill_zeroes(e, n, ldd);
+        for (; i < e; i += 16) {
+            __mmask16 k = i + 16 < e ? 0xFFFF : last;
             __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
             __m512bh h = _mm512_maskz_cvtne2ps_pbh((__mmask32)k << 16 | k, x1, _mm512_loadu_ps(lo + i));
             _mm512_storeu_si512((void *)(dst + i), _mm512_permutexvar_epi16(inter, (__m512i)h));
-            continue;
-        }
-        for (; i < e; i += 16) {
-            __m512 x1 = hi ? _mm512_loadu_ps(hi + i) : _mm512_setzero_ps();
-            __m512i v = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, _mm512_loadu_ps(lo + i)));
-            _mm512_storeu_si512((void *)(dst + i), v);
         }
         if (e >= n) {
-            for (i = n; i < ldd; i++) dst[i] = 0;
+            for (i = e < ldd ? n : ldd; i < ldd; i++) dst[i] = 0;
             continue;
         }
         for (; i < ldd; i += 16) { // lanes past n: zero pairs; past ldd: not stored

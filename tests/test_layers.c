@@ -29,6 +29,7 @@
 #endif
 
 #include "core/common.h"
+#include "kernels/attention_tiles.h"
 #include "kernels/gemm.h"
 #include "kernels/vec.h"
 #include "nn/layers.h"
@@ -1122,6 +1123,125 @@ static void test_attention(int B, int C, int N, int NH, float qk_gain) {
     free(c.out); free(c.qkv); free(c.o); free(c.lse); free(c.ws);
 }
 
+// bf16 flash attention of one head (D % 16 == 0; attention_bf16.c): against exact attention, in
+// double, on the same bf16-rounded inputs (Q scaled to log2 units, K, V, dO; Q unscaled for dK).
+// The kernels also round P and dS to bf16 for the products they feed (relative error <= 2^-9
+// each), so every output element is bounded by the magnitudes it sums: |O - O*| <= 2^-7
+// sum_j P_ij |v_j| (P's rounding plus a margin for the fp32 sums), the same for dV over P and dO;
+// dQ and dK over dS, plus the fp32 error of dS = scale P (dP - di) itself (1e-4 of its terms).
+// A wrong pair, key, query or tail is an error of the order of those sums, far outside.
+static double within(const char *what, const float *got, const double *want, const double *bound, long n) {
+    double worst = 0.0;
+    long wi = 0;
+    for (long i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]) / bound[i];
+        if (!(e <= worst)) { worst = isnan(e) ? INFINITY : e; wi = i; }
+    }
+    CHECKN(worst <= 1.0, "%s: |got - want| = %.3g at [%ld] (got %.9g, want %.9g) over its bound %.3g", what,
+           fabs((double)got[wi] - want[wi]), wi, (double)got[wi], want[wi], bound[wi]);
+    return worst;
+}
+
+static void test_flash_bf16(int D, int N, float gain) {
+    long n = (long)D * N;
+    float scale = 1.0f / sqrtf((float)D), qscale = scale * LOG2E;
+    float *Q = randn(n, gain), *K = randn(n, 1.0f), *V = randn(n, 1.0f), *dO = randn(n, 1.0f);
+    float *O = alloc_f(n), *lse = alloc_f(N), *dQ = alloc_f(n), *dK = alloc_f(n), *dV = alloc_f(n), *di = alloc_f(N);
+    float *fl = alloc_f((long)flash_ws_floats(D, N));
+    fill_nan(fl, (long)flash_ws_floats(D, N));
+    fill_nan(O, n); fill_nan(dQ, n); fill_nan(dK, n); fill_nan(dV, n);
+    flash_forward_bf16(O, lse, Q, K, V, D, N, scale, fl);
+    for (int i = 0; i < N; i++) { // di = rowsum(dO o O), in float as the layer computes it
+        float s = 0.0f;
+        for (int d = 0; d < D; d++) s += dO[(long)d * N + i] * O[(long)d * N + i];
+        di[i] = s;
+    }
+    fill_nan(fl, (long)flash_ws_floats(D, N));
+    flash_backward_bf16(dQ, dK, dV, Q, K, V, dO, lse, di, D, N, scale, fl);
+
+    // the rounded inputs, [i][d]
+    double *qs = alloc_d(n), *q = alloc_d(n), *k = alloc_d(n), *v = alloc_d(n), *g = alloc_d(n);
+    for (int d = 0; d < D; d++)
+        for (int i = 0; i < N; i++) {
+            long a = (long)d * N + i, t = (long)i * D + d;
+            qs[t] = tu_bf16(Q[a] * qscale); q[t] = tu_bf16(Q[a]); k[t] = tu_bf16(K[a]);
+            v[t] = tu_bf16(V[a]); g[t] = tu_bf16(dO[a]);
+        }
+    double *P = alloc_d((long)N * N), *dS = alloc_d((long)N * N), *eS = alloc_d((long)N * N);
+    double *wO = alloc_d(n), *bO = alloc_d(n), *wl = alloc_d(N), *bl = alloc_d(N);
+    double *wQ = alloc_d(n), *bQ = alloc_d(n), *wK = alloc_d(n), *bK = alloc_d(n), *wV = alloc_d(n), *bV = alloc_d(n);
+    double smax = 0.0;
+    for (int i = 0; i < N; i++) { // forward: scores in log2 units, softmax
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int d = 0; d < D; d++) s += qs[(long)i * D + d] * k[(long)j * D + d];
+            P[(long)i * N + j] = s;
+            mx = fmax(mx, s);
+        }
+        smax = fmax(smax, mx);
+        for (int j = 0; j < N; j++) sum += (P[(long)i * N + j] = exp2(P[(long)i * N + j] - mx));
+        for (int j = 0; j < N; j++) P[(long)i * N + j] /= sum;
+        wl[i] = (mx + log2(sum)) * 0.69314718055994530942;
+        bl[i] = 1e-5 * (1.0 + fabs(wl[i]));
+        for (int d = 0; d < D; d++) {
+            double o = 0.0, a = 0.0;
+            for (int j = 0; j < N; j++) { o += P[(long)i * N + j] * v[(long)j * D + d]; a += P[(long)i * N + j] * fabs(v[(long)j * D + d]); }
+            wO[(long)d * N + i] = o;
+            bO[(long)d * N + i] = 0x1p-7 * a + 1e-6;
+        }
+    }
+    for (int i = 0; i < N; i++) // backward from the kernel's own lse and di, as the layer runs it
+        for (int j = 0; j < N; j++) {
+            double s = 0.0, dp = 0.0, adp = 0.0;
+            for (int d = 0; d < D; d++) {
+                s += qs[(long)i * D + d] * k[(long)j * D + d];
+                dp += g[(long)i * D + d] * v[(long)j * D + d];
+                adp += fabs(g[(long)i * D + d] * v[(long)j * D + d]);
+            }
+            double p = exp2(s - lse[i] / 0.69314718055994530942);
+            P[(long)i * N + j] = p;
+            dS[(long)i * N + j] = scale * p * (dp - di[i]);
+            eS[(long)i * N + j] = 0x1p-8 * fabs(dS[(long)i * N + j]) + 1e-4 * scale * p * (adp + fabs(di[i]));
+        }
+    for (int d = 0; d < D; d++) {
+        for (int i = 0; i < N; i++) {
+            double a = 0.0, b = 0.0;
+            for (int j = 0; j < N; j++) {
+                a += dS[(long)i * N + j] * k[(long)j * D + d];
+                b += eS[(long)i * N + j] * fabs(k[(long)j * D + d]);
+            }
+            wQ[(long)d * N + i] = a;
+            bQ[(long)d * N + i] = b + 1e-6;
+        }
+        for (int j = 0; j < N; j++) {
+            double a = 0.0, b = 0.0, c = 0.0, e = 0.0;
+            for (int i = 0; i < N; i++) {
+                a += dS[(long)i * N + j] * q[(long)i * D + d];
+                b += eS[(long)i * N + j] * fabs(q[(long)i * D + d]);
+                c += P[(long)i * N + j] * g[(long)i * D + d];
+                e += P[(long)i * N + j] * fabs(g[(long)i * D + d]);
+            }
+            wK[(long)d * N + j] = a;
+            bK[(long)d * N + j] = b + 1e-6;
+            wV[(long)d * N + j] = c;
+            bV[(long)d * N + j] = 0x1p-7 * e + 1e-6;
+        }
+    }
+    char what[96], buf[160];
+    snprintf(what, sizeof what, "flash bf16 D%d N%d gain %g", D, N, gain);
+    double e = 0.0;
+    snprintf(buf, sizeof buf, "%s O", what); e = fmax(e, within(buf, O, wO, bO, n));
+    snprintf(buf, sizeof buf, "%s lse", what); e = fmax(e, within(buf, lse, wl, bl, N));
+    snprintf(buf, sizeof buf, "%s dQ", what); e = fmax(e, within(buf, dQ, wQ, bQ, n));
+    snprintf(buf, sizeof buf, "%s dK", what); e = fmax(e, within(buf, dK, wK, bK, n));
+    snprintf(buf, sizeof buf, "%s dV", what); e = fmax(e, within(buf, dV, wV, bV, n));
+    if (g_verbose) printf("  %-50s max error / bound %.2f (largest score %.0f, log2 units)\n", what, e, smax);
+    free(Q); free(K); free(V); free(dO); free(O); free(lse); free(dQ); free(dK); free(dV); free(di); free(fl);
+    free(qs); free(q); free(k); free(v); free(g); free(P); free(dS); free(eS);
+    free(wO); free(bO); free(wl); free(bl); free(wQ); free(bQ); free(wK); free(bK); free(wV); free(bV);
+}
+
 // ---------------------------------------------------------------------------------------------
 // time embedding: against the formula in double
 
@@ -1618,6 +1738,14 @@ int main(void) {
         RUN(test_conv_bf16(0, 2, 3, 12, 20, 4, 4, 2, 1));
         RUN(test_conv_bf16(1, 2, 3, 5, 10, 4, 4, 2, 1));
         RUN(test_conv_bf16(1, 2, 5, 4, 6, 6, 4, 2, 1)); // an odd channel count in the pairs of the transposed conv's input
+        // flash attention in bf16: a key tail of 5 and a last query tile of 1 row (N = 37), whole
+        // panels (N = 64), one key past a panel (N = 17), a width without its own kernel (D = 48),
+        // and scores so wide that the Cauchy-Schwarz shift underflows rows, which are redone
+        RUN(test_flash_bf16(16, 37, 1.0f));
+        RUN(test_flash_bf16(32, 64, 1.5f));
+        RUN(test_flash_bf16(64, 17, 1.0f));
+        RUN(test_flash_bf16(48, 50, 1.0f));
+        RUN(test_flash_bf16(16, 40, 16.0f));
         summary();
     }
     printf("  %.2f s\n", now_seconds() - t0);

@@ -23,7 +23,9 @@ int is_flash(int D) { return D % 16 == 0 || D <= NARROW_D; }
 // dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
 // and dV in key-panel layout)
 size_t flash_ws_floats(int C, int N) {
-    return 2 * FLASH_R * 16 + 4 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
+    size_t fp32 = 2 * FLASH_R * 16 + 4 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
+    size_t bf16 = flash_bf16_ws_floats(C, N);
+    return fp32 > bf16 ? fp32 : bf16;
 }
 
 // xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)

@@ -94,8 +94,18 @@ typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
 #define V16(x) ((v16f){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x})
 #define VSEL16(m, a, b) ((v16f)(((v16i)(a) & (m)) | ((v16i)(b) & ~(m))))
 
-// exp2_8_neg on 16 lanes (NaN goes through the clamp, as there)
+// exp2_8_neg on 16 lanes (NaN goes through the clamp, as there). With AVX-512, n comes from one
+// VRNDSCALEPS (round to nearest even, as the sum with 1.5 2^23 rounds) and 2^n p from one VSCALEFPS
+// (exact, as the product with 2^n is): the same values in 10 operations instead of 15.
 static inline void exp2_16_neg(v16f *x) {
+#if defined(__AVX512F__)
+    v16f v = (v16f)_mm512_max_ps(_mm512_set1_ps(-126.0f), (__m512)*x);
+    v16f n = (v16f)_mm512_roundscale_ps((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v16f r = v - n, r2 = r * r;
+    v16f p = (1.0f + r * 0.693147004f) + r2 * ((0.240222424f + r * 0.0555073358f) +
+                                               r2 * (0.00967150927f + r * 0.00132647087f));
+    *x = (v16f)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
     v16f v = *x;
     v = VSEL16(v < V16(-126.0f), V16(-126.0f), v);
     v16f t = v + 12582912.0f, n = t - 12582912.0f, r = v - n, r2 = r * r;
@@ -103,6 +113,7 @@ static inline void exp2_16_neg(v16f *x) {
     v16f p = (1.0f + r * 0.693147004f) + r2 * ((0.240222424f + r * 0.0555073358f) +
                                                r2 * (0.00967150927f + r * 0.00132647087f));
     *x = p * (v16f)e;
+#endif
 }
 
 // exp_approx on 16 lanes, the same result (in place): exp8 on a 16-float vector

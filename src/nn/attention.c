@@ -92,6 +92,10 @@ static void attention_heads_forward(float *ob, float *lb, const float *qb, float
         const float *Q = qb + (size_t)h * D * N, *K = qb + (size_t)(C + h * D) * N,
                     *V = qb + (size_t)(2 * C + h * D) * N;
         float *Oh = ob + (size_t)h * D * N;
+        if (D % 16 == 0 && gemm_precision() == GEMM_BF16) {
+            flash_forward_bf16(Oh, lb + (size_t)h * N, Q, K, V, D, N, scale, mine + L->fl);
+            continue;
+        }
         if (is_flash(D)) { // K in panels; V^T (wide heads, zero rows up to a multiple of 16) or in panels
             float *vx = mine + L->vp;
             int np = (N + 15) / 16;
@@ -195,6 +199,10 @@ static void attention_heads_backward(float *dqkv, const float *dO, const float *
         for (int i = 0; i < N; i++) di[i] = 0.0f;
         for (int d = 0; d < D; d++)
             for (int i = 0; i < N; i++) di[i] += dOh[(size_t)d * N + i] * Oh[(size_t)d * N + i];
+        if (D % 16 == 0 && gemm_precision() == GEMM_BF16) {
+            flash_backward_bf16(dQ, dK, dV, Q, K, V, dOh, lb + (size_t)h * N, di, D, N, scale, mine + L->fl);
+            continue;
+        }
         if (is_flash(D)) {
             key_panels(kp, K, D, N);
             key_panels(vp, V, D, N);

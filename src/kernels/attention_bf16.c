@@ -1,0 +1,353 @@
+// attention_bf16.c: the flash-attention tiles of heads whose width D is a multiple of 16 in bf16
+// mixed precision (CPUs with AVX512_BF16). The tiles, the Cauchy-Schwarz shift and the fp32
+// softmax are those of the fp32 kernels (attention_tiles_body.h); the products take bf16 inputs
+// (rounded to nearest even, as VCVTNE2PS2BF16 does) and VDPBF16PS sums two of them per fp32 lane:
+//   forward   s = q . k over pairs of d, O += P V over pairs of keys;
+//   backward  s and dP = dO . v over pairs of d, dQ += dS K over pairs of keys,
+//             dV += P^T dO and dK += dS^T Q over pairs of queries.
+// P and dS are rounded to bf16 for the products they feed; their sums (l, dS itself) stay fp32.
+// A pair holds two bf16 values, the first in the low half of 32 bits; one broadcast pair meets a
+// 512-bit row of 16 pairs.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#endif
+#include "kernels/attention_tiles.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "kernels/vec.h"
+
+#define R FLASH_R // queries per tile (even: the products over queries take them in pairs)
+#define AI inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
+typedef uint32_t pair;
+
+// word 2j <- word j, word 2j + 1 <- word 16 + j: two rows of 16 bf16 into 16 pairs
+static const uint16_t interleave_words[32] __attribute__((aligned(64))) = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+// the 16 pairs (lo[j], hi[j])
+static AI __m512i pairs16(__m512 lo, __m512 hi) {
+    return _mm512_permutexvar_epi16(_mm512_load_si512(interleave_words), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+static AI __m512 dp(__m512 acc, pair a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32((int)a), (__m512bh)b);
+}
+
+// after the stores of a tile's bf16 copies: read them back from memory as broadcasts, not (as
+// GCC would) as lanes shuffled out of the registers that were stored
+#define RELOAD() __asm__ volatile("" ::: "memory")
+
+static AI __mmask16 first(int n) { return (__mmask16)((1u << n) - 1); }
+
+static AI float bf16_float(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+// zeros past N in the panel starting at key j0 (none at all from N on)
+static AI __mmask16 keys_from(int j0, int N) { return j0 >= N ? 0 : first(N - j0 < 16 ? N - j0 : 16); }
+
+// t[i][e] = (a X[2e][i], a X[2e + 1][i]) for e < D/2 and i < 16 np (zeros from N on): the columns
+// of X [D, N] as rows of pairs over d; n2[i] = |t[i]|^2 (of the rounded values)
+static void pairs_per_row(pair *t, float *n2, const float *X, int D, int N, int np, float a) {
+    pair blk[16][16]; // 16 pairs of rows x 16 columns, on their way to t
+    __m512 va = _mm512_set1_ps(a);
+    for (int j0 = 0; j0 < 16 * np; j0 += 16) {
+        __mmask16 m = keys_from(j0, N);
+        __m512 s2 = _mm512_setzero_ps();
+        for (int e0 = 0; e0 < D / 2; e0 += 16) {
+            int ne = D / 2 - e0 < 16 ? D / 2 - e0 : 16;
+            for (int e = 0; e < ne; e++) {
+                __m512 lo = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)2 * (e0 + e) * N + j0));
+                __m512 hi = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)(2 * (e0 + e) + 1) * N + j0));
+                __m512i w = pairs16(lo, hi);
+                _mm512_storeu_si512(blk[e], w);
+                lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+                hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
+                s2 = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, s2));
+            }
+            for (int j = 0; j < 16; j++)
+                for (int e = 0; e < ne; e++) t[(size_t)(j0 + j) * (D / 2) + e0 + e] = blk[e][j];
+        }
+        _mm512_storeu_ps(n2 + j0, s2);
+    }
+}
+
+// t[p][e][j] = (X[2e][16p + j], X[2e + 1][16p + j]) for e < D/2: X [D, N] in panels of 16 keys,
+// pairs over d (D/2 x 16 pairs per panel), zeros past N
+static void pairs_over_d(pair *t, const float *X, int D, int N) {
+    for (int j0 = 0; j0 < N; j0 += 16) {
+        __mmask16 m = first(N - j0 < 16 ? N - j0 : 16);
+        for (int e = 0; e < D / 2; e++, t += 16) {
+            __m512 lo = _mm512_maskz_loadu_ps(m, X + (size_t)2 * e * N + j0);
+            __m512 hi = _mm512_maskz_loadu_ps(m, X + (size_t)(2 * e + 1) * N + j0);
+            _mm512_storeu_si512(t, pairs16(lo, hi));
+        }
+    }
+}
+
+// t[p][e][d] = (X[d][16p + 2e], X[d][16p + 2e + 1]) for e < 8 and p < np: X [D, N] in panels of
+// 16 keys, pairs over keys (8 x D pairs per panel), zeros from N on; D a multiple of 16
+static void pairs_over_keys(pair *t, const float *X, int D, int N, int np) {
+    pair rows[16][8]; // 16 rows of d, each 8 pairs of keys
+    for (int j0 = 0; j0 < 16 * np; j0 += 16, t += 8 * (size_t)D) {
+        __mmask16 m = keys_from(j0, N);
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            for (int k = 0; k < 16; k++)
+                _mm256_storeu_si256((__m256i *)rows[k], (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, X + (size_t)(d0 + k) * N + j0)));
+            for (int e = 0; e < 8; e++)
+                for (int k = 0; k < 16; k++) t[e * D + d0 + k] = rows[k][e];
+        }
+    }
+}
+
+// max_j |k_j|^2 over the rounded keys of pairs_over_d (zero keys past N do not raise it)
+static float max_norm2(const pair *k2, int D, int np) {
+    __m512 mx = _mm512_setzero_ps();
+    for (int p = 0; p < np; p++, k2 += 8 * (size_t)D) {
+        __m512 n2 = _mm512_setzero_ps();
+        for (int e = 0; e < D / 2; e++) {
+            __m512i w = _mm512_loadu_si512(k2 + e * 16);
+            __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
+            n2 = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, n2));
+        }
+        mx = _mm512_max_ps(mx, n2);
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
+// s[r] = c[r] + sum_e a[r][e] . panel[e][0..16) over D/2 pairs of d: R rows of scores
+static AI void scores(__m512 *s, const float *c, const pair *a, const pair *panel, int D) {
+    for (int r = 0; r < R; r++) s[r] = _mm512_set1_ps(c[r]);
+    for (int e = 0; e < D / 2; e++) {
+        __m512i b = _mm512_loadu_si512(panel + e * 16);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) s[r] = dp(s[r], a[r * (D / 2) + e], b);
+    }
+}
+
+// x <- 2^x (arguments <= 0), keys from n on (past N) zeroed
+static AI void exp_keys(__m512 *x, int n) {
+    v16f v = (v16f)*x;
+    exp2_16_neg(&v);
+    *x = n < 16 ? _mm512_maskz_mov_ps(first(n), (__m512)v) : (__m512)v;
+}
+
+// acc[r][0..16) (rows ld apart) += sum_e t[r][e] x[e][0..16) (x rows ldx pairs apart): over 16
+// keys in 8 pairs; t: [R][8] pairs of keys per query
+static AI void keys_product(float *acc, int ld, const pair *t, const pair *x, int ldx) {
+    __m512 a[R];
+    for (int r = 0; r < R; r++) a[r] = _mm512_loadu_ps(acc + r * ld);
+    for (int e = 0; e < 8; e++) {
+        __m512i xe = _mm512_loadu_si512(x + e * ldx);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) a[r] = dp(a[r], t[r * 8 + e], xe);
+    }
+    for (int r = 0; r < R; r++) _mm512_storeu_ps(acc + r * ld, a[r]);
+}
+
+// acc[j][0..16) (rows ld apart) += sum_rp t[rp][j] x[rp][0..16) for the 16 keys j, over R/2
+// pairs of queries: t [R/2][16] pairs (t_2rp,j, t_2rp+1,j), x rows ldx pairs apart
+static AI void queries_product(float *acc, int ld, const pair *t, const pair *x, int ldx) {
+    __m512i xr[R / 2];
+    for (int q = 0; q < R / 2; q++) xr[q] = _mm512_loadu_si512(x + q * ldx);
+    for (int j = 0; j < 16; j++) {
+        __m512 a = _mm512_loadu_ps(acc + j * ld);
+        for (int q = 0; q < R / 2; q++) a = dp(a, t[q * 16 + j], xr[q]);
+        _mm512_storeu_ps(acc + j * ld, a);
+    }
+}
+
+// One forward tile: R queries q2 ([R][D/2] pairs over d, scaled to log2 units) with shifts
+// -nm[r], against np panels of k2 (pairs_over_d) and v2 (pairs_over_keys), the last with nt keys:
+// ob[r][d] = sum_j p_rj v_j[d], l[r] = sum_j p_rj, p_rj = 2^(q_r . k_j - m_r).
+static AI void tile_forward_at(float *ob, float *l, const pair *q2, const float *nm, const pair *k2, const pair *v2,
+                               int D, int np, int nt, uint16_t *pt) {
+    __m512 sum[R];
+    for (int r = 0; r < R; r++) sum[r] = _mm512_setzero_ps();
+    for (int i = 0; i < R * D; i++) ob[i] = 0.0f;
+    for (int p = 0; p < np; p++) {
+        const pair *k = k2 + (size_t)p * 8 * D, *v = v2 + (size_t)p * 8 * D;
+        __m512 s[R];
+        scores(s, nm, q2, k, D);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            exp_keys(&s[r], p == np - 1 ? nt : 16);
+            sum[r] = _mm512_add_ps(sum[r], s[r]);
+        }
+        for (int r = 0; r < R; r += 2) _mm512_storeu_si512(pt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(s[r + 1], s[r]));
+        RELOAD();
+        for (int c = 0; c < D; c += 16) keys_product(ob + c, D, (const pair *)pt, v + c, D);
+    }
+    for (int r = 0; r < R; r++) { v16f x = (v16f)sum[r]; l[r] = hsum16(&x); }
+}
+
+#define FWD_ARGS float *ob, float *l, const pair *q2, const float *nm, const pair *k2, const pair *v2, int np, int nt, uint16_t *pt
+#define FWD_PASS ob, l, q2, nm, k2, v2, np, nt, pt
+static NOINLINE void tile_forward16(FWD_ARGS) { tile_forward_at(ob, l, q2, nm, k2, v2, 16, np, nt, pt); }
+static NOINLINE void tile_forward32(FWD_ARGS) { tile_forward_at(ob, l, q2, nm, k2, v2, 32, np, nt, pt); }
+static NOINLINE void tile_forward64(FWD_ARGS) { tile_forward_at(ob, l, q2, nm, k2, v2, 64, np, nt, pt); }
+static void tile_forward(int D, FWD_ARGS) {
+    switch (D) {
+    case 16: tile_forward16(FWD_PASS); break;
+    case 32: tile_forward32(FWD_PASS); break;
+    case 64: tile_forward64(FWD_PASS); break;
+    default: tile_forward_at(ob, l, q2, nm, k2, v2, D, np, nt, pt);
+    }
+}
+
+size_t flash_bf16_ws_floats(int C, int N) {
+    size_t np = (size_t)(N + 15) / 16;
+    return 32 * R + (size_t)R * C + 16 * (np + 1) + 88 * (np + 1) * C;
+}
+
+void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, const float *V, int D, int N, float scale,
+                        float *fl) {
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    size_t n8 = (size_t)np * 8 * D;
+    uint16_t *pt = (uint16_t *)fl;                       // [R][16] bf16
+    float *ob = fl + 8 * R, *qn2 = ob + R * D;           // [R][D]; [16 (np + 1)]
+    pair *qt = (pair *)(qn2 + 16 * (np + 1)), *k2 = qt + n8 + 8 * D, *v2 = k2 + n8;
+    // the queries in rows of pairs over d, with a panel of zero rows for the last tile to overrun;
+    // scores in log2 units: exp(x) = 2^(x log2 e)
+    pairs_per_row(qt, qn2, Q, D, N, np + 1, scale * LOG2E);
+    pairs_over_d(k2, K, D, N);
+    pairs_over_keys(v2, V, D, N, np);
+    float kmax = sqrtf(max_norm2(k2, D, np));
+    for (int i = 0; i < N; i += R) {
+        float m[R], nm[R], l[R];
+        const pair *q2 = qt + (size_t)i * (D / 2); // rows past N: zeros (not stored)
+        for (int r = 0; r < R; r++) {
+            m[r] = sqrtf(qn2[i + r]) * kmax;
+            nm[r] = -m[r];
+        }
+        tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+        int redo = 0;
+        for (int r = 0; r < R && i + r < N; r++)
+            if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
+                const uint16_t *q = (const uint16_t *)(q2 + r * (D / 2));
+                float mx = -INFINITY;
+                for (int j = 0; j < N; j++) {
+                    const uint16_t *k = (const uint16_t *)(k2 + (size_t)(j / 16) * 8 * D + j % 16);
+                    float sj = 0.0f;
+                    for (int d = 0; d < D; d++) sj += bf16_float(q[d]) * bf16_float(k[(d / 2) * 32 + d % 2]);
+                    mx = sj > mx ? sj : mx;
+                }
+                if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
+            }
+        if (redo) tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+        for (int r = 0; r < R && i + r < N; r++) {
+            float inv = 1.0f / l[r];
+            for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
+            lse[i + r] = (m[r] + log2f(l[r])) * LN2;
+        }
+    }
+}
+
+// One backward tile against all np key panels: p_rj = 2^(qs_r . k_j + nl_r) and
+// ds_rj = scale p_rj (g_r . v_j - dd_r), zero for keys past N and rows r >= rows; dq[r] =
+// sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r, dvt[j] += sum_r p_rj g_r. qs2, g2: [R][D/2] pairs
+// over d of q scaled by scale log2(e) and of dO; qr, gr: [R/2][D] pairs over queries of q and dO;
+// k2, v2: pairs_over_d of K and V; kt2: pairs_over_keys of K; pt, dt: [R][16] bf16 of p and ds;
+// pr, dr: [R/2][16] pairs over queries of p and ds.
+static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *qs2, const pair *g2, const pair *qr,
+                                const pair *gr, const float *nl, const float *ndd, int rows, const pair *k2,
+                                const pair *v2, const pair *kt2, int D, int np, int nt, float scale, uint16_t *pt,
+                                uint16_t *dt, pair *pr, pair *dr) {
+    for (int i = 0; i < R * D; i++) dq[i] = 0.0f;
+    for (int p = 0; p < np; p++) {
+        size_t po = (size_t)p * 8 * D;
+        float *dkp = dkt + 2 * po, *dvp = dvt + 2 * po;
+        __m512 s[R], t[R];
+        scores(s, nl, qs2, k2 + po, D); // p = 2^(qs . k + nl)
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            exp_keys(&s[r], p == np - 1 ? nt : 16);
+            if (r >= rows) s[r] = _mm512_setzero_ps();
+        }
+        scores(t, ndd, g2, v2 + po, D); // ds = scale p (g . v - dd)
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) t[r] = _mm512_mul_ps(_mm512_mul_ps(s[r], t[r]), _mm512_set1_ps(scale));
+        for (int r = 0; r < R; r += 2) {
+            _mm512_storeu_si512(pt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(s[r + 1], s[r]));
+            _mm512_storeu_si512(dt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(t[r + 1], t[r]));
+            _mm512_storeu_si512(pr + r * 8, pairs16(s[r], s[r + 1]));
+            _mm512_storeu_si512(dr + r * 8, pairs16(t[r], t[r + 1]));
+        }
+        RELOAD();
+        for (int c = 0; c < D; c += 16) {
+            keys_product(dq + c, D, (const pair *)dt, kt2 + po + c, D); // dq[r] += sum_j ds_rj k_j
+            queries_product(dvp + c, D, pr, gr + c, D);                 // dvt[j] += sum_r p_rj g_r
+            queries_product(dkp + c, D, dr, qr + c, D);                 // dkt[j] += sum_r ds_rj q_r
+        }
+    }
+}
+
+#define BWD_ARGS float *dq, float *dkt, float *dvt, const pair *qs2, const pair *g2, const pair *qr, const pair *gr, \
+        const float *nl, const float *ndd, int rows, const pair *k2, const pair *v2, const pair *kt2, int np, int nt, \
+        float scale, uint16_t *pt, uint16_t *dt, pair *pr, pair *dr
+#define BWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, D, np, nt, scale, pt, dt, pr, dr
+static NOINLINE void tile_backward16(BWD_ARGS) { tile_backward_at(BWD_PASS(16)); }
+static NOINLINE void tile_backward32(BWD_ARGS) { tile_backward_at(BWD_PASS(32)); }
+static NOINLINE void tile_backward64(BWD_ARGS) { tile_backward_at(BWD_PASS(64)); }
+static void tile_backward(int D, BWD_ARGS) {
+    switch (D) {
+    case 16: tile_backward16(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
+    case 32: tile_backward32(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
+    case 64: tile_backward64(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
+    default: tile_backward_at(BWD_PASS(D));
+    }
+}
+
+void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *V,
+                         const float *dO, const float *lse, const float *di, int D, int N, float scale, float *fl) {
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    size_t n8 = (size_t)np * 8 * D;
+    uint16_t *pt = (uint16_t *)fl, *dt = pt + 16 * R;   // [R][16] bf16 each
+    pair *pr = (pair *)(fl + 16 * R), *dr = pr + 8 * R; // [R/2][16] pairs each
+    float *dq = fl + 32 * R, *n2 = dq + R * D;          // [R][D]; [16 (np + 1)] (unused)
+    // the queries and dO with a panel of zeros for the last tile to overrun: in rows of pairs
+    // over d ([16 (np + 1)][D/2]: Q scaled, dO) and in pairs of queries ([8 (np + 1)][D])
+    size_t nq = n8 + 8 * D;
+    pair *qs2 = (pair *)(n2 + 16 * (np + 1)), *g2 = qs2 + nq, *qk = g2 + nq, *gk = qk + nq;
+    pair *k2 = gk + nq, *v2 = k2 + n8, *kt2 = v2 + n8;
+    float *dkt = (float *)(kt2 + n8), *dvt = dkt + 2 * n8;
+    pairs_per_row(qs2, n2, Q, D, N, np + 1, scale * LOG2E);
+    pairs_per_row(g2, n2, dO, D, N, np + 1, 1.0f);
+    pairs_over_keys(qk, Q, D, N, np + 1);
+    pairs_over_keys(gk, dO, D, N, np + 1);
+    pairs_over_d(k2, K, D, N);
+    pairs_over_d(v2, V, D, N);
+    pairs_over_keys(kt2, K, D, N, np);
+    memset(dkt, 0, 4 * n8 * sizeof(float));
+    for (int i = 0; i < N; i += R) {
+        int rows = N - i < R ? N - i : R;
+        float nl[R], ndd[R];
+        for (int r = 0; r < R; r++) { // rows past N: zeros, their p masked in the tile
+            int ir = r < rows ? i + r : i;
+            nl[r] = -lse[ir] * LOG2E;
+            ndd[r] = -di[ir];
+        }
+        size_t o2 = (size_t)i * (D / 2); // R rows of pairs over d; R/2 pairs of rows
+        tile_backward(D, dq, dkt, dvt, qs2 + o2, g2 + o2, qk + o2, gk + o2, nl, ndd, rows, k2, v2, kt2, np, nt, scale,
+                      pt, dt, pr, dr);
+        for (int r = 0; r < rows; r++)
+            for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
+    }
+    for (int d = 0; d < D; d++)
+        for (int j = 0; j < N; j++) {
+            dK[(size_t)d * N + j] = dkt[(size_t)j * D + d];
+            dV[(size_t)d * N + j] = dvt[(size_t)j * D + d];
+        }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -55,42 +55,25 @@ static AI float bf16_float(uint16_t h) {
 // zeros past N in the panel starting at key j0 (none at all from N on)
 static AI __mmask16 keys_from(int j0, int N) { return j0 >= N ? 0 : first(N - j0 < 16 ? N - j0 : 16); }
 
-// t[i][e] = (a X[2e][i], a X[2e + 1][i]) for e < D/2 and i < 16 np (zeros from N on): the columns
-// of X [D, N] as rows of pairs over d; n2[i] = |t[i]|^2 (of the rounded values)
-static void pairs_per_row(pair *t, float *n2, const float *X, int D, int N, int np, float a) {
-    pair blk[16][16]; // 16 pairs of rows x 16 columns, on their way to t
+// t[p][e][j] = (a X[2e][16p + j], a X[2e + 1][16p + j]) for e < D/2 and p < np: X [D, N] in
+// panels of 16 keys (or queries), pairs over d (D/2 x 16 pairs per panel), zeros from N on;
+// n2 (if not NULL) [16 np]: n2[j] = |t[.][j]|^2, of the rounded values
+static void pairs_over_d(pair *t, float *n2, const float *X, int D, int N, int np, float a) {
     __m512 va = _mm512_set1_ps(a);
+    const __m512i hi16 = _mm512_set1_epi32((int)0xffff0000u);
     for (int j0 = 0; j0 < 16 * np; j0 += 16) {
         __mmask16 m = keys_from(j0, N);
         __m512 s2 = _mm512_setzero_ps();
-        for (int e0 = 0; e0 < D / 2; e0 += 16) {
-            int ne = D / 2 - e0 < 16 ? D / 2 - e0 : 16;
-            for (int e = 0; e < ne; e++) {
-                __m512 lo = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)2 * (e0 + e) * N + j0));
-                __m512 hi = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)(2 * (e0 + e) + 1) * N + j0));
-                __m512i w = pairs16(lo, hi);
-                _mm512_storeu_si512(blk[e], w);
-                lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-                hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
-                s2 = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, s2));
-            }
-            for (int j = 0; j < 16; j++)
-                for (int e = 0; e < ne; e++) t[(size_t)(j0 + j) * (D / 2) + e0 + e] = blk[e][j];
-        }
-        _mm512_storeu_ps(n2 + j0, s2);
-    }
-}
-
-// t[p][e][j] = (X[2e][16p + j], X[2e + 1][16p + j]) for e < D/2: X [D, N] in panels of 16 keys,
-// pairs over d (D/2 x 16 pairs per panel), zeros past N
-static void pairs_over_d(pair *t, const float *X, int D, int N) {
-    for (int j0 = 0; j0 < N; j0 += 16) {
-        __mmask16 m = first(N - j0 < 16 ? N - j0 : 16);
         for (int e = 0; e < D / 2; e++, t += 16) {
-            __m512 lo = _mm512_maskz_loadu_ps(m, X + (size_t)2 * e * N + j0);
-            __m512 hi = _mm512_maskz_loadu_ps(m, X + (size_t)(2 * e + 1) * N + j0);
-            _mm512_storeu_si512(t, pairs16(lo, hi));
+            __m512 lo = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)2 * e * N + j0));
+            __m512 hi = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, X + (size_t)(2 * e + 1) * N + j0));
+            __m512i w = pairs16(lo, hi);
+            _mm512_storeu_si512(t, w);
+            lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+            hi = _mm512_castsi512_ps(_mm512_and_si512(w, hi16));
+            s2 = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, s2));
         }
+        if (n2) _mm512_storeu_ps(n2 + j0, s2);
     }
 }
 
@@ -109,29 +92,20 @@ static void pairs_over_keys(pair *t, const float *X, int D, int N, int np) {
     }
 }
 
-// max_j |k_j|^2 over the rounded keys of pairs_over_d (zero keys past N do not raise it)
-static float max_norm2(const pair *k2, int D, int np) {
-    __m512 mx = _mm512_setzero_ps();
-    for (int p = 0; p < np; p++, k2 += 8 * (size_t)D) {
-        __m512 n2 = _mm512_setzero_ps();
-        for (int e = 0; e < D / 2; e++) {
-            __m512i w = _mm512_loadu_si512(k2 + e * 16);
-            __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
-            n2 = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, n2));
-        }
-        mx = _mm512_max_ps(mx, n2);
-    }
-    return _mm512_reduce_max_ps(mx);
-}
-
-// s[r] = c[r] + sum_e a[r][e] . panel[e][0..16) over D/2 pairs of d: R rows of scores
-static AI void scores(__m512 *s, const float *c, const pair *a, const pair *panel, int D) {
+// s[r] = c[r] + sum_e a[r][16 e] . panel[e][0..16) over D/2 pairs of d: R rows of scores; a[r]:
+// query r's column in a panel of pairs_over_d
+static AI void scores(__m512 *s, const float *c, const pair *const *a, const pair *panel, int D) {
     for (int r = 0; r < R; r++) s[r] = _mm512_set1_ps(c[r]);
     for (int e = 0; e < D / 2; e++) {
         __m512i b = _mm512_loadu_si512(panel + e * 16);
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) s[r] = dp(s[r], a[r * (D / 2) + e], b);
+        for (int r = 0; r < R; r++) s[r] = dp(s[r], a[r][16 * e], b);
     }
+}
+
+// the columns of queries i .. i + R - 1 in pairs_over_d panels
+static AI void query_columns(const pair **a, const pair *t, int i, int D) {
+    for (int r = 0; r < R; r++) a[r] = t + (size_t)((i + r) / 16) * 8 * D + (i + r) % 16;
 }
 
 // x <- 2^x (arguments <= 0), keys from n on (past N) zeroed
@@ -154,26 +128,34 @@ static AI void keys_product(float *acc, int ld, const pair *t, const pair *x, in
     for (int r = 0; r < R; r++) _mm512_storeu_ps(acc + r * ld, a[r]);
 }
 
-// acc[j][0..16) (rows ld apart) += sum_rp t[rp][j] x[rp][0..16) for the 16 keys j, over R/2
-// pairs of queries: t [R/2][16] pairs (t_2rp,j, t_2rp+1,j), x rows ldx pairs apart
-static AI void queries_product(float *acc, int ld, const pair *t, const pair *x, int ldx) {
-    __m512i xr[R / 2];
-    for (int q = 0; q < R / 2; q++) xr[q] = _mm512_loadu_si512(x + q * ldx);
-    for (int j = 0; j < 16; j++) {
-        __m512 a = _mm512_loadu_ps(acc + j * ld);
-        for (int q = 0; q < R / 2; q++) a = dp(a, t[q * 16 + j], xr[q]);
-        _mm512_storeu_ps(acc + j * ld, a);
+// keys_product on 16 columns held in registers: a[r] += sum_e t[r][e] x[e]
+static AI void keys_product_regs(__m512 *a, const pair *t, const pair *x) {
+    for (int e = 0; e < 8; e++) {
+        __m512i xe = _mm512_loadu_si512(x + e * 16);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) a[r] = dp(a[r], t[r * 8 + e], xe);
     }
 }
 
-// One forward tile: R queries q2 ([R][D/2] pairs over d, scaled to log2 units) with shifts
+// acc[d][0..16) += sum_rp x[rp][d] t[rp] for d < D (the 16 keys of a panel in the lanes), over
+// R/2 pairs of queries: t[rp] the 16 pairs (t_2rp,j, t_2rp+1,j), x [R/2][D] pairs of queries
+static AI void queries_product(float *acc, const __m512i *t, const pair *x, int D) {
+    for (int d = 0; d < D; d++) {
+        __m512 a = _mm512_loadu_ps(acc + d * 16);
+        for (int q = 0; q < R / 2; q++) a = dp(a, x[q * D + d], t[q]);
+        _mm512_storeu_ps(acc + d * 16, a);
+    }
+}
+
+// One forward tile: R queries q2 (columns of pairs_over_d panels, scaled to log2 units) with shifts
 // -nm[r], against np panels of k2 (pairs_over_d) and v2 (pairs_over_keys), the last with nt keys:
 // ob[r][d] = sum_j p_rj v_j[d], l[r] = sum_j p_rj, p_rj = 2^(q_r . k_j - m_r).
-static AI void tile_forward_at(float *ob, float *l, const pair *q2, const float *nm, const pair *k2, const pair *v2,
+static AI void tile_forward_at(float *ob, float *l, const pair *const *q2, const float *nm, const pair *k2, const pair *v2,
                                int D, int np, int nt, uint16_t *pt) {
-    __m512 sum[R];
-    for (int r = 0; r < R; r++) sum[r] = _mm512_setzero_ps();
-    for (int i = 0; i < R * D; i++) ob[i] = 0.0f;
+    __m512 sum[R], o16[R]; // o16: ob of heads 16 wide, in registers across the panels
+    for (int r = 0; r < R; r++) sum[r] = o16[r] = _mm512_setzero_ps();
+    if (D != 16)
+        for (int i = 0; i < R * D; i++) ob[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         const pair *k = k2 + (size_t)p * 8 * D, *v = v2 + (size_t)p * 8 * D;
         __m512 s[R];
@@ -185,12 +167,14 @@ static AI void tile_forward_at(float *ob, float *l, const pair *q2, const float 
         }
         for (int r = 0; r < R; r += 2) _mm512_storeu_si512(pt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(s[r + 1], s[r]));
         RELOAD();
-        for (int c = 0; c < D; c += 16) keys_product(ob + c, D, (const pair *)pt, v + c, D);
+        if (D == 16) keys_product_regs(o16, (const pair *)pt, v);
+        else for (int c = 0; c < D; c += 16) keys_product(ob + c, D, (const pair *)pt, v + c, D);
     }
+    if (D == 16) for (int r = 0; r < R; r++) _mm512_storeu_ps(ob + r * 16, o16[r]);
     for (int r = 0; r < R; r++) { v16f x = (v16f)sum[r]; l[r] = hsum16(&x); }
 }
 
-#define FWD_ARGS float *ob, float *l, const pair *q2, const float *nm, const pair *k2, const pair *v2, int np, int nt, uint16_t *pt
+#define FWD_ARGS float *ob, float *l, const pair *const *q2, const float *nm, const pair *k2, const pair *v2, int np, int nt, uint16_t *pt
 #define FWD_PASS ob, l, q2, nm, k2, v2, np, nt, pt
 static NOINLINE void tile_forward16(FWD_ARGS) { tile_forward_at(ob, l, q2, nm, k2, v2, 16, np, nt, pt); }
 static NOINLINE void tile_forward32(FWD_ARGS) { tile_forward_at(ob, l, q2, nm, k2, v2, 32, np, nt, pt); }
@@ -206,7 +190,7 @@ static void tile_forward(int D, FWD_ARGS) {
 
 size_t flash_bf16_ws_floats(int C, int N) {
     size_t np = (size_t)(N + 15) / 16;
-    return 32 * R + (size_t)R * C + 16 * (np + 1) + 88 * (np + 1) * C;
+    return 32 * R + (size_t)R * C + 32 * (np + 1) + 88 * (np + 1) * C;
 }
 
 void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, const float *V, int D, int N, float scale,
@@ -214,17 +198,20 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
     int np = (N + 15) / 16, nt = N - (np - 1) * 16;
     size_t n8 = (size_t)np * 8 * D;
     uint16_t *pt = (uint16_t *)fl;                       // [R][16] bf16
-    float *ob = fl + 8 * R, *qn2 = ob + R * D;           // [R][D]; [16 (np + 1)]
-    pair *qt = (pair *)(qn2 + 16 * (np + 1)), *k2 = qt + n8 + 8 * D, *v2 = k2 + n8;
-    // the queries in rows of pairs over d, with a panel of zero rows for the last tile to overrun;
+    float *ob = fl + 8 * R, *qn2 = ob + R * D, *kn2 = qn2 + 16 * (np + 1); // [R][D]; norms
+    pair *qt = (pair *)(kn2 + 16 * np), *k2 = qt + n8 + 8 * D, *v2 = k2 + n8;
+    // the queries in panels like the keys, with a panel of zeros for the last tile to overrun;
     // scores in log2 units: exp(x) = 2^(x log2 e)
-    pairs_per_row(qt, qn2, Q, D, N, np + 1, scale * LOG2E);
-    pairs_over_d(k2, K, D, N);
+    pairs_over_d(qt, qn2, Q, D, N, np + 1, scale * LOG2E);
+    pairs_over_d(k2, kn2, K, D, N, np, 1.0f);
     pairs_over_keys(v2, V, D, N, np);
-    float kmax = sqrtf(max_norm2(k2, D, np));
+    float kmax = 0.0f; // max_j |k_j| (zero keys past N)
+    for (int j = 0; j < 16 * np; j++) kmax = kn2[j] > kmax ? kn2[j] : kmax;
+    kmax = sqrtf(kmax);
     for (int i = 0; i < N; i += R) {
         float m[R], nm[R], l[R];
-        const pair *q2 = qt + (size_t)i * (D / 2); // rows past N: zeros (not stored)
+        const pair *q2[R]; // rows past N: zeros (not stored)
+        query_columns(q2, qt, i, D);
         for (int r = 0; r < R; r++) {
             m[r] = sqrtf(qn2[i + r]) * kmax;
             nm[r] = -m[r];
@@ -233,12 +220,12 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
         int redo = 0;
         for (int r = 0; r < R && i + r < N; r++)
             if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
-                const uint16_t *q = (const uint16_t *)(q2 + r * (D / 2));
+                const uint16_t *q = (const uint16_t *)q2[r];
                 float mx = -INFINITY;
                 for (int j = 0; j < N; j++) {
                     const uint16_t *k = (const uint16_t *)(k2 + (size_t)(j / 16) * 8 * D + j % 16);
                     float sj = 0.0f;
-                    for (int d = 0; d < D; d++) sj += bf16_float(q[d]) * bf16_float(k[(d / 2) * 32 + d % 2]);
+                    for (int d = 0; d < D; d++) sj += bf16_float(q[(d / 2) * 32 + d % 2]) * bf16_float(k[(d / 2) * 32 + d % 2]);
                     mx = sj > mx ? sj : mx;
                 }
                 if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
@@ -254,18 +241,19 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
 
 // One backward tile against all np key panels: p_rj = 2^(qs_r . k_j + nl_r) and
 // ds_rj = scale p_rj (g_r . v_j - dd_r), zero for keys past N and rows r >= rows; dq[r] =
-// sum_j ds_rj k_j, dkt[j] += sum_r ds_rj q_r, dvt[j] += sum_r p_rj g_r. qs2, g2: [R][D/2] pairs
-// over d of q scaled by scale log2(e) and of dO; qr, gr: [R/2][D] pairs over queries of q and dO;
-// k2, v2: pairs_over_d of K and V; kt2: pairs_over_keys of K; pt, dt: [R][16] bf16 of p and ds;
-// pr, dr: [R/2][16] pairs over queries of p and ds.
-static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *qs2, const pair *g2, const pair *qr,
+// sum_j ds_rj k_j, dk_j += sum_r ds_rj q_r, dv_j += sum_r p_rj g_r, dk and dv in key panels
+// ([np][D][16], as key_panels). qs2, g2: the columns of q scaled by scale log2(e) and of dO in
+// pairs_over_d panels; qr, gr: [R/2][D] pairs over queries of q and dO; k2, v2: pairs_over_d of K
+// and V; kt2: pairs_over_keys of K; pt, dt: [R][16] bf16 of p and ds.
+static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2, const pair *qr,
                                 const pair *gr, const float *nl, const float *ndd, int rows, const pair *k2,
                                 const pair *v2, const pair *kt2, int D, int np, int nt, float scale, uint16_t *pt,
-                                uint16_t *dt, pair *pr, pair *dr) {
+                                uint16_t *dt) {
     for (int i = 0; i < R * D; i++) dq[i] = 0.0f;
     for (int p = 0; p < np; p++) {
         size_t po = (size_t)p * 8 * D;
         float *dkp = dkt + 2 * po, *dvp = dvt + 2 * po;
+        __m512i pr[R / 2], dr[R / 2]; // p and ds in pairs of queries
         __m512 s[R], t[R];
         scores(s, nl, qs2, k2 + po, D); // p = 2^(qs . k + nl)
 #pragma GCC unroll 6
@@ -279,30 +267,28 @@ static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *q
         for (int r = 0; r < R; r += 2) {
             _mm512_storeu_si512(pt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(s[r + 1], s[r]));
             _mm512_storeu_si512(dt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(t[r + 1], t[r]));
-            _mm512_storeu_si512(pr + r * 8, pairs16(s[r], s[r + 1]));
-            _mm512_storeu_si512(dr + r * 8, pairs16(t[r], t[r + 1]));
+            pr[r / 2] = pairs16(s[r], s[r + 1]);
+            dr[r / 2] = pairs16(t[r], t[r + 1]);
         }
         RELOAD();
-        for (int c = 0; c < D; c += 16) {
-            keys_product(dq + c, D, (const pair *)dt, kt2 + po + c, D); // dq[r] += sum_j ds_rj k_j
-            queries_product(dvp + c, D, pr, gr + c, D);                 // dvt[j] += sum_r p_rj g_r
-            queries_product(dkp + c, D, dr, qr + c, D);                 // dkt[j] += sum_r ds_rj q_r
-        }
+        for (int c = 0; c < D; c += 16) keys_product(dq + c, D, (const pair *)dt, kt2 + po + c, D); // dq[r] += sum_j ds_rj k_j
+        queries_product(dvp, pr, gr, D); // dv_j += sum_r p_rj g_r
+        queries_product(dkp, dr, qr, D); // dk_j += sum_r ds_rj q_r
     }
 }
 
-#define BWD_ARGS float *dq, float *dkt, float *dvt, const pair *qs2, const pair *g2, const pair *qr, const pair *gr, \
+#define BWD_ARGS float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2, const pair *qr, const pair *gr, \
         const float *nl, const float *ndd, int rows, const pair *k2, const pair *v2, const pair *kt2, int np, int nt, \
-        float scale, uint16_t *pt, uint16_t *dt, pair *pr, pair *dr
-#define BWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, D, np, nt, scale, pt, dt, pr, dr
+        float scale, uint16_t *pt, uint16_t *dt
+#define BWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, D, np, nt, scale, pt, dt
 static NOINLINE void tile_backward16(BWD_ARGS) { tile_backward_at(BWD_PASS(16)); }
 static NOINLINE void tile_backward32(BWD_ARGS) { tile_backward_at(BWD_PASS(32)); }
 static NOINLINE void tile_backward64(BWD_ARGS) { tile_backward_at(BWD_PASS(64)); }
 static void tile_backward(int D, BWD_ARGS) {
     switch (D) {
-    case 16: tile_backward16(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
-    case 32: tile_backward32(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
-    case 64: tile_backward64(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt, pr, dr); break;
+    case 16: tile_backward16(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 32: tile_backward32(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 64: tile_backward64(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
     default: tile_backward_at(BWD_PASS(D));
     }
 }
@@ -312,20 +298,19 @@ void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const 
     int np = (N + 15) / 16, nt = N - (np - 1) * 16;
     size_t n8 = (size_t)np * 8 * D;
     uint16_t *pt = (uint16_t *)fl, *dt = pt + 16 * R;   // [R][16] bf16 each
-    pair *pr = (pair *)(fl + 16 * R), *dr = pr + 8 * R; // [R/2][16] pairs each
-    float *dq = fl + 32 * R, *n2 = dq + R * D;          // [R][D]; [16 (np + 1)] (unused)
-    // the queries and dO with a panel of zeros for the last tile to overrun: in rows of pairs
-    // over d ([16 (np + 1)][D/2]: Q scaled, dO) and in pairs of queries ([8 (np + 1)][D])
+    float *dq = fl + 32 * R;                            // [R][D]
+    // the queries and dO with a panel of zeros for the last tile to overrun: in panels like the
+    // keys (Q scaled, dO) and in pairs of queries ([8 (np + 1)][D])
     size_t nq = n8 + 8 * D;
-    pair *qs2 = (pair *)(n2 + 16 * (np + 1)), *g2 = qs2 + nq, *qk = g2 + nq, *gk = qk + nq;
+    pair *qs2 = (pair *)(dq + R * D), *g2 = qs2 + nq, *qk = g2 + nq, *gk = qk + nq;
     pair *k2 = gk + nq, *v2 = k2 + n8, *kt2 = v2 + n8;
     float *dkt = (float *)(kt2 + n8), *dvt = dkt + 2 * n8;
-    pairs_per_row(qs2, n2, Q, D, N, np + 1, scale * LOG2E);
-    pairs_per_row(g2, n2, dO, D, N, np + 1, 1.0f);
+    pairs_over_d(qs2, NULL, Q, D, N, np + 1, scale * LOG2E);
+    pairs_over_d(g2, NULL, dO, D, N, np + 1, 1.0f);
     pairs_over_keys(qk, Q, D, N, np + 1);
     pairs_over_keys(gk, dO, D, N, np + 1);
-    pairs_over_d(k2, K, D, N);
-    pairs_over_d(v2, V, D, N);
+    pairs_over_d(k2, NULL, K, D, N, np, 1.0f);
+    pairs_over_d(v2, NULL, V, D, N, np, 1.0f);
     pairs_over_keys(kt2, K, D, N, np);
     memset(dkt, 0, 4 * n8 * sizeof(float));
     for (int i = 0; i < N; i += R) {
@@ -336,17 +321,22 @@ void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const 
             nl[r] = -lse[ir] * LOG2E;
             ndd[r] = -di[ir];
         }
-        size_t o2 = (size_t)i * (D / 2); // R rows of pairs over d; R/2 pairs of rows
-        tile_backward(D, dq, dkt, dvt, qs2 + o2, g2 + o2, qk + o2, gk + o2, nl, ndd, rows, k2, v2, kt2, np, nt, scale,
-                      pt, dt, pr, dr);
+        const pair *qc[R], *gc[R];
+        query_columns(qc, qs2, i, D);
+        query_columns(gc, g2, i, D);
+        size_t o2 = (size_t)i * (D / 2); // R/2 pairs of queries
+        tile_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt);
         for (int r = 0; r < rows; r++)
             for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
     }
-    for (int d = 0; d < D; d++)
-        for (int j = 0; j < N; j++) {
-            dK[(size_t)d * N + j] = dkt[(size_t)j * D + d];
-            dV[(size_t)d * N + j] = dvt[(size_t)j * D + d];
+    for (int j0 = 0; j0 < N; j0 += 16) { // from key panels
+        __mmask16 m = keys_from(j0, N);
+        const float *dkp = dkt + (size_t)j0 * D, *dvp = dvt + (size_t)j0 * D;
+        for (int d = 0; d < D; d++) {
+            _mm512_mask_storeu_ps(dK + (size_t)d * N + j0, m, _mm512_loadu_ps(dkp + d * 16));
+            _mm512_mask_storeu_ps(dV + (size_t)d * N + j0, m, _mm512_loadu_ps(dvp + d * 16));
         }
+    }
 }
 #if defined(__clang__)
 #pragma clang attribute pop

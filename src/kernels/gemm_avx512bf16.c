@@ -96,20 +96,29 @@ static int k_step(int K) {
 // A panels p[ir/MR][kc2][MR][2] (kc2 = ceil(kc / 2)): rows i0..i0+mc, k0..k0+kc; zeros past them
 static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     int kc2 = (kc + 1) / 2;
-    uint16_t row2[MR];
-    for (int ir = 0; ir < mc; ir += MR, p += (size_t)kc2 * MR * 2) {
-        int mr = mc - ir < MR ? mc - ir : MR;
-        uint32_t *p32 = (uint32_t *)p;
-        if (!transA) { // row i of A: k contiguous; its pairs go to p32[kp MR + i]
-            for (int i = 0; i < MR; i++)
-                pairs_of_row(pair_rows[i], i < mr ? row_at(A, lda, aoff, i0 + ir + i) + k0 : NULL, kc);
-            transpose_pairs(p32, MR, pair_rows, kc2);
-        } else { // A stored [K][M]: row k holds the MR values of one k
-            for (int k = 0; k < 2 * kc2; k++) {
-                if (k < kc) to_bf16(row2, row_at(A, lda, aoff, k0 + k) + i0 + ir, mr);
-                for (int i = 0; i < MR; i++) p[((size_t)(k / 2) * MR + i) * 2 + k % 2] = k < kc && i < mr ? row2[i] : 0;
+    if (transA) { // A stored [K][M]: rows k and k + 1 give the pairs of 16 rows i (two panels) at once
+        const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for (int kp = 0; kp < kc2; kp++) {
+            const float *r0 = row_at(A, lda, aoff, k0 + 2 * kp) + i0;
+            const float *r1 = 2 * kp + 1 < kc ? row_at(A, lda, aoff, k0 + 2 * kp + 1) + i0 : NULL;
+            for (int ir = 0; ir < mc; ir += 2 * MR) {
+                int n = mc - ir;
+                __mmask16 m = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+                __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + ir), x1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + ir) : _mm512_setzero_ps();
+                __m512i w = _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+                uint32_t *p32 = (uint32_t *)(p + (size_t)ir * kc2 * 2) + (size_t)kp * MR; // panel ir / MR, pair row kp
+                _mm256_storeu_si256((__m256i *)p32, _mm512_castsi512_si256(w));
+                if (n > MR) _mm256_storeu_si256((__m256i *)(p32 + (size_t)kc2 * MR), _mm512_extracti64x4_epi64(w, 1));
             }
         }
+        return;
+    }
+    for (int ir = 0; ir < mc; ir += MR, p += (size_t)kc2 * MR * 2) { // row i of A: k contiguous; its pairs go to p32[kp MR + i]
+        int mr = mc - ir < MR ? mc - ir : MR;
+        for (int i = 0; i < MR; i++)
+            pairs_of_row(pair_rows[i], i < mr ? row_at(A, lda, aoff, i0 + ir + i) + k0 : NULL, kc);
+        transpose_pairs((uint32_t *)p, MR, pair_rows, kc2);
     }
 }
 

@@ -21,7 +21,7 @@ void key_panels(float *t, const float *X, int D, int N) {
 int is_flash(int D) { return D % 16 == 0 || D <= NARROW_D; }
 // scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, scaled q,
 // dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
-// and dV in key-panel layout)
+// and dV in key-panel layout); or the bf16 kernels' scratch (flash_bf16_ws_floats) if larger
 size_t flash_ws_floats(int C, int N) {
     size_t fp32 = 2 * FLASH_R * 16 + 4 * (size_t)FLASH_R * C + 3 * (size_t)(N + 15) / 16 * 16 * C;
     size_t bf16 = flash_bf16_ws_floats(C, N);

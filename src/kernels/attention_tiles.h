@@ -27,7 +27,7 @@ int is_flash(int D);
 
 // scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, scaled q,
 // dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
-// and dV in key-panel layout)
+// and dV in key-panel layout); or the bf16 kernels' scratch (flash_bf16_ws_floats) if larger
 size_t flash_ws_floats(int C, int N);
 
 // xt[n][d] = a X[d][n] (a [D, N] array transposed, scaled)

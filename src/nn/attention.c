@@ -18,7 +18,8 @@
 //   S = scale Q^T K [N,N], P = softmax_rows(S), O = V P^T [D,N]; out += w_out O + b_out.
 // The forward keeps lse_i = log sum_j exp(S_ij); the backward recomputes P_ij = exp(S_ij - lse_i),
 // dS = P o (dP - rowsum(dO o O)) with dP = dO^T V, dQ = scale K dS^T, dK = scale Q dS, dV = dO P^T.
-// Heads whose width is a multiple of 16 or at most NARROW_D run the fused (flash) kernels below.
+// Heads whose width is a multiple of 16 or at most NARROW_D run the fused (flash) kernels below;
+// in bf16 precision those of a multiple of 16 run their bf16 twins (flash_forward_bf16).
 // Other heads process queries in blocks of ATT_R rows with GEMMs, so only an ATT_R x N block of
 // S exists at a time: ATT_R = 32 keeps the backward's P and dS blocks (2 x 32 x 784 floats at
 // 28x28) in L2, measured 12% faster than 128.

@@ -1714,12 +1714,12 @@ int main(void) {
         test_non_finite();
     }
     if (!gemm_bf16_supported()) {
-        printf("SKIP conv bf16: this CPU lacks AVX512_BF16\n");
+        printf("SKIP conv and flash attention bf16: this CPU lacks AVX512_BF16\n");
     } else { // every conv lowering, with odd channel counts (a pair image's missing last channel), a
              // single input channel, M and N tails, two K chunks of pairs (Ci 64, K 3), odd pixel counts
         for (int v = 0; v < gemm_variant_count(); v++) // the other kernels: the widest this CPU runs
             if (gemm_variant_supported(v)) { gemm_set_isa(gemm_variant_name(v)); break; }
-        printf("  conv in bf16 precision (bf16 GEMM, %s kernels otherwise):\n", gemm_isa());
+        printf("  conv and flash attention in bf16 precision (bf16 GEMM and tiles, %s kernels otherwise):\n", gemm_isa());
         g_nstats = 0;
         g_nchecks = 0;
         RUN(test_conv_bf16(0, 2, 3, 15, 14, 4, 3, 1, 1));

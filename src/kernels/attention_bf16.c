@@ -240,13 +240,14 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
 }
 
 // One backward tile against all np key panels: p_rj = 2^(qs_r . k_j + nl_r) and
-// ds_rj = scale p_rj (g_r . v_j - dd_r), zero for keys past N and rows r >= rows; dq[r] =
+// ds_rj = scale p_rj (g_r . v_j - dd_r), zero for keys past N; dq[r] =
 // sum_j ds_rj k_j, dk_j += sum_r ds_rj q_r, dv_j += sum_r p_rj g_r, dk and dv in key panels
 // ([np][D][16], as key_panels). qs2, g2: the columns of q scaled by scale log2(e) and of dO in
 // pairs_over_d panels; qr, gr: [R/2][D] pairs over queries of q and dO; k2, v2: pairs_over_d of K
-// and V; kt2: pairs_over_keys of K; pt, dt: [R][16] bf16 of p and ds.
+// and V; kt2: pairs_over_keys of K; pt, dt: [R][16] bf16 of p and ds. Rows past N have q and dO
+// zero and nl = dd = 0: p = 1 and ds = 0, which add nothing to dk and dv (and no overflow).
 static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2, const pair *qr,
-                                const pair *gr, const float *nl, const float *ndd, int rows, const pair *k2,
+                                const pair *gr, const float *nl, const float *ndd, const pair *k2,
                                 const pair *v2, const pair *kt2, int D, int np, int nt, float scale, uint16_t *pt,
                                 uint16_t *dt) {
     for (int i = 0; i < R * D; i++) dq[i] = 0.0f;
@@ -257,10 +258,7 @@ static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *c
         __m512 s[R], t[R];
         scores(s, nl, qs2, k2 + po, D); // p = 2^(qs . k + nl)
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) {
-            exp_keys(&s[r], p == np - 1 ? nt : 16);
-            if (r >= rows) s[r] = _mm512_setzero_ps();
-        }
+        for (int r = 0; r < R; r++) exp_keys(&s[r], p == np - 1 ? nt : 16);
         scores(t, ndd, g2, v2 + po, D); // ds = scale p (g . v - dd)
 #pragma GCC unroll 6
         for (int r = 0; r < R; r++) t[r] = _mm512_mul_ps(_mm512_mul_ps(s[r], t[r]), _mm512_set1_ps(scale));
@@ -278,17 +276,17 @@ static AI void tile_backward_at(float *dq, float *dkt, float *dvt, const pair *c
 }
 
 #define BWD_ARGS float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2, const pair *qr, const pair *gr, \
-        const float *nl, const float *ndd, int rows, const pair *k2, const pair *v2, const pair *kt2, int np, int nt, \
+        const float *nl, const float *ndd, const pair *k2, const pair *v2, const pair *kt2, int np, int nt, \
         float scale, uint16_t *pt, uint16_t *dt
-#define BWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, D, np, nt, scale, pt, dt
+#define BWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, D, np, nt, scale, pt, dt
 static NOINLINE void tile_backward16(BWD_ARGS) { tile_backward_at(BWD_PASS(16)); }
 static NOINLINE void tile_backward32(BWD_ARGS) { tile_backward_at(BWD_PASS(32)); }
 static NOINLINE void tile_backward64(BWD_ARGS) { tile_backward_at(BWD_PASS(64)); }
 static void tile_backward(int D, BWD_ARGS) {
     switch (D) {
-    case 16: tile_backward16(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
-    case 32: tile_backward32(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
-    case 64: tile_backward64(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 16: tile_backward16(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 32: tile_backward32(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 64: tile_backward64(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt); break;
     default: tile_backward_at(BWD_PASS(D));
     }
 }
@@ -316,16 +314,15 @@ void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const 
     for (int i = 0; i < N; i += R) {
         int rows = N - i < R ? N - i : R;
         float nl[R], ndd[R];
-        for (int r = 0; r < R; r++) { // rows past N: zeros, their p masked in the tile
-            int ir = r < rows ? i + r : i;
-            nl[r] = -lse[ir] * LOG2E;
-            ndd[r] = -di[ir];
+        for (int r = 0; r < R; r++) { // rows past N (zero q, dO): p = 1, ds = 0
+            nl[r] = r < rows ? -lse[i + r] * LOG2E : 0.0f;
+            ndd[r] = r < rows ? -di[i + r] : 0.0f;
         }
         const pair *qc[R], *gc[R];
         query_columns(qc, qs2, i, D);
         query_columns(gc, g2, i, D);
         size_t o2 = (size_t)i * (D / 2); // R/2 pairs of queries
-        tile_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, rows, k2, v2, kt2, np, nt, scale, pt, dt);
+        tile_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt);
         for (int r = 0; r < rows; r++)
             for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
     }

@@ -115,26 +115,22 @@ static AI void exp_keys(__m512 *x, int n) {
     *x = n < 16 ? _mm512_maskz_mov_ps(first(n), (__m512)v) : (__m512)v;
 }
 
-// acc[r][0..16) (rows ld apart) += sum_e t[r][e] x[e][0..16) (x rows ldx pairs apart): over 16
-// keys in 8 pairs; t: [R][8] pairs of keys per query
-static AI void keys_product(float *acc, int ld, const pair *t, const pair *x, int ldx) {
-    __m512 a[R];
-    for (int r = 0; r < R; r++) a[r] = _mm512_loadu_ps(acc + r * ld);
+// a[r] += sum_e t[r][e] x[e][0..16) (x rows ldx pairs apart): 16 columns of R rows, over 16 keys
+// in 8 pairs; t: [R][8] pairs of keys per query
+static AI void keys_product_regs(__m512 *a, const pair *t, const pair *x, int ldx) {
     for (int e = 0; e < 8; e++) {
         __m512i xe = _mm512_loadu_si512(x + e * ldx);
 #pragma GCC unroll 6
         for (int r = 0; r < R; r++) a[r] = dp(a[r], t[r * 8 + e], xe);
     }
-    for (int r = 0; r < R; r++) _mm512_storeu_ps(acc + r * ld, a[r]);
 }
 
-// keys_product on 16 columns held in registers: a[r] += sum_e t[r][e] x[e]
-static AI void keys_product_regs(__m512 *a, const pair *t, const pair *x) {
-    for (int e = 0; e < 8; e++) {
-        __m512i xe = _mm512_loadu_si512(x + e * 16);
-#pragma GCC unroll 6
-        for (int r = 0; r < R; r++) a[r] = dp(a[r], t[r * 8 + e], xe);
-    }
+// the same on acc[r][0..16) in memory (rows ld apart)
+static AI void keys_product(float *acc, int ld, const pair *t, const pair *x, int ldx) {
+    __m512 a[R];
+    for (int r = 0; r < R; r++) a[r] = _mm512_loadu_ps(acc + r * ld);
+    keys_product_regs(a, t, x, ldx);
+    for (int r = 0; r < R; r++) _mm512_storeu_ps(acc + r * ld, a[r]);
 }
 
 // acc[d][0..16) += sum_rp x[rp][d] t[rp] for d < D (the 16 keys of a panel in the lanes), over
@@ -167,7 +163,7 @@ static AI void tile_forward_at(float *ob, float *l, const pair *const *q2, const
         }
         for (int r = 0; r < R; r += 2) _mm512_storeu_si512(pt + r * 16, (__m512i)_mm512_cvtne2ps_pbh(s[r + 1], s[r]));
         RELOAD();
-        if (D == 16) keys_product_regs(o16, (const pair *)pt, v);
+        if (D == 16) keys_product_regs(o16, (const pair *)pt, v, 16);
         else for (int c = 0; c < D; c += 16) keys_product(ob + c, D, (const pair *)pt, v + c, D);
     }
     if (D == 16) for (int r = 0; r < R; r++) _mm512_storeu_ps(ob + r * 16, o16[r]);

@@ -93,12 +93,18 @@ static int k_step(int K) {
     return (s + 1) / 2 * 2;
 }
 
+// cvtne2ps(hi, lo) holds bf16(lo[0..16)) in words 0..15 and bf16(hi[0..16)) in 16..31; this index
+// interleaves them into 16 pairs: word 2j <- j, word 2j + 1 <- 16 + j
+static inline __m512i pair_interleave(void) {
+    return _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19,
+                            3, 18, 2, 17, 1, 16, 0);
+}
+
 // A panels p[ir/MR][kc2][MR][2] (kc2 = ceil(kc / 2)): rows i0..i0+mc, k0..k0+kc; zeros past them
 static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long *aoff, int i0, int mc, int k0, int kc) {
     int kc2 = (kc + 1) / 2;
     if (transA) { // A stored [K][M]: rows k and k + 1 give the pairs of 16 rows i (two panels) at once
-        const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
-                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m512i inter = pair_interleave();
         for (int kp = 0; kp < kc2; kp++) {
             const float *r0 = row_at(A, lda, aoff, k0 + 2 * kp) + i0;
             const float *r1 = 2 * kp + 1 < kc ? row_at(A, lda, aoff, k0 + 2 * kp + 1) + i0 : NULL;
@@ -126,9 +132,7 @@ static void pack_a(uint16_t *p, int transA, const float *A, int lda, const long 
 static void pack_b(int transB, const float *B, int ldb, const long *boff, int k0, int kc, int j0, int nc) {
     int kc2 = (kc + 1) / 2;
     uint16_t *p = packB;
-    // (row k, row k+1) -> 16 interleaved pairs: words 2j, 2j+1 from j and 16 + j of cvtne2ps
-    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                                           5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i inter = pair_interleave(); // (row k, row k+1) -> 16 interleaved pairs
     if (!transB) { // row pair by row pair, across all panels: B is read along its rows
         for (int kp = 0; kp < kc2; kp++) {
             int k = 2 * kp;
@@ -367,9 +371,7 @@ void gemm_a16_core_avx512bf16(int transB, int M, int N, int K, const uint16_t *A
 
 void gemm_bf16_pairs_avx512bf16(uint32_t *dst, size_t ldd, const float *lo, const float *hi, size_t lds, int rows,
                                 size_t n) {
-    // cvtne2ps(hi, lo) holds bf16(lo[0..16)) in words 0..15 and bf16(hi[0..16)) in 16..31: interleave
-    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                                           5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i inter = pair_interleave();
     for (int r = 0; r < rows; r++, dst += ldd, lo += lds, hi = hi ? hi + lds : NULL) {
         size_t i = 0, e = unmasked_end(r, rows, lds, ldd, n); // as in gemm_bf16_round
         __mmask16 last = spill_zeroes(e, n, ldd);

@@ -227,11 +227,7 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
                 if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
             }
         if (redo) tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
-        for (int r = 0; r < R && i + r < N; r++) {
-            float inv = 1.0f / l[r];
-            for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
-            lse[i + r] = (m[r] + log2f(l[r])) * LN2;
-        }
+        flash_write_rows(O, lse, ob, l, m, D, N, i, N - i < R ? N - i : R);
     }
 }
 

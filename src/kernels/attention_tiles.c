@@ -2,6 +2,7 @@
 // in attention_tiles_body.h, compiled per instruction set), and the layout helpers they share.
 #include "kernels/attention_tiles.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "kernels/tiles_variants.h"
@@ -19,6 +20,15 @@ void key_panels(float *t, const float *X, int D, int N) {
 }
 
 int is_flash(int D) { return D % 16 == 0 || D <= NARROW_D; }
+
+void flash_write_rows(float *O, float *lse, const float *ob, const float *l, const float *m, int D, int N, int i,
+                      int rows) {
+    for (int r = 0; r < rows; r++) {
+        float inv = 1.0f / l[r];
+        for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
+        lse[i + r] = (m[r] + log2f(l[r])) * 0.693147180559945309f; // ln 2
+    }
+}
 // scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, scaled q,
 // dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
 // and dV in key-panel layout); or the bf16 kernels' scratch (flash_bf16_ws_floats) if larger

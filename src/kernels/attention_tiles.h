@@ -25,6 +25,11 @@ void p_ds_row(float *s, float *dp, int n, float scale, float l, float di);
 
 int is_flash(int D);
 
+// the flash forward's output for queries i .. i + rows - 1 of a tile: O[d][i + r] = ob[r][d] / l[r],
+// lse[i + r] = (m[r] + log2 l[r]) ln 2 (ob, l: the tile's sums in base 2, shifted by m)
+void flash_write_rows(float *O, float *lse, const float *ob, const float *l, const float *m, int D, int N, int i,
+                      int rows);
+
 // scratch of the flash kernels for heads up to C wide: tiles P and dS [FLASH_R][16], q, scaled q,
 // dO and O or dQ [FLASH_R][D], then K^T, dK^T, dV^T [16 np][D] of one head (backward; narrow heads: dK
 // and dV in key-panel layout); or the bf16 kernels' scratch (flash_bf16_ws_floats) if larger

@@ -287,11 +287,7 @@ void TILE(flash_forward)(float *O, float *lse, const float *Q, const float *kp, 
                 if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
             }
         if (redo) tile_forward(D, ob, l, q, nm, kp, vx, np, nt, pt);
-        for (int r = 0; r < R && i + r < N; r++) {
-            float inv = 1.0f / l[r];
-            for (int d = 0; d < D; d++) O[(size_t)d * N + i + r] = ob[r * D + d] * inv;
-            lse[i + r] = (m[r] + log2f(l[r])) * LN2;
-        }
+        flash_write_rows(O, lse, ob, l, m, D, N, i, N - i < R ? N - i : R);
     }
 }
 

@@ -8,7 +8,7 @@
 #   make fuzz               libFuzzer on every parser for FUZZ_SECONDS (60) each (needs clang)
 #   make data               MNIST into data/ (from $MNIST_DIR or downloaded), MD5-verified
 #   make deps               install the Debian packages the build needs (as root), or print the command
-#                           (with Open MPI: make deps MPI=1)
+#                           (with Open MPI: MPI=1; with PyTorch and NumPy for the interop checks: TORCH=1)
 #   make install            PREFIX=/usr/local DESTDIR= : bin/ddpm, share/ddpm/ (configs, judge)
 # CC, CPPFLAGS, CFLAGS (default -O3), LDFLAGS and LDLIBS are yours: the flags the build needs are
 # added to them, never replaced by them.
@@ -183,7 +183,7 @@ data:
 	bash tools/get_mnist.sh data
 
 deps:
-	MPI=$(MPI) bash tools/deps.sh
+	MPI=$(MPI) TORCH=$(TORCH) bash tools/deps.sh
 
 install: ddpm
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/models

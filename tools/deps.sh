@@ -2,10 +2,13 @@
 # Install the Debian packages ddpm.c needs to build and test: a C compiler with OpenMP,
 # make, pkg-config, zlib, stb (stb_image / stb_image_write), curl (for `make data`), and
 # Fashion-MNIST (dataset-fashion-mnist: a second dataset the CLI tests train on); with MPI=1 also
-# Open MPI (libopenmpi-dev, openmpi-bin: mpicc and mpirun for make MPI=1 and the MPI test).
+# Open MPI (libopenmpi-dev, openmpi-bin: mpicc and mpirun for make MPI=1 and the MPI test); with
+# TORCH=1 also PyTorch and NumPy (python3-torch, python3-numpy: the checks of test_interop.sh that
+# load ddpm.c's exports into PyTorch and compare outputs, and `make bench`'s PyTorch columns).
 set -u
 PKGS="gcc make pkg-config zlib1g-dev libstb-dev curl ca-certificates dataset-fashion-mnist"
 [ "${MPI:-}" = 1 ] && PKGS="$PKGS libopenmpi-dev openmpi-bin"
+[ "${TORCH:-}" = 1 ] && PKGS="$PKGS python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

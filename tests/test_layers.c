@@ -1123,7 +1123,7 @@ static void test_attention(int B, int C, int N, int NH, float qk_gain) {
     free(c.out); free(c.qkv); free(c.o); free(c.lse); free(c.ws);
 }
 
-// bf16 flash attention of one head (D % 16 == 0; attention_bf16.c): against exact attention, in
+// bf16 flash attention of one head (is_flash_bf16(D); attention_bf16.c): against exact attention, in
 // double, on the same bf16-rounded inputs (Q scaled to log2 units, K, V, dO; Q unscaled for dK).
 // The kernels also round P and dS to bf16 for the products they feed (relative error <= 2^-9
 // each), so every output element is bounded by the magnitudes it sums: |O - O*| <= 2^-7
@@ -1746,6 +1746,16 @@ int main(void) {
         RUN(test_flash_bf16(64, 17, 1.0f));
         RUN(test_flash_bf16(48, 50, 1.0f));
         RUN(test_flash_bf16(16, 40, 16.0f));
+        // narrow heads: an odd panel count and a key tail (N = 37: the second panel of the last
+        // block is zeros), whole blocks (N = 64), a single panel (N = 16), the widths without
+        // their own kernel (2, 6), and rows redone after an underflow
+        RUN(test_flash_bf16(4, 37, 1.0f));
+        RUN(test_flash_bf16(8, 64, 1.5f));
+        RUN(test_flash_bf16(8, 16, 1.0f));
+        RUN(test_flash_bf16(2, 17, 1.0f));
+        RUN(test_flash_bf16(6, 50, 1.0f));
+        RUN(test_flash_bf16(4, 40, 16.0f));
+        RUN(test_flash_bf16(8, 33, 16.0f));
         summary();
     }
     printf("  %.2f s\n", now_seconds() - t0);

@@ -1,11 +1,14 @@
-// attention_bf16.c: the flash-attention tiles of heads whose width D is a multiple of 16 in bf16
-// mixed precision (CPUs with AVX512_BF16). The tiles, the Cauchy-Schwarz shift and the fp32
+// attention_bf16.c: the flash-attention tiles in bf16 mixed precision (CPUs with AVX512_BF16), for
+// heads whose width D is a multiple of 16 (wide) or even and at most NARROW_D (narrow). The tiles, the Cauchy-Schwarz shift and the fp32
 // softmax are those of the fp32 kernels (attention_tiles_body.h); the products take bf16 inputs
 // (rounded to nearest even, as VCVTNE2PS2BF16 does) and VDPBF16PS sums two of them per fp32 lane:
 //   forward   s = q . k over pairs of d, O += P V over pairs of keys;
 //   backward  s and dP = dO . v over pairs of d, dQ += dS K over pairs of keys,
 //             dV += P^T dO and dK += dS^T Q over pairs of queries.
 // P and dS are rounded to bf16 for the products they feed; their sums (l, dS itself) stay fp32.
+// Narrow heads keep the 16 keys of a panel in the lanes throughout (as the fp32 narrow tiles do):
+//   O += P V and dQ += dS K over pairs of neighbouring keys, a block of two panels at a time,
+//   dV += P^T dO and dK += dS^T Q over the pair of queries of a tile.
 // A pair holds two bf16 values, the first in the low half of 32 bits; one broadcast pair meets a
 // 512-bit row of 16 pairs.
 #if defined(__clang__)
@@ -24,6 +27,7 @@
 #include "kernels/vec.h"
 
 #define R FLASH_R // queries per tile (even: the products over queries take them in pairs)
+#define RN 2       // queries per narrow tile (one pair)
 #define AI inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
 typedef uint32_t pair;
@@ -78,35 +82,51 @@ static void pairs_over_d(pair *t, float *n2, const float *X, int D, int N, int n
 }
 
 // t[p][e][d] = (X[d][16p + 2e], X[d][16p + 2e + 1]) for e < 8 and p < np: X [D, N] in panels of
-// 16 keys, pairs over keys (8 x D pairs per panel), zeros from N on; D a multiple of 16
+// 16 keys, pairs over keys (8 x D pairs per panel), zeros from N on
 static void pairs_over_keys(pair *t, const float *X, int D, int N, int np) {
     pair rows[16][8]; // 16 rows of d, each 8 pairs of keys
     for (int j0 = 0; j0 < 16 * np; j0 += 16, t += 8 * (size_t)D) {
         __mmask16 m = keys_from(j0, N);
         for (int d0 = 0; d0 < D; d0 += 16) {
-            for (int k = 0; k < 16; k++)
+            int nd = D - d0 < 16 ? D - d0 : 16;
+            for (int k = 0; k < nd; k++)
                 _mm256_storeu_si256((__m256i *)rows[k], (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, X + (size_t)(d0 + k) * N + j0)));
             for (int e = 0; e < 8; e++)
-                for (int k = 0; k < 16; k++) t[e * D + d0 + k] = rows[k][e];
+                for (int k = 0; k < nd; k++) t[e * D + d0 + k] = rows[k][e];
         }
     }
 }
 
+// t[b][d][w] = X[d][32 b + w] for w < 32 and b < nb: X [D, N] in blocks of 32 keys, as the 16
+// pairs of neighbouring keys (2w', 2w' + 1) that a VDPBF16PS lane sums; zeros from N on
+static void key_blocks(pair *t, const float *X, int D, int N, int nb) {
+    for (int j0 = 0; j0 < 32 * nb; j0 += 32)
+        for (int d = 0; d < D; d++, t += 16) {
+            const float *x = X + (size_t)d * N + j0;
+            __m512 lo = _mm512_maskz_loadu_ps(keys_from(j0, N), x), hi = _mm512_maskz_loadu_ps(keys_from(j0 + 16, N), x + 16);
+            _mm512_storeu_si512(t, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+}
+
 // s[r] = c[r] + sum_e a[r][16 e] . panel[e][0..16) over D/2 pairs of d: R rows of scores; a[r]:
 // query r's column in a panel of pairs_over_d
-static AI void scores(__m512 *s, const float *c, const pair *const *a, const pair *panel, int D) {
-    for (int r = 0; r < R; r++) s[r] = _mm512_set1_ps(c[r]);
+static AI void scores_rows(__m512 *s, const float *c, const pair *const *a, const pair *panel, int D, int rows) {
+    for (int r = 0; r < rows; r++) s[r] = _mm512_set1_ps(c[r]);
     for (int e = 0; e < D / 2; e++) {
         __m512i b = _mm512_loadu_si512(panel + e * 16);
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) s[r] = dp(s[r], a[r][16 * e], b);
+        for (int r = 0; r < rows; r++) s[r] = dp(s[r], a[r][16 * e], b);
     }
 }
+#define scores(s, c, a, panel, D) scores_rows(s, c, a, panel, D, R)
 
-// the columns of queries i .. i + R - 1 in pairs_over_d panels
-static AI void query_columns(const pair **a, const pair *t, int i, int D) {
-    for (int r = 0; r < R; r++) a[r] = t + (size_t)((i + r) / 16) * 8 * D + (i + r) % 16;
+// the columns of queries i .. i + rows - 1 in pairs_over_d panels
+static AI void query_columns(const pair **a, const pair *t, int i, int D, int rows) {
+    for (int r = 0; r < rows; r++) a[r] = t + (size_t)((i + r) / 16) * 8 * D + (i + r) % 16;
 }
+
+// valid keys in panel p of np (the last holds nt; none past it)
+static AI int panel_keys(int p, int np, int nt) { return p < np - 1 ? 16 : p == np - 1 ? nt : 0; }
 
 // x <- 2^x (arguments <= 0), keys from n on (past N) zeroed
 static AI void exp_keys(__m512 *x, int n) {
@@ -184,6 +204,52 @@ static void tile_forward(int D, FWD_ARGS) {
     }
 }
 
+// The narrow forward tile: RN queries q2 against the np panels of k2 (pairs_over_d, a panel of
+// zeros past the last if np is odd) and the blocks of v32 (key_blocks), as tile_forward_at:
+// o[r][d] (16 lanes) += p_r . v_d over the pairs of a block, P rounded to bf16 two panels at once.
+static AI void narrow_forward_at(float *ob, float *l, const pair *const *q2, const float *nm, const pair *k2,
+                                 const pair *v32, int D, int np, int nt) {
+    __m512 acc[RN][NARROW_D], sum[RN];
+    for (int r = 0; r < RN; r++) {
+        sum[r] = _mm512_setzero_ps();
+        for (int d = 0; d < D; d++) acc[r][d] = _mm512_setzero_ps();
+    }
+    for (int p = 0; p < np; p += 2) {
+        __m512 s0[RN], s1[RN];
+        __m512i pb[RN];
+        scores_rows(s0, nm, q2, k2 + (size_t)p * 8 * D, D, RN);
+        scores_rows(s1, nm, q2, k2 + (size_t)(p + 1) * 8 * D, D, RN);
+        for (int r = 0; r < RN; r++) {
+            exp_keys(&s0[r], panel_keys(p, np, nt));
+            exp_keys(&s1[r], panel_keys(p + 1, np, nt));
+            sum[r] = _mm512_add_ps(_mm512_add_ps(sum[r], s0[r]), s1[r]);
+            pb[r] = (__m512i)_mm512_cvtne2ps_pbh(s1[r], s0[r]); // word w: key w of the block
+        }
+        const pair *v = v32 + (size_t)(p / 2) * 16 * D;
+        for (int d = 0; d < D; d++) {
+            __m512i vd = _mm512_loadu_si512(v + d * 16);
+            for (int r = 0; r < RN; r++) acc[r][d] = _mm512_dpbf16_ps(acc[r][d], (__m512bh)pb[r], (__m512bh)vd);
+        }
+    }
+    for (int r = 0; r < RN; r++) {
+        v16f x = (v16f)sum[r];
+        l[r] = hsum16(&x);
+        for (int d = 0; d < D; d++) { x = (v16f)acc[r][d]; ob[r * D + d] = hsum16(&x); }
+    }
+}
+
+static NOINLINE void narrow_forward4(FWD_ARGS) { (void)pt; narrow_forward_at(ob, l, q2, nm, k2, v2, 4, np, nt); }
+static NOINLINE void narrow_forward8(FWD_ARGS) { (void)pt; narrow_forward_at(ob, l, q2, nm, k2, v2, 8, np, nt); }
+static void narrow_forward(int D, FWD_ARGS) {
+    switch (D) {
+    case 4: narrow_forward4(FWD_PASS); break;
+    case 8: narrow_forward8(FWD_PASS); break;
+    default: narrow_forward_at(ob, l, q2, nm, k2, v2, D, np, nt);
+    }
+}
+
+int is_flash_bf16(int D) { return D % 16 == 0 || (D <= NARROW_D && D % 2 == 0); }
+
 size_t flash_bf16_ws_floats(int C, int N) {
     size_t np = (size_t)(N + 15) / 16;
     return 32 * R + (size_t)R * C + 32 * (np + 1) + 88 * (np + 1) * C;
@@ -191,30 +257,33 @@ size_t flash_bf16_ws_floats(int C, int N) {
 
 void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, const float *V, int D, int N, float scale,
                         float *fl) {
-    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16, narrow = D <= NARROW_D, Rt = narrow ? RN : R;
+    int npk = narrow ? np + (np & 1) : np; // narrow: whole blocks of two panels
     size_t n8 = (size_t)np * 8 * D;
     uint16_t *pt = (uint16_t *)fl;                       // [R][16] bf16
     float *ob = fl + 8 * R, *qn2 = ob + R * D, *kn2 = qn2 + 16 * (np + 1); // [R][D]; norms
-    pair *qt = (pair *)(kn2 + 16 * np), *k2 = qt + n8 + 8 * D, *v2 = k2 + n8;
+    pair *qt = (pair *)(kn2 + 16 * (np + 1)), *k2 = qt + n8 + 8 * D, *v2 = k2 + n8 + 8 * D;
     // the queries in panels like the keys, with a panel of zeros for the last tile to overrun;
     // scores in log2 units: exp(x) = 2^(x log2 e)
     pairs_over_d(qt, qn2, Q, D, N, np + 1, scale * LOG2E);
-    pairs_over_d(k2, kn2, K, D, N, np, 1.0f);
-    pairs_over_keys(v2, V, D, N, np);
+    pairs_over_d(k2, kn2, K, D, N, npk, 1.0f);
+    if (narrow) key_blocks(v2, V, D, N, npk / 2);
+    else pairs_over_keys(v2, V, D, N, np);
     float kmax = 0.0f; // max_j |k_j| (zero keys past N)
     for (int j = 0; j < 16 * np; j++) kmax = kn2[j] > kmax ? kn2[j] : kmax;
     kmax = sqrtf(kmax);
-    for (int i = 0; i < N; i += R) {
+    for (int i = 0; i < N; i += Rt) {
         float m[R], nm[R], l[R];
         const pair *q2[R]; // rows past N: zeros (not stored)
-        query_columns(q2, qt, i, D);
-        for (int r = 0; r < R; r++) {
+        query_columns(q2, qt, i, D, Rt);
+        for (int r = 0; r < Rt; r++) {
             m[r] = sqrtf(qn2[i + r]) * kmax;
             nm[r] = -m[r];
         }
-        tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+        if (narrow) narrow_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+        else tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
         int redo = 0;
-        for (int r = 0; r < R && i + r < N; r++)
+        for (int r = 0; r < Rt && i + r < N; r++)
             if (!(l[r] >= 1e-25f)) { // underflow (or NaN): shift by the true row max
                 const uint16_t *q = (const uint16_t *)q2[r];
                 float mx = -INFINITY;
@@ -226,8 +295,11 @@ void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, co
                 }
                 if (mx == mx && mx != m[r]) { m[r] = mx; nm[r] = -mx; redo = 1; }
             }
-        if (redo) tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
-        flash_write_rows(O, lse, ob, l, m, D, N, i, N - i < R ? N - i : R);
+        if (redo) {
+            if (narrow) narrow_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+            else tile_forward(D, ob, l, q2, nm, k2, v2, np, nt, pt);
+        }
+        flash_write_rows(O, lse, ob, l, m, D, N, i, N - i < Rt ? N - i : Rt);
     }
 }
 
@@ -283,9 +355,61 @@ static void tile_backward(int D, BWD_ARGS) {
     }
 }
 
+// The narrow backward tile: the pair of queries qs2, g2 (columns of pairs_over_d panels; qr, gr:
+// [D] pairs over the two queries of q and dO) against the np panels of k2 and v2 (pairs_over_d, a
+// panel of zeros past the last if np is odd) and the blocks of kt32 (key_blocks of K), as
+// tile_backward_at: dk and dv (key panels, [np][D][16]) += over the query pair per panel, dq[r][d]
+// (16 lanes) += ds_r . k_d over the pairs of a block, dS rounded to bf16 two panels at once.
+static AI void narrow_backward_at(float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2,
+                                  const pair *qr, const pair *gr, const float *nl, const float *ndd, const pair *k2,
+                                  const pair *v2, const pair *kt32, int D, int np, int nt, float scale) {
+    __m512 acc[RN][NARROW_D];
+    for (int r = 0; r < RN; r++)
+        for (int d = 0; d < D; d++) acc[r][d] = _mm512_setzero_ps();
+    for (int p = 0; p < np; p += 2) {
+        __m512 s[2][RN], t[2][RN];
+        for (int h = 0; h < 2; h++) {
+            size_t po = (size_t)(p + h) * 8 * D;
+            scores_rows(s[h], nl, qs2, k2 + po, D, RN); // p = 2^(qs . k + nl)
+            for (int r = 0; r < RN; r++) exp_keys(&s[h][r], panel_keys(p + h, np, nt));
+            scores_rows(t[h], ndd, g2, v2 + po, D, RN); // ds = scale p (g . v - dd)
+            for (int r = 0; r < RN; r++) t[h][r] = _mm512_mul_ps(_mm512_mul_ps(s[h][r], t[h][r]), _mm512_set1_ps(scale));
+            if (p + h < np) { // dv_j += sum_r p_rj g_r, dk_j += sum_r ds_rj q_r
+                __m512i pp = pairs16(s[h][0], s[h][1]), dd = pairs16(t[h][0], t[h][1]);
+                float *dk = dkt + 2 * po, *dv = dvt + 2 * po;
+                for (int d = 0; d < D; d++) {
+                    _mm512_storeu_ps(dv + d * 16, dp(_mm512_loadu_ps(dv + d * 16), gr[d], pp));
+                    _mm512_storeu_ps(dk + d * 16, dp(_mm512_loadu_ps(dk + d * 16), qr[d], dd));
+                }
+            }
+        }
+        __m512i db[RN]; // ds of the block, word w: key w
+        for (int r = 0; r < RN; r++) db[r] = (__m512i)_mm512_cvtne2ps_pbh(t[1][r], t[0][r]);
+        const pair *k = kt32 + (size_t)(p / 2) * 16 * D;
+        for (int d = 0; d < D; d++) { // dq[r] += sum_j ds_rj k_j
+            __m512i kd = _mm512_loadu_si512(k + d * 16);
+            for (int r = 0; r < RN; r++) acc[r][d] = _mm512_dpbf16_ps(acc[r][d], (__m512bh)db[r], (__m512bh)kd);
+        }
+    }
+    for (int r = 0; r < RN; r++)
+        for (int d = 0; d < D; d++) { v16f x = (v16f)acc[r][d]; dq[r * D + d] = hsum16(&x); }
+}
+
+#define NBWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, D, np, nt, scale
+static NOINLINE void narrow_backward4(BWD_ARGS) { (void)pt; (void)dt; narrow_backward_at(NBWD_PASS(4)); }
+static NOINLINE void narrow_backward8(BWD_ARGS) { (void)pt; (void)dt; narrow_backward_at(NBWD_PASS(8)); }
+static void narrow_backward(int D, BWD_ARGS) {
+    switch (D) {
+    case 4: narrow_backward4(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    case 8: narrow_backward8(dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt); break;
+    default: narrow_backward_at(NBWD_PASS(D));
+    }
+}
+
 void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *V,
                          const float *dO, const float *lse, const float *di, int D, int N, float scale, float *fl) {
-    int np = (N + 15) / 16, nt = N - (np - 1) * 16;
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16, narrow = D <= NARROW_D, Rt = narrow ? RN : R;
+    int npk = narrow ? np + (np & 1) : np; // narrow: whole blocks of two panels
     size_t n8 = (size_t)np * 8 * D;
     uint16_t *pt = (uint16_t *)fl, *dt = pt + 16 * R;   // [R][16] bf16 each
     float *dq = fl + 32 * R;                            // [R][D]
@@ -293,28 +417,30 @@ void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const 
     // keys (Q scaled, dO) and in pairs of queries ([8 (np + 1)][D])
     size_t nq = n8 + 8 * D;
     pair *qs2 = (pair *)(dq + R * D), *g2 = qs2 + nq, *qk = g2 + nq, *gk = qk + nq;
-    pair *k2 = gk + nq, *v2 = k2 + n8, *kt2 = v2 + n8;
-    float *dkt = (float *)(kt2 + n8), *dvt = dkt + 2 * n8;
+    pair *k2 = gk + nq, *v2 = k2 + nq, *kt2 = v2 + nq;
+    float *dkt = (float *)(kt2 + nq), *dvt = dkt + 2 * n8;
     pairs_over_d(qs2, NULL, Q, D, N, np + 1, scale * LOG2E);
     pairs_over_d(g2, NULL, dO, D, N, np + 1, 1.0f);
     pairs_over_keys(qk, Q, D, N, np + 1);
     pairs_over_keys(gk, dO, D, N, np + 1);
-    pairs_over_d(k2, NULL, K, D, N, np, 1.0f);
-    pairs_over_d(v2, NULL, V, D, N, np, 1.0f);
-    pairs_over_keys(kt2, K, D, N, np);
+    pairs_over_d(k2, NULL, K, D, N, npk, 1.0f);
+    pairs_over_d(v2, NULL, V, D, N, npk, 1.0f);
+    if (narrow) key_blocks(kt2, K, D, N, npk / 2);
+    else pairs_over_keys(kt2, K, D, N, np);
     memset(dkt, 0, 4 * n8 * sizeof(float));
-    for (int i = 0; i < N; i += R) {
-        int rows = N - i < R ? N - i : R;
+    for (int i = 0; i < N; i += Rt) {
+        int rows = N - i < Rt ? N - i : Rt;
         float nl[R], ndd[R];
-        for (int r = 0; r < R; r++) { // rows past N (zero q, dO): p = 1, ds = 0
+        for (int r = 0; r < Rt; r++) { // rows past N (zero q, dO): p = 1, ds = 0
             nl[r] = r < rows ? -lse[i + r] * LOG2E : 0.0f;
             ndd[r] = r < rows ? -di[i + r] : 0.0f;
         }
         const pair *qc[R], *gc[R];
-        query_columns(qc, qs2, i, D);
-        query_columns(gc, g2, i, D);
-        size_t o2 = (size_t)i * (D / 2); // R/2 pairs of queries
-        tile_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt);
+        query_columns(qc, qs2, i, D, Rt);
+        query_columns(gc, g2, i, D, Rt);
+        size_t o2 = (size_t)i * (D / 2); // Rt/2 pairs of queries
+        if (narrow) narrow_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt);
+        else tile_backward(D, dq, dkt, dvt, qc, gc, qk + o2, gk + o2, nl, ndd, k2, v2, kt2, np, nt, scale, pt, dt);
         for (int r = 0; r < rows; r++)
             for (int d = 0; d < D; d++) dQ[(size_t)d * N + i + r] = dq[r * D + d];
     }

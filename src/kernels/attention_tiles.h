@@ -53,9 +53,11 @@ void flash_backward(float *dQ, float *dK, float *dV, const float *Q, const float
                            const float *lse, const float *di, const float *kp, const float *vp, int D, int N,
                            float scale, float *fl);
 
-// bf16 mixed precision (attention_bf16.c; gemm_precision() GEMM_BF16, heads with D % 16 == 0):
-// the flash forward and backward above with bf16 products (VDPBF16PS) and the fp32 softmax, from
-// Q, K, V [D, N] themselves; fl: flash_ws_floats scratch, which covers flash_bf16_ws_floats.
+// bf16 mixed precision (attention_bf16.c; gemm_precision() GEMM_BF16, heads with is_flash_bf16(D):
+// D % 16 == 0, or D even and at most NARROW_D): the flash forward and backward above with bf16
+// products (VDPBF16PS) and the fp32 softmax, from Q, K, V [D, N] themselves; fl: flash_ws_floats
+// scratch, which covers flash_bf16_ws_floats.
+int is_flash_bf16(int D);
 size_t flash_bf16_ws_floats(int C, int N);
 void flash_forward_bf16(float *O, float *lse, const float *Q, const float *K, const float *V, int D, int N, float scale,
                         float *fl);

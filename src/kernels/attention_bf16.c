@@ -27,7 +27,9 @@
 #include "kernels/vec.h"
 
 #define R FLASH_R // queries per tile (even: the products over queries take them in pairs)
-#define RN 2       // queries per narrow tile (one pair)
+#define RN 2       // queries per narrow forward tile
+#define RN_MAX 4   // queries per narrow backward tile (pairs): 4 for heads up to 4 wide, else 2
+static int narrow_rows_bwd(int D) { return D <= 4 ? 4 : 2; }
 #define AI inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
 typedef uint32_t pair;
@@ -355,47 +357,57 @@ static void tile_backward(int D, BWD_ARGS) {
     }
 }
 
-// The narrow backward tile: the pair of queries qs2, g2 (columns of pairs_over_d panels; qr, gr:
-// [D] pairs over the two queries of q and dO) against the np panels of k2 and v2 (pairs_over_d, a
+// The narrow backward tile: rn queries (pairs) qs2, g2 (columns of pairs_over_d panels; qr, gr:
+// [rn/2][D] pairs over queries of q and dO) against the np panels of k2 and v2 (pairs_over_d, a
 // panel of zeros past the last if np is odd) and the blocks of kt32 (key_blocks of K), as
-// tile_backward_at: dk and dv (key panels, [np][D][16]) += over the query pair per panel, dq[r][d]
+// tile_backward_at: dk and dv (key panels, [np][D][16]) += over the query pairs per panel, dq[r][d]
 // (16 lanes) += ds_r . k_d over the pairs of a block, dS rounded to bf16 two panels at once.
 static AI void narrow_backward_at(float *dq, float *dkt, float *dvt, const pair *const *qs2, const pair *const *g2,
                                   const pair *qr, const pair *gr, const float *nl, const float *ndd, const pair *k2,
-                                  const pair *v2, const pair *kt32, int D, int np, int nt, float scale) {
-    __m512 acc[RN][NARROW_D];
-    for (int r = 0; r < RN; r++)
+                                  const pair *v2, const pair *kt32, int D, int np, int nt, float scale, int rn) {
+    __m512 acc[RN_MAX][NARROW_D];
+    for (int r = 0; r < rn; r++)
         for (int d = 0; d < D; d++) acc[r][d] = _mm512_setzero_ps();
     for (int p = 0; p < np; p += 2) {
-        __m512 s[2][RN], t[2][RN];
+        __m512 t[2][RN_MAX];
         for (int h = 0; h < 2; h++) {
             size_t po = (size_t)(p + h) * 8 * D;
-            scores_rows(s[h], nl, qs2, k2 + po, D, RN); // p = 2^(qs . k + nl)
-            for (int r = 0; r < RN; r++) exp_keys(&s[h][r], panel_keys(p + h, np, nt));
-            scores_rows(t[h], ndd, g2, v2 + po, D, RN); // ds = scale p (g . v - dd)
-            for (int r = 0; r < RN; r++) t[h][r] = _mm512_mul_ps(_mm512_mul_ps(s[h][r], t[h][r]), _mm512_set1_ps(scale));
+            __m512 s[RN_MAX];
+            scores_rows(s, nl, qs2, k2 + po, D, rn); // p = 2^(qs . k + nl)
+            for (int r = 0; r < rn; r++) exp_keys(&s[r], panel_keys(p + h, np, nt));
+            scores_rows(t[h], ndd, g2, v2 + po, D, rn); // ds = scale p (g . v - dd)
+            for (int r = 0; r < rn; r++) t[h][r] = _mm512_mul_ps(_mm512_mul_ps(s[r], t[h][r]), _mm512_set1_ps(scale));
             if (p + h < np) { // dv_j += sum_r p_rj g_r, dk_j += sum_r ds_rj q_r
-                __m512i pp = pairs16(s[h][0], s[h][1]), dd = pairs16(t[h][0], t[h][1]);
+                __m512i pp[RN_MAX / 2], dd[RN_MAX / 2];
+                for (int q = 0; q < rn / 2; q++) {
+                    pp[q] = pairs16(s[2 * q], s[2 * q + 1]);
+                    dd[q] = pairs16(t[h][2 * q], t[h][2 * q + 1]);
+                }
                 float *dk = dkt + 2 * po, *dv = dvt + 2 * po;
                 for (int d = 0; d < D; d++) {
-                    _mm512_storeu_ps(dv + d * 16, dp(_mm512_loadu_ps(dv + d * 16), gr[d], pp));
-                    _mm512_storeu_ps(dk + d * 16, dp(_mm512_loadu_ps(dk + d * 16), qr[d], dd));
+                    __m512 a = _mm512_loadu_ps(dv + d * 16), b = _mm512_loadu_ps(dk + d * 16);
+                    for (int q = 0; q < rn / 2; q++) {
+                        a = dp(a, gr[q * D + d], pp[q]);
+                        b = dp(b, qr[q * D + d], dd[q]);
+                    }
+                    _mm512_storeu_ps(dv + d * 16, a);
+                    _mm512_storeu_ps(dk + d * 16, b);
                 }
             }
         }
-        __m512i db[RN]; // ds of the block, word w: key w
-        for (int r = 0; r < RN; r++) db[r] = (__m512i)_mm512_cvtne2ps_pbh(t[1][r], t[0][r]);
+        __m512i db[RN_MAX]; // ds of the block, word w: key w
+        for (int r = 0; r < rn; r++) db[r] = (__m512i)_mm512_cvtne2ps_pbh(t[1][r], t[0][r]);
         const pair *k = kt32 + (size_t)(p / 2) * 16 * D;
         for (int d = 0; d < D; d++) { // dq[r] += sum_j ds_rj k_j
             __m512i kd = _mm512_loadu_si512(k + d * 16);
-            for (int r = 0; r < RN; r++) acc[r][d] = _mm512_dpbf16_ps(acc[r][d], (__m512bh)db[r], (__m512bh)kd);
+            for (int r = 0; r < rn; r++) acc[r][d] = _mm512_dpbf16_ps(acc[r][d], (__m512bh)db[r], (__m512bh)kd);
         }
     }
-    for (int r = 0; r < RN; r++)
+    for (int r = 0; r < rn; r++)
         for (int d = 0; d < D; d++) { v16f x = (v16f)acc[r][d]; dq[r * D + d] = hsum16(&x); }
 }
 
-#define NBWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, D, np, nt, scale
+#define NBWD_PASS(D) dq, dkt, dvt, qs2, g2, qr, gr, nl, ndd, k2, v2, kt2, D, np, nt, scale, narrow_rows_bwd(D)
 static NOINLINE void narrow_backward4(BWD_ARGS) { (void)pt; (void)dt; narrow_backward_at(NBWD_PASS(4)); }
 static NOINLINE void narrow_backward8(BWD_ARGS) { (void)pt; (void)dt; narrow_backward_at(NBWD_PASS(8)); }
 static void narrow_backward(int D, BWD_ARGS) {
@@ -408,7 +420,7 @@ static void narrow_backward(int D, BWD_ARGS) {
 
 void flash_backward_bf16(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *V,
                          const float *dO, const float *lse, const float *di, int D, int N, float scale, float *fl) {
-    int np = (N + 15) / 16, nt = N - (np - 1) * 16, narrow = D <= NARROW_D, Rt = narrow ? RN : R;
+    int np = (N + 15) / 16, nt = N - (np - 1) * 16, narrow = D <= NARROW_D, Rt = narrow ? narrow_rows_bwd(D) : R;
     int npk = narrow ? np + (np & 1) : np; // narrow: whole blocks of two panels
     size_t n8 = (size_t)np * 8 * D;
     uint16_t *pt = (uint16_t *)fl, *dt = pt + 16 * R;   // [R][16] bf16 each
